@@ -1,0 +1,1 @@
+"""Benchmarks behind ``fedcast bench ...``: each prints a table, or JSON with ``--json``."""

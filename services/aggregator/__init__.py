@@ -1,0 +1,1 @@
+"""The aggregator service (asyncio shell over ``shared``); built in the services issue."""

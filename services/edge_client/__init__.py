@@ -1,0 +1,1 @@
+"""The edge_client service (asyncio shell over ``shared``); built in the services issue."""

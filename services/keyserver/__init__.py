@@ -1,0 +1,1 @@
+"""The keyserver service (asyncio shell over ``shared``); built in the services issue."""

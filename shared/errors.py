@@ -1,0 +1,188 @@
+"""The one exception tree of fedcast.
+
+Every error that the library raises on purpose derives from :class:`FedcastError`
+and carries a short, stable ``reason`` code. Services count rejected input in a
+metric labelled by that code (bounded cardinality: one label value per class),
+so the codes are part of the operator-facing interface and must not change
+casually.
+
+Lower-level errors (``ValueError`` from ``int.from_bytes``, ``InvalidTag`` from
+``cryptography``, ``OSError`` from file I/O, ...) are translated at the module
+boundary with ``raise ... from exc``; callers never need to catch them.
+
+    FedcastError
+    ├── ConfigurationError
+    ├── CryptoError
+    │   ├── InvalidParametersError
+    │   │   └── InsecureParametersError
+    │   ├── InvalidGroupElementError
+    │   ├── InvalidKeyError
+    │   ├── KeyStorageError
+    │   ├── CiphertextShapeError
+    │   ├── OnlineSetError
+    │   │   ├── OnlineSetTooSmallError
+    │   │   ├── NotAMemberError
+    │   │   └── AggregateKeyMismatchError
+    │   ├── ChallengeRejectedError
+    │   ├── ProtocolOrderError
+    │   ├── DecryptionError
+    │   └── DeliveryError
+    ├── EncodingError
+    │   ├── SlotOverflowError
+    │   └── PackingError
+    └── DataError
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "AggregateKeyMismatchError",
+    "ChallengeRejectedError",
+    "CiphertextShapeError",
+    "ConfigurationError",
+    "CryptoError",
+    "DataError",
+    "DecryptionError",
+    "DeliveryError",
+    "EncodingError",
+    "FedcastError",
+    "InsecureParametersError",
+    "InvalidGroupElementError",
+    "InvalidKeyError",
+    "InvalidParametersError",
+    "KeyStorageError",
+    "NotAMemberError",
+    "OnlineSetError",
+    "OnlineSetTooSmallError",
+    "PackingError",
+    "ProtocolOrderError",
+    "SlotOverflowError",
+]
+
+
+class FedcastError(Exception):
+    """Base class of every error fedcast raises on purpose."""
+
+    reason: ClassVar[str] = "fedcast_error"
+
+
+class ConfigurationError(FedcastError, ValueError):
+    """A configuration value is out of range or inconsistent with another."""
+
+    reason = "invalid_configuration"
+
+
+class CryptoError(FedcastError):
+    """Something in the secure-aggregation scheme was rejected."""
+
+    reason = "crypto_error"
+
+
+class InvalidParametersError(CryptoError):
+    """Group parameters (p, q, g) fail validation: not prime, q does not divide p-1, ..."""
+
+    reason = "invalid_parameters"
+
+
+class InsecureParametersError(InvalidParametersError):
+    """Group parameters are well formed but smaller than the configured minimum."""
+
+    reason = "insecure_parameters"
+
+
+class InvalidGroupElementError(CryptoError):
+    """A received value is not an element of the order-q subgroup (1 < x < p, x^q = 1 mod p)."""
+
+    reason = "invalid_group_element"
+
+
+class InvalidKeyError(CryptoError):
+    """Key material is malformed, out of range, or belongs to another group."""
+
+    reason = "invalid_key"
+
+
+class KeyStorageError(CryptoError):
+    """A key file could not be read or written, or has unsafe permissions."""
+
+    reason = "key_storage"
+
+
+class CiphertextShapeError(CryptoError):
+    """A ciphertext has the wrong number of components or a component of the wrong size."""
+
+    reason = "ciphertext_shape"
+
+
+class OnlineSetError(CryptoError):
+    """The online set S offered to a client is not one it may encrypt for."""
+
+    reason = "online_set"
+
+
+class OnlineSetTooSmallError(OnlineSetError):
+    """|S| is below max(2, configured minimum): the aggregate would reveal one client's input."""
+
+    reason = "online_set_too_small"
+
+
+class NotAMemberError(OnlineSetError):
+    """The client (or an uploader) is not a member of the online set."""
+
+    reason = "not_a_member"
+
+
+class AggregateKeyMismatchError(OnlineSetError):
+    """pk_S is not the product of the listed members' registered public keys."""
+
+    reason = "aggregate_key_mismatch"
+
+
+class ChallengeRejectedError(CryptoError):
+    """A challenge R failed the client's checks (crypto note section 5), or was already answered."""
+
+    reason = "challenge_rejected"
+
+
+class ProtocolOrderError(CryptoError):
+    """An operation was called in a state that does not allow it (duplicate upload, early decrypt)."""
+
+    reason = "protocol_order"
+
+
+class DecryptionError(CryptoError):
+    """The aggregate did not decrypt to a well-formed plaintext (wrong key, tampering, bad share)."""
+
+    reason = "decryption_failed"
+
+
+class DeliveryError(CryptoError):
+    """A model-delivery envelope failed authentication or is malformed."""
+
+    reason = "delivery_failed"
+
+
+class EncodingError(FedcastError):
+    """Fixed-point encoding or packing was given values it cannot represent."""
+
+    reason = "encoding_error"
+
+
+class SlotOverflowError(EncodingError):
+    """A slot would (or did) exceed its width: the sum could carry into the next slot."""
+
+    reason = "slot_overflow"
+
+
+class PackingError(EncodingError):
+    """Packed data has the wrong length or layout."""
+
+    reason = "packing_error"
+
+
+class DataError(FedcastError):
+    """An input data file or data set is malformed."""
+
+    reason = "data_error"
