@@ -30,7 +30,19 @@ boundary with ``raise ... from exc``; callers never need to catch them.
     ├── EncodingError
     │   ├── SlotOverflowError
     │   └── PackingError
-    └── DataError
+    ├── DataError
+    ├── WireError
+    │   ├── MalformedMessageError
+    │   ├── UnsupportedVersionError
+    │   ├── OversizeMessageError
+    │   ├── SignatureError
+    │   ├── UnknownSenderError
+    │   └── StaleMessageError
+    ├── RegistryError
+    │   ├── EnrollmentRefusedError
+    │   └── NotAuthorizedError
+    └── TransportError
+        └── RequestTimeoutError
 """
 
 from __future__ import annotations
@@ -47,18 +59,30 @@ __all__ = [
     "DecryptionError",
     "DeliveryError",
     "EncodingError",
+    "EnrollmentRefusedError",
     "FedcastError",
     "InsecureParametersError",
     "InvalidGroupElementError",
     "InvalidKeyError",
     "InvalidParametersError",
     "KeyStorageError",
+    "MalformedMessageError",
     "NotAMemberError",
+    "NotAuthorizedError",
     "OnlineSetError",
     "OnlineSetTooSmallError",
+    "OversizeMessageError",
     "PackingError",
     "ProtocolOrderError",
+    "RegistryError",
+    "RequestTimeoutError",
+    "SignatureError",
     "SlotOverflowError",
+    "StaleMessageError",
+    "TransportError",
+    "UnknownSenderError",
+    "UnsupportedVersionError",
+    "WireError",
 ]
 
 
@@ -186,3 +210,75 @@ class DataError(FedcastError):
     """An input data file or data set is malformed."""
 
     reason = "data_error"
+
+
+class WireError(FedcastError):
+    """A message from the broker was rejected before it reached the protocol."""
+
+    reason = "wire_error"
+
+
+class MalformedMessageError(WireError):
+    """Not a well-formed fedcast message: bad msgpack, wrong field types, counts or widths."""
+
+    reason = "malformed"
+
+
+class UnsupportedVersionError(WireError):
+    """The message's protocol version is not one this build speaks."""
+
+    reason = "unsupported_version"
+
+
+class OversizeMessageError(WireError):
+    """The message exceeds the configured maximum size."""
+
+    reason = "oversize"
+
+
+class SignatureError(WireError):
+    """The Ed25519 signature does not verify under the claimed sender's registered key."""
+
+    reason = "bad_signature"
+
+
+class UnknownSenderError(WireError):
+    """The sender is not registered (or revoked) at the key service."""
+
+    reason = "unknown_sender"
+
+
+class StaleMessageError(WireError):
+    """A replay or a late message: its round or attempt is not the current one, or it repeats."""
+
+    reason = "stale"
+
+
+class RegistryError(FedcastError):
+    """The key service refused a registry operation."""
+
+    reason = "registry_error"
+
+
+class EnrollmentRefusedError(RegistryError):
+    """Unknown device, wrong enrollment token, or a token already bound to other keys."""
+
+    reason = "enrollment_refused"
+
+
+class NotAuthorizedError(RegistryError):
+    """An administrative request without the right token."""
+
+    reason = "not_authorized"
+
+
+class TransportError(FedcastError):
+    """The broker connection failed in a way the transport could not recover from."""
+
+    reason = "transport_error"
+
+
+class RequestTimeoutError(TransportError):
+    """An RPC got no reply in time."""
+
+    reason = "request_timeout"

@@ -65,6 +65,7 @@ class ElGamalSum:
         self._clients: list[ClientKeyPair] = []
         self._by_segments: dict[int, _Deployment] = {}
         self._last = RoundStats()
+        self.clipped_total = 0  # over every round, for reports
 
     @property
     def name(self) -> str:
@@ -134,6 +135,7 @@ class ElGamalSum:
         total = encoding.decode_sum(sums, len(vectors))
         stats.decrypt_seconds = time.perf_counter() - start
         self._last = stats
+        self.clipped_total += stats.clipped_values
         return total
 
 
@@ -151,6 +153,7 @@ class PaillierSum:
         self.keys = PaillierKeys(n_bits)
         self._rng = np.random.default_rng(seed)
         self._last = RoundStats()
+        self.clipped_total = 0  # over every round, for reports
 
     @property
     def name(self) -> str:
@@ -183,4 +186,5 @@ class PaillierSum:
         total = self.encoding.decode_sum(sums, len(vectors))
         stats.decrypt_seconds = time.perf_counter() - start
         self._last = stats
+        self.clipped_total += stats.clipped_values
         return total

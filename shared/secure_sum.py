@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 from shared.errors import ConfigurationError
 
-__all__ = ["FloatArray", "PlaintextSum", "RoundStats", "SecureSum", "check_vectors"]
+__all__ = ["ExactSum", "FloatArray", "PlaintextSum", "RoundStats", "SecureSum", "check_vectors"]
 
 FloatArray = NDArray[np.float64]
 
@@ -109,4 +109,29 @@ class PlaintextSum:
             total += np.frombuffer(blob, dtype="<f4")
         stats.aggregate_seconds = time.perf_counter() - start
         self._last = stats
+        return total
+
+
+class ExactSum:
+    """A :class:`SecureSum` that adds float64 vectors exactly as given (no wire format).
+
+    Not a deployment scheme: it is the reference that makes FedMF bit-comparable
+    with centralized MF, since :class:`PlaintextSum` rounds uploads to float32.
+    """
+
+    def __init__(self) -> None:
+        self._last = RoundStats()
+
+    @property
+    def name(self) -> str:
+        return "exact"
+
+    @property
+    def last_round(self) -> RoundStats:
+        return self._last
+
+    def sum(self, vectors: Sequence[FloatArray]) -> FloatArray:
+        n = check_vectors(vectors)
+        self._last = RoundStats(n_clients=len(vectors), n_params=n)
+        total: FloatArray = np.sum([np.asarray(v, dtype=np.float64) for v in vectors], axis=0)
         return total

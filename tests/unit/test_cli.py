@@ -1,0 +1,97 @@
+"""The fedcast command line: smoke runs with tiny sizes (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedcast.bench.crypto import JSON_KEYS
+from fedcast.cli import main
+
+
+def test_bench_crypto_json_rows(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "crypto", "--json", "--params", "300", "--clients", "2"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["scheme"] for r in rows] == ["elgamal", "paillier", "plaintext"]
+    for row in rows:
+        assert tuple(row) == JSON_KEYS
+        assert row["n_params"] == 300 and row["n_clients"] == 2
+    elgamal, paillier, plaintext = rows
+    assert not elgamal["extrapolated"] and paillier["extrapolated"] and not plaintext["extrapolated"]
+    assert plaintext["bytes_per_param"] == 4.0 and paillier["bytes_per_param"] == 512.0
+    # 300 params = 5 segments of 70 slots: 5 x 512 B + (A, B) 2 x 256 B
+    assert elgamal["bytes_per_param"] == pytest.approx((5 * 512 + 512) / 300)
+
+
+def test_bench_crypto_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "crypto", "--params", "100", "--clients", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "elgamal" in out and "paillier" in out and "extrapolated" in out
+
+
+def test_usage_errors_exit_2() -> None:
+    with pytest.raises(SystemExit) as excinfo:
+        main(["bench", "crypto", "--p-bits", "1024"])
+    assert excinfo.value.code == 2
+
+
+def test_bench_learning_json_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "learning", "--json", "--rounds", "2"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) == {
+        "rmse_centralized",
+        "rmse_plaintext",
+        "rmse_secure",
+        "rmse_fedmmf",
+        "mae_plaintext",
+        "mae_secure",
+        "mae_fedmmf",
+        "rounds",
+        "seed",
+    }
+    assert result["rounds"] == 2 and result["seed"] == 0
+    assert abs(result["rmse_secure"] - result["rmse_plaintext"]) / result["rmse_plaintext"] < 0.005
+
+
+def test_attack_demo(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["attack", "--demo", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["recovery_rmse"] < 1e-5 and result["secure_aggregate_recovery_rmse"] > 0.3
+    assert main(["attack", "--demo"]) == 0
+    assert "recovered" in capsys.readouterr().out
+
+
+def _write_ml100k(directory: Path, n_users: int = 20, n_items: int = 15) -> None:
+    rng = np.random.default_rng(0)
+    lines = []
+    for u in range(1, n_users + 1):
+        for i in rng.choice(np.arange(1, n_items + 1), size=8, replace=False):
+            lines.append(f"{u}\t{i}\t{rng.integers(1, 6)}\t88125{u:04d}")
+    (directory / "u.data").write_text("\n".join(lines) + "\n")
+    occupations = ["engineer", "technician", "other"]
+    (directory / "u.user").write_text(
+        "".join(f"{u}|{20 + u}|{'MF'[u % 2]}|{occupations[u % 3]}|1000{u}\n" for u in range(1, n_users + 1))
+    )
+    genres = lambda i: "|".join("1" if g == i % 19 else "0" for g in range(19))  # noqa: E731
+    (directory / "u.item").write_bytes(
+        "".join(
+            f"{i}|Part {i} (1995)|01-Jan-1995||http://x|{genres(i)}\n" for i in range(1, n_items + 1)
+        ).encode("latin-1")
+    )
+
+
+def test_bench_masks_on_a_movielens_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _write_ml100k(tmp_path)
+    assert main(["bench", "masks", "--ml100k", str(tmp_path), "--seeds", "0", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["data"] == "ml-100k" and result["seeds"] == [0, 1]
+    assert result["fedmf_rmse"]["mean"] > 0 and result["fedmmf_rmse"]["std"] >= 0
+
+
+def test_bench_masks_reports_bad_data_as_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "u.data").write_text("1\tnot-a-number\t3\t0\n")
+    assert main(["bench", "masks", "--ml100k", str(tmp_path), "--seeds", "0"]) == 2
+    assert "data_error" in capsys.readouterr().err
