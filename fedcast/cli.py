@@ -124,6 +124,27 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from fedcast.demo import DemoConfig, main_json, print_summary, run_demo
+
+    config = DemoConfig(
+        n_clients=args.clients,
+        rounds=args.rounds,
+        amqp_url=args.amqp,
+        p_bits=args.p_bits,
+        seed=args.seed,
+    )
+    report = _progress(args.json)
+    result = asyncio.run(run_demo(config, progress=report))
+    if args.json:
+        print(main_json(result))
+    else:
+        print_summary(result)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fedcast",
@@ -131,6 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fedcast {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="<subcommand>")
+
+    demo = commands.add_parser("demo", help="a whole federation in one process (no broker needed)")
+    demo.add_argument("--clients", type=int, default=8, help="edge clients (default 8)")
+    demo.add_argument("--rounds", type=int, default=100, help="rounds to run (default 100)")
+    demo.add_argument("--amqp", metavar="URL", help="run through RabbitMQ instead of in-process")
+    demo.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
+    _add_group_args(demo)
+    demo.set_defaults(handler=_cmd_demo)
 
     bench = commands.add_parser("bench", help="run a benchmark (prints a table, or JSON)")
     benches = bench.add_subparsers(dest="bench", required=True, metavar="<benchmark>")

@@ -109,19 +109,37 @@ class FedMFClient:
 
     def local_update(self, item_factors: FloatArray) -> ClientUpload:
         """Steps 2-3 of the round: item gradient at ``(U^t, V^t)``, then eq. 3 on ``u_i``."""
+        upload, user_factors = self.compute_update(item_factors)
+        self.commit(user_factors)
+        return upload
+
+    def compute_update(self, item_factors: FloatArray) -> tuple[ClientUpload, FloatArray]:
+        """Like :meth:`local_update` but without changing this client's state.
+
+        Returns the upload and the user vectors after the local steps; a service
+        commits them (:meth:`commit`) only once the round completed, so a retried
+        attempt recomputes from the same state and takes the same learning step.
+        """
         cfg = self._config
         v = item_factors
         d = v.shape[1]
-        e = self._ratings - np.einsum("nk,nk->n", self._u[self._rows], v[self._items])
+        u = self._u
+        e = self._ratings - np.einsum("nk,nk->n", u[self._rows], v[self._items])
         grad_v = np.zeros((self._n_items, d))
-        np.add.at(grad_v, self._items, -2.0 * e[:, None] * self._u[self._rows])
+        np.add.at(grad_v, self._items, -2.0 * e[:, None] * u[self._rows])
         for step in range(cfg.local_steps):
             if step:  # step 0 reuses the residuals the item gradient was computed from
-                e = self._ratings - np.einsum("nk,nk->n", self._u[self._rows], v[self._items])
-            grad_u = 2.0 * cfg.reg_user * self._u
+                e = self._ratings - np.einsum("nk,nk->n", u[self._rows], v[self._items])
+            grad_u = 2.0 * cfg.reg_user * u
             np.add.at(grad_u, self._rows, -2.0 * e[:, None] * v[self._items])
-            self._u = self._u - cfg.learning_rate * grad_u
-        return ClientUpload(self.client_id, grad_v.reshape(-1), self.rated_items, d)
+            u = u - cfg.learning_rate * grad_u
+        return ClientUpload(self.client_id, grad_v.reshape(-1), self.rated_items, d), u
+
+    def commit(self, user_factors: FloatArray) -> None:
+        """Adopt the user vectors computed by :meth:`compute_update`."""
+        if user_factors.shape != self._u.shape:
+            raise ConfigurationError("user factors have the wrong shape")
+        self._u = np.array(user_factors, dtype=np.float64, copy=True)
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,0 +1,326 @@
+"""The aggregator service: an asyncio shell around :class:`AggregatorMachine`.
+
+Start-up: connect, fetch the system parameters from the key service (retrying
+until it answers), load or create the aggregator's secret keys (alpha_j and the
+delivery key; from a file or a mounted Secret, 0600, never logged) and its
+Ed25519 key, register the public halves at the key service, resume from the
+last checkpoint, and announce the next round. Then: verified messages go to the
+machine, the machine's deadlines drive a timer, decryption runs in an executor,
+and every completed round is checkpointed durably before it is announced as
+complete. SIGTERM (the ``stop`` event) ends the loop between steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.aggregator.checkpoint import CheckpointStore
+from services.envconfig import env_float, env_hex, env_int, env_optional_int, env_path, env_str, task_from_env
+from services.keyfiles import load_or_create_aggregator_key, load_or_create_signing_key
+from services.keyserver.client import KeyServiceClient
+from services.runtime import MessageGate, Outbox, retry_while_unreachable
+from shared.errors import ConfigurationError, FedcastError, TransportError
+from shared.learning.tasks import FedAvgServerTask, FedMFServerTask, ServerTask, TaskSpec
+from shared.metrics import (
+    CURRENT_ROUND,
+    DECRYPT_SECONDS,
+    DROPOUTS,
+    ONLINE_SET_SIZE,
+    PHASE_SECONDS,
+    ROUND_RETRIES,
+    ROUND_SECONDS,
+    ROUNDS_COMPLETED,
+)
+from shared.protocol.aggregator import AggregatorMachine, RoundConfig, RoundOutcome
+from shared.protocol.outgoing import Outgoing
+from shared.transport.base import AGGREGATOR, Delivery, Transport
+from shared.wire.messages import AggregatorInfo, MessageType, RegistryEntry, Response, Signed, Upload
+from shared.wire.serde import DEFAULT_MAX_MESSAGE_BYTES, WireContext, verify_first
+
+__all__ = ["AggregatorConfig", "AggregatorService", "server_task"]
+
+log = logging.getLogger(__name__)
+SERVICE = "aggregator"
+SENDER = "aggregator"
+
+
+def server_task(spec: TaskSpec) -> ServerTask:
+    return FedMFServerTask(spec) if spec.name == "fedmf" else FedAvgServerTask(spec)
+
+
+@dataclass(frozen=True)
+class AggregatorConfig:
+    """Validated aggregator settings; secrets never appear in the repr."""
+
+    state_dir: Path
+    federation: str = "default"
+    amqp_url: str | None = None
+    aggregator_token: str = field(default="", repr=False)
+    keyserver_verify_key: bytes | None = None
+    task: TaskSpec = field(default_factory=TaskSpec)
+    rounds: RoundConfig = field(default_factory=RoundConfig)
+    max_rounds: int | None = None  # stop after this many completed rounds (None: run forever)
+    secret_key_file: Path | None = None  # default: <state_dir>/aggregator-key.json
+    check_key_permissions: bool = True
+    keyserver_timeout_s: float = 10.0
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    allow_insecure_test_group: bool = False  # tests only
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state_dir", Path(self.state_dir))
+        if not self.aggregator_token:
+            raise ConfigurationError("the aggregator needs FEDCAST_AGGREGATOR_TOKEN to register its keys")
+        if self.keyserver_verify_key is not None and len(self.keyserver_verify_key) != 32:
+            raise ConfigurationError("the key-service verify key must be 32 bytes (64 hex digits)")
+        if self.max_rounds is not None and self.max_rounds < 1:
+            raise ConfigurationError("max_rounds must be >= 1")
+
+    @property
+    def key_path(self) -> Path:
+        return self.secret_key_file or self.state_dir / "aggregator-key.json"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> AggregatorConfig:
+        env = os.environ if environ is None else environ
+        rounds = RoundConfig(
+            min_online=env_int(env, "FEDCAST_MIN_ONLINE", 2),
+            max_online=env_int(env, "FEDCAST_MAX_ONLINE", 1000),
+            ready_window_s=env_float(env, "FEDCAST_READY_WINDOW_S", 10.0),
+            upload_timeout_s=env_float(env, "FEDCAST_UPLOAD_TIMEOUT_S", 120.0),
+            response_timeout_s=env_float(env, "FEDCAST_RESPONSE_TIMEOUT_S", 60.0),
+            max_attempts=env_int(env, "FEDCAST_MAX_ATTEMPTS", 3),
+            expected_clients=env_optional_int(env, "FEDCAST_EXPECTED_CLIENTS"),
+        )
+        values: dict[str, object] = {
+            "state_dir": env_path(env, "FEDCAST_STATE_DIR", Path("/var/lib/fedcast/aggregator")),
+            "federation": env_str(env, "FEDCAST_FEDERATION", "default"),
+            "amqp_url": env_str(env, "FEDCAST_AMQP_URL") or None,
+            "aggregator_token": env_str(env, "FEDCAST_AGGREGATOR_TOKEN"),
+            "keyserver_verify_key": env_hex(env, "FEDCAST_KEYSERVER_VERIFY_KEY"),
+            "task": task_from_env(env),
+            "rounds": rounds,
+            "max_rounds": env_optional_int(env, "FEDCAST_ROUNDS"),
+            "secret_key_file": env_path(env, "FEDCAST_AGGREGATOR_KEY_FILE"),
+            "check_key_permissions": env_str(env, "FEDCAST_CHECK_KEY_PERMISSIONS", "1") != "0",
+        }
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+class AggregatorService:
+    """One aggregator process. ``on_round`` is called after each completed, checkpointed round."""
+
+    def __init__(
+        self,
+        config: AggregatorConfig,
+        transport: Transport,
+        *,
+        on_round: Callable[[RoundOutcome], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.transport = transport
+        self._on_round = on_round
+        self._wake = asyncio.Event()
+        self._registry: dict[str, RegistryEntry] = {}
+        self.machine: AggregatorMachine | None = None
+        self.completed_rounds = 0
+        self.finished = asyncio.Event()
+        self._started = False
+        self._checkpoints = CheckpointStore(config.state_dir / "checkpoint")
+
+    # -- start-up ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg = self.config
+        await self.transport.connect()
+        self._signer = load_or_create_signing_key(
+            cfg.state_dir / "signing-key.json", check_permissions=cfg.check_key_permissions
+        )
+        self._keys = KeyServiceClient(
+            self.transport,
+            cfg.federation,
+            SENDER,
+            self._signer,
+            keyserver_verify_key=cfg.keyserver_verify_key,
+            timeout=cfg.keyserver_timeout_s,
+            allow_insecure_test_group=cfg.allow_insecure_test_group,
+        )
+        params, _, min_online = await retry_while_unreachable(self._keys.get_params)
+        n_upload = cfg.task.upload_size
+        secret = await asyncio.to_thread(
+            load_or_create_aggregator_key,
+            cfg.key_path,
+            params.group,
+            params.n_segments(n_upload),
+            check_permissions=cfg.check_key_permissions,
+        )
+        info = AggregatorInfo(
+            tuple(int(b) for b in secret.public.betas), int(secret.public.delivery), self._signer.verify_key
+        )
+        await retry_while_unreachable(lambda: self._keys.register_aggregator(cfg.aggregator_token, info))
+        checkpoint = await asyncio.to_thread(self._checkpoints.load)
+        if checkpoint is not None and checkpoint.task != cfg.task.name:
+            raise ConfigurationError(
+                f"checkpoint is for task {checkpoint.task!r}, configured {cfg.task.name!r}"
+            )
+        rounds = cfg.rounds
+        if rounds.min_online < min_online:  # the federation's minimum is a floor, never lowered
+            rounds = RoundConfig(**{**rounds.__dict__, "min_online": min_online})
+        self._ctx = WireContext.from_group(params.group)
+        self.machine = AggregatorMachine(
+            federation=cfg.federation,
+            params=params,
+            secret=secret,
+            task=server_task(cfg.task),
+            config=rounds,
+            verify_first=self._verify_first,
+            model=None if checkpoint is None else checkpoint.model,
+            round_id=1 if checkpoint is None else checkpoint.round + 1,
+        )
+        if checkpoint is not None:
+            log.info("resuming after round %d from %s", checkpoint.round, self._checkpoints.directory)
+        self._gate = MessageGate(
+            SERVICE,
+            cfg.federation,
+            self._ctx,
+            {MessageType.READY, MessageType.UPLOAD, MessageType.RESPONSE},
+            self._verify_key_of,
+            cfg.max_message_bytes,
+        )
+        self._outbox = Outbox(SERVICE, self.transport, cfg.federation, SENDER, self._signer, self._ctx)
+        await self.transport.consume(AGGREGATOR, self._on_delivery)
+        self._started = True
+
+    # -- the loop -----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Start (unless :meth:`start` was awaited already), announce, and run rounds until stopped."""
+        try:
+            if not self._started:
+                await self.start()
+            assert self.machine is not None
+            await self._send(self.machine.start_round())
+            await self._loop(stop)
+        finally:
+            await self.close()
+
+    async def _loop(self, stop: asyncio.Event) -> None:
+        machine = self.machine
+        assert machine is not None
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set() and not self.finished.is_set():
+                if machine.ready_to_finish:
+                    await self._finish()
+                    continue
+                timeout = None
+                if machine.deadline is not None:
+                    timeout = max(0.0, machine.deadline - asyncio.get_running_loop().time())
+                    # the machine's clock is time.monotonic, which is the loop's clock too
+                waker = asyncio.create_task(self._wake.wait())
+                await asyncio.wait({waker, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                waker.cancel()
+                self._wake.clear()
+                if not machine.ready_to_finish:
+                    await self._send(machine.poll())
+                self._record_events()
+        finally:
+            stopper.cancel()
+
+    async def _finish(self) -> None:
+        machine = self.machine
+        assert machine is not None
+        try:
+            outcome = await asyncio.to_thread(machine.finish)
+        except FedcastError as exc:
+            log.warning("round %d attempt %d did not decrypt: %s", machine.round, machine.attempt, exc)
+            await self._send(machine.decryption_failed(exc.reason))
+            return
+        DECRYPT_SECONDS.labels(SERVICE).observe(outcome.decrypt_seconds)
+        machine.adopt(outcome)
+        await asyncio.to_thread(self._checkpoints.save, outcome.round, self.config.task.name, outcome.model)
+        self._registry.clear()  # re-read keys (revocations) for the next round
+        await self._send(machine.checkpointed())
+        self.completed_rounds += 1
+        ROUNDS_COMPLETED.labels(SERVICE).inc()
+        self._record_events()
+        log.info("round %d complete with %d members", outcome.round, len(outcome.members))
+        if self._on_round is not None:
+            self._on_round(outcome)
+        if self.config.max_rounds is not None and self.completed_rounds >= self.config.max_rounds:
+            self.finished.set()
+
+    def _record_events(self) -> None:
+        assert self.machine is not None
+        for event in self.machine.drain_events():
+            CURRENT_ROUND.labels(SERVICE).set(event.round)
+            if event.kind == "online_set_fixed":
+                ONLINE_SET_SIZE.labels(SERVICE).set(int(event.data["size"]))
+            elif event.kind == "attempt_failed":
+                ROUND_RETRIES.labels(SERVICE).inc()
+                DROPOUTS.labels(SERVICE, str(event.data["phase"])).inc(int(event.data["dropouts"]))
+                log.warning("round %d attempt %d failed: %s", event.round, event.attempt, event.data)
+            elif event.kind == "phase":
+                PHASE_SECONDS.labels(SERVICE, str(event.data["phase"])).observe(float(event.data["seconds"]))
+            elif event.kind == "round_completed":
+                ROUND_SECONDS.labels(SERVICE).observe(float(event.data["seconds"]))
+
+    # -- messages -----------------------------------------------------------------------
+
+    async def _verify_key_of(self, sender: str) -> bytes | None:
+        entry = self._registry.get(sender)
+        if entry is None:
+            # A failed lookup raises (counted as transport_error / request_timeout), not "unknown".
+            found = await self._keys.get_keys([sender])
+            entry = found.get(sender)
+            if entry is None:
+                return None
+            self._registry[sender] = entry
+        return None if entry.revoked else entry.verify_key
+
+    def _verify_first(self, member: str, round_id: int, attempt: int, first: int, signature: bytes) -> None:
+        entry = self._registry[member]
+        verify_first(
+            entry.verify_key, signature, self.config.federation, round_id, attempt, member, first, self._ctx
+        )
+
+    async def _on_delivery(self, delivery: Delivery) -> None:
+        msg = await self._gate.admit(delivery)
+        if msg is None:
+            return
+        try:
+            outgoing = self._dispatch(msg)
+        except FedcastError as exc:
+            self._gate.rejected(exc, msg.header.sender)
+            return
+        await self._send(outgoing)
+        self._wake.set()
+
+    def _dispatch(self, msg: Signed) -> list[Outgoing]:
+        machine = self.machine
+        assert machine is not None
+        h = msg.header
+        if h.type == MessageType.READY:
+            return machine.on_ready(h.sender, h.round, h.attempt, self._registry[h.sender])
+        if h.type == MessageType.UPLOAD:
+            assert isinstance(msg.body, Upload)
+            return machine.on_upload(h.sender, h.round, h.attempt, msg.body)
+        assert isinstance(msg.body, Response)
+        return machine.on_response(h.sender, h.round, h.attempt, msg.body)
+
+    async def _send(self, outgoing: list[Outgoing]) -> None:
+        try:
+            await self._outbox.send(outgoing)
+        except TransportError as exc:
+            # The robust connection reconnects; a lost message is covered by the round's timeouts.
+            log.warning("send failed: %s", exc)
+
+    async def close(self) -> None:
+        if self.machine is not None and self.machine.stage.value != "stopped":
+            self.machine.stop()
+        await self.transport.close()

@@ -1,0 +1,247 @@
+"""The edge client service: an asyncio shell around :class:`ClientMachine`.
+
+Start-up: load or create the client's ElGamal and Ed25519 keys (0600, in the
+state directory), fetch and validate the system parameters and the
+aggregator's public keys from the key service (waiting until the aggregator
+registered), enroll with the device token, build the fixed-base tables (in a
+thread: seconds for 10^5 parameters), then consume this client's queue (which
+also receives the aggregator's broadcasts).
+
+Per message: only the aggregator's signature is accepted; envelopes are checked
+against member keys fetched fresh from the key service; training and
+encryption run in a worker thread so the event loop (heartbeats, other
+messages) is never blocked for long. Messages are handled one at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.edge_client.data import DataSource, client_task
+from services.envconfig import env_float, env_hex, env_int, env_path, env_str, task_from_env
+from services.keyfiles import load_or_create_client_key, load_or_create_signing_key
+from services.keyserver.client import KeyServiceClient
+from services.runtime import MessageGate, Outbox, retry_while_unreachable
+from shared.crypto.elgamal import DEFAULT_TABLE_MEMORY_BYTES, MIN_ONLINE
+from shared.crypto.keys import AggregatorPublicKey
+from shared.errors import ConfigurationError, FedcastError, TransportError
+from shared.learning.tasks import TaskSpec
+from shared.metrics import (
+    CLIENT_ENCRYPT_SECONDS,
+    CLIENT_TRAIN_SECONDS,
+    CLIPPED_VALUES,
+    CURRENT_ROUND,
+    MODEL_QUALITY,
+)
+from shared.protocol.client import ClientMachine
+from shared.protocol.outgoing import Outgoing
+from shared.transport.base import Delivery, Transport, client_endpoint
+from shared.wire.messages import Announce, Challenge, MemberEnvelope, MessageType, RoundResult, Signed
+from shared.wire.serde import DEFAULT_MAX_MESSAGE_BYTES, WireContext, sign_first, verify_first
+
+__all__ = ["EdgeClientService", "EdgeConfig"]
+
+log = logging.getLogger(__name__)
+SERVICE = "edge"
+AGGREGATOR_SENDER = "aggregator"
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    """Validated edge-client settings; the enrollment token never appears in the repr."""
+
+    client_id: str
+    state_dir: Path
+    keyserver_verify_key: bytes
+    federation: str = "default"
+    amqp_url: str | None = None
+    enrollment_token: str = field(default="", repr=False)
+    task: TaskSpec = field(default_factory=TaskSpec)
+    data: DataSource = field(default_factory=DataSource)
+    min_online: int = MIN_ONLINE
+    table_memory_bytes: int = DEFAULT_TABLE_MEMORY_BYTES
+    check_key_permissions: bool = True
+    keyserver_timeout_s: float = 10.0
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    allow_insecure_test_group: bool = False  # tests only
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state_dir", Path(self.state_dir))
+        if not self.enrollment_token:
+            raise ConfigurationError("an edge client needs its device's FEDCAST_ENROLLMENT_TOKEN")
+        if len(self.keyserver_verify_key) != 32:
+            raise ConfigurationError("FEDCAST_KEYSERVER_VERIFY_KEY must be 32 bytes (64 hex digits)")
+        if self.min_online < MIN_ONLINE:
+            raise ConfigurationError("min_online must be >= 2")
+        if self.table_memory_bytes < 0:
+            raise ConfigurationError("table memory must be >= 0")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> EdgeConfig:
+        env = os.environ if environ is None else environ
+        data = DataSource(
+            path=env_path(env, "FEDCAST_DATA_PATH"),
+            labels_path=env_path(env, "FEDCAST_DATA_LABELS_PATH"),
+            shard=env_int(env, "FEDCAST_SYNTHETIC_SHARD", 0),
+            n_shards=env_int(env, "FEDCAST_SYNTHETIC_SHARDS", 8),
+            users_per_client=env_int(env, "FEDCAST_SYNTHETIC_USERS_PER_CLIENT", 6),
+            seed=env_int(env, "FEDCAST_DATA_SEED", 0),
+        )
+        values: dict[str, object] = {
+            "client_id": env_str(env, "FEDCAST_CLIENT_ID"),
+            "state_dir": env_path(env, "FEDCAST_STATE_DIR", Path("/var/lib/fedcast/edge")),
+            "keyserver_verify_key": env_hex(env, "FEDCAST_KEYSERVER_VERIFY_KEY") or b"",
+            "federation": env_str(env, "FEDCAST_FEDERATION", "default"),
+            "amqp_url": env_str(env, "FEDCAST_AMQP_URL") or None,
+            "enrollment_token": env_str(env, "FEDCAST_ENROLLMENT_TOKEN"),
+            "task": task_from_env(env),
+            "data": data,
+            "min_online": env_int(env, "FEDCAST_MIN_ONLINE", MIN_ONLINE),
+            "table_memory_bytes": int(env_float(env, "FEDCAST_TABLE_MEMORY_MB", 256.0) * 1024 * 1024),
+            "check_key_permissions": env_str(env, "FEDCAST_CHECK_KEY_PERMISSIONS", "1") != "0",
+        }
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+class EdgeClientService:
+    """One edge device. ``on_result(round, committed)`` is called for every round result."""
+
+    def __init__(
+        self,
+        config: EdgeConfig,
+        transport: Transport,
+        *,
+        on_result: Callable[[int, bool], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.transport = transport
+        self._on_result = on_result
+        self._lock = asyncio.Lock()
+        self.machine: ClientMachine | None = None
+        self.ready = asyncio.Event()
+
+    async def start(self) -> None:
+        cfg = self.config
+        await self.transport.connect()
+        signer = load_or_create_signing_key(
+            cfg.state_dir / "signing-key.json", check_permissions=cfg.check_key_permissions
+        )
+        keys = KeyServiceClient(
+            self.transport,
+            cfg.federation,
+            cfg.client_id,
+            signer,
+            keyserver_verify_key=cfg.keyserver_verify_key,
+            timeout=cfg.keyserver_timeout_s,
+            allow_insecure_test_group=cfg.allow_insecure_test_group,
+        )
+        self._keys = keys
+        params, aggregator, min_online = await retry_while_unreachable(keys.get_params)
+        delay = 0.5
+        while aggregator is None:  # the aggregator registers its keys when it starts
+            log.info("waiting for the aggregator to register at the key service")
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 10.0)
+            params, aggregator, min_online = await retry_while_unreachable(keys.get_params)
+        group = params.group
+        keypair = await asyncio.to_thread(
+            load_or_create_client_key,
+            cfg.state_dir / "client-key.json",
+            group,
+            check_permissions=cfg.check_key_permissions,
+        )
+        await retry_while_unreachable(lambda: keys.enroll(cfg.enrollment_token, int(keypair.public)))
+        self._ctx = WireContext.from_group(group)
+        self._aggregator_vk = aggregator.verify_key
+        public = AggregatorPublicKey(group, tuple(aggregator.betas), aggregator.delivery)
+        task = await asyncio.to_thread(client_task, cfg.task, cfg.data)
+        ctx, federation, me = self._ctx, cfg.federation, cfg.client_id
+
+        def build() -> ClientMachine:
+            return ClientMachine(
+                client_id=me,
+                federation=federation,
+                params=params,
+                keypair=keypair,
+                aggregator=public,
+                task=task,
+                sign_first=lambda r, a, first: sign_first(signer, federation, r, a, me, first, ctx),
+                verify_first=lambda m, r, a, first, sig, key: verify_first(
+                    key, sig, federation, r, a, m, first, ctx
+                ),
+                min_online=max(cfg.min_online, min_online),
+                table_memory_bytes=cfg.table_memory_bytes,
+            )
+
+        self.machine = await asyncio.to_thread(build)  # fixed-base tables: CPU heavy, off the loop
+        self._gate = MessageGate(
+            SERVICE,
+            federation,
+            ctx,
+            {MessageType.ANNOUNCE, MessageType.ENVELOPE, MessageType.CHALLENGE, MessageType.RESULT},
+            self._verify_key_of,
+            cfg.max_message_bytes,
+        )
+        self._outbox = Outbox(SERVICE, self.transport, federation, me, signer, ctx)
+        await self.transport.consume(client_endpoint(me), self._on_delivery, broadcast=True, prefetch=4)
+        self.ready.set()
+        log.info("edge client %s enrolled and listening", me)
+
+    async def _verify_key_of(self, sender: str) -> bytes | None:
+        return self._aggregator_vk if sender == AGGREGATOR_SENDER else None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.close()
+
+    async def _on_delivery(self, delivery: Delivery) -> None:
+        msg = await self._gate.admit(delivery)
+        if msg is None:
+            return
+        async with self._lock:  # one message at a time: the machine's steps stay in order
+            try:
+                outgoing = await self._dispatch(msg)
+            except FedcastError as exc:
+                self._gate.rejected(exc, msg.header.sender)
+                return
+            try:
+                await self._outbox.send(outgoing)
+            except TransportError as exc:
+                log.warning("send failed (the round's timeout covers it): %s", exc)
+
+    async def _dispatch(self, msg: Signed) -> list[Outgoing]:
+        machine = self.machine
+        assert machine is not None
+        h, body = msg.header, msg.body
+        CURRENT_ROUND.labels(SERVICE).set(h.round)
+        if isinstance(body, Announce):
+            return machine.on_announce(h.round, h.attempt, body)
+        if isinstance(body, MemberEnvelope):
+            registry = await self._keys.get_keys(body.members)
+            job = machine.on_envelope(h.round, h.attempt, body, registry)
+            for metric, value in machine.task.quality(job.model).items():
+                MODEL_QUALITY.labels(SERVICE, metric).set(value)
+            prepared = await asyncio.to_thread(machine.compute_upload, job)
+            CLIENT_TRAIN_SECONDS.labels(SERVICE).observe(prepared.train_seconds)
+            CLIENT_ENCRYPT_SECONDS.labels(SERVICE).observe(prepared.encrypt_seconds)
+            CLIPPED_VALUES.labels(SERVICE).inc(prepared.clipped)
+            return machine.uploaded(prepared)
+        if isinstance(body, Challenge):
+            return machine.on_challenge(h.round, h.attempt, body)
+        assert isinstance(body, RoundResult)
+        committed = machine.on_result(h.round, h.attempt, body)
+        if self._on_result is not None:
+            self._on_result(h.round, committed)
+        return []
+
+    async def close(self) -> None:
+        await self.transport.close()

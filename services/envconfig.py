@@ -1,0 +1,86 @@
+"""Reading ``FEDCAST_*`` environment variables into validated configuration values.
+
+Every service config has a ``from_env`` built on these helpers; a malformed
+value raises ConfigurationError naming the variable (never echoing a secret).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from shared.errors import ConfigurationError
+from shared.learning.tasks import TaskSpec
+
+__all__ = ["env_float", "env_hex", "env_int", "env_optional_int", "env_path", "env_str", "task_from_env"]
+
+
+def env_str(env: Mapping[str, str], name: str, default: str = "") -> str:
+    return env.get(name, default).strip()
+
+
+def env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be an integer") from None
+
+
+def env_optional_int(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name, "").strip()
+    return env_int(env, name, 0) if raw else None
+
+
+def env_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number") from None
+
+
+def env_path(env: Mapping[str, str], name: str, default: Path | None = None) -> Path | None:
+    raw = env.get(name, "").strip()
+    return Path(raw) if raw else default
+
+
+def env_hex(env: Mapping[str, str], name: str) -> bytes | None:
+    """Hex bytes from ``NAME``, or read from the file named by ``NAME_FILE``."""
+    raw = env.get(name, "").strip()
+    file_name = env.get(f"{name}_FILE", "").strip()
+    if not raw and file_name:
+        try:
+            raw = Path(file_name).read_text().strip()
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read {name}_FILE: {exc.strerror}") from exc
+    if not raw:
+        return None
+    try:
+        return bytes.fromhex(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be hex") from None
+
+
+def task_from_env(env: Mapping[str, str]) -> TaskSpec:
+    """FEDCAST_TASK and the FEDCAST_TASK_* hyper-parameters (defaults: TaskSpec's)."""
+    base = TaskSpec()
+    return TaskSpec(
+        name=env_str(env, "FEDCAST_TASK", base.name),
+        n_items=env_int(env, "FEDCAST_TASK_N_ITEMS", base.n_items),
+        latent_dim=env_int(env, "FEDCAST_TASK_LATENT_DIM", base.latent_dim),
+        learning_rate=env_float(env, "FEDCAST_TASK_LEARNING_RATE", base.learning_rate),
+        reg_user=env_float(env, "FEDCAST_TASK_REG_USER", base.reg_user),
+        reg_item=env_float(env, "FEDCAST_TASK_REG_ITEM", base.reg_item),
+        n_features=env_int(env, "FEDCAST_TASK_N_FEATURES", base.n_features),
+        n_classes=env_int(env, "FEDCAST_TASK_N_CLASSES", base.n_classes),
+        hidden=env_int(env, "FEDCAST_TASK_HIDDEN", base.hidden),
+        local_epochs=env_int(env, "FEDCAST_TASK_LOCAL_EPOCHS", base.local_epochs),
+        batch_size=env_int(env, "FEDCAST_TASK_BATCH_SIZE", base.batch_size),
+        weight_bound=env_int(env, "FEDCAST_TASK_WEIGHT_BOUND", base.weight_bound),
+        seed=env_int(env, "FEDCAST_TASK_SEED", base.seed),
+    )

@@ -1,0 +1,212 @@
+"""The key service's request logic, free of transport and bytes: Signed request in, reply body out.
+
+:class:`KeyServiceHandler` never raises for a refused request: every
+:class:`shared.errors.FedcastError` becomes an :class:`ErrorReply` carrying the
+error's ``reason`` code, which the client maps back to the same class. All
+requests are idempotent (repeating one has the effect of doing it once and the
+same reply), because an RPC whose reply was lost is retried.
+
+Who may do what:
+
+* ENROLL: whoever holds the device's token, proving possession of the Ed25519
+  key it registers by signing the request with it; ``header.sender`` is the
+  client id.
+* GET_PARAMS, GET_KEYS: anyone on the broker (the answers are public keys).
+* REGISTER_AGGREGATOR: the aggregator token, and a signature by the verify key
+  being registered.
+* REVOKE: the admin token.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from services.keyserver.store import RegistryStore
+from shared.crypto.group import GroupParams
+from shared.errors import (
+    FedcastError,
+    InvalidKeyError,
+    MalformedMessageError,
+    NotAuthorizedError,
+)
+from shared.params import SystemParams
+from shared.wire.codec import WireContext
+from shared.wire.messages import (
+    KEYSERVER_ROUND,
+    Ack,
+    AggregatorInfo,
+    Body,
+    EnrollRequest,
+    ErrorReply,
+    KeysReply,
+    KeysRequest,
+    MessageType,
+    ParamsReply,
+    ParamsRequest,
+    RegisterAggregator,
+    RevokeRequest,
+    Signed,
+)
+from shared.wire.serde import verify
+
+__all__ = [
+    "KEYSERVER_SENDER",
+    "MAX_KEYS_PER_REQUEST",
+    "KeyServiceHandler",
+    "check_aggregator_info",
+    "error_reply",
+    "reply_type",
+]
+
+log = logging.getLogger(__name__)
+
+#: ``header.sender`` of every key-service reply.
+KEYSERVER_SENDER = "keyserver"
+#: Ids one GET_KEYS may ask for: bounds the reply (about 300 bytes per entry at |p| = 2048).
+MAX_KEYS_PER_REQUEST = 10_000
+_MAX_ERROR_TEXT = 500
+
+_REQUEST_BODY: dict[MessageType, type] = {
+    MessageType.ENROLL: EnrollRequest,
+    MessageType.GET_PARAMS: ParamsRequest,
+    MessageType.GET_KEYS: KeysRequest,
+    MessageType.REGISTER_AGGREGATOR: RegisterAggregator,
+    MessageType.REVOKE: RevokeRequest,
+}
+_REPLY_TYPE: dict[type, MessageType] = {
+    ParamsReply: MessageType.PARAMS,
+    KeysReply: MessageType.KEYS,
+    Ack: MessageType.ACK,
+    ErrorReply: MessageType.ERROR,
+}
+
+
+def reply_type(body: Body) -> MessageType:
+    """The header type of a key-service reply body."""
+    try:
+        return _REPLY_TYPE[type(body)]
+    except KeyError:
+        raise TypeError(f"{type(body).__name__} is not a key-service reply") from None
+
+
+def error_reply(exc: FedcastError) -> ErrorReply:
+    """The ErrorReply for a refusal: its reason code and a short, printable message."""
+    text = "".join(c if c.isprintable() else "?" for c in str(exc))
+    return ErrorReply(exc.reason, text[:_MAX_ERROR_TEXT])
+
+
+def _token_ok(presented: str, expected: str) -> bool:
+    """Constant-time token check; an empty configured token disables the operation entirely."""
+    if not expected:
+        return False
+    return hmac.compare_digest(presented.encode("utf-8"), expected.encode("utf-8"))
+
+
+def check_aggregator_info(group: GroupParams, info: AggregatorInfo) -> None:
+    """Every beta and D must be group elements, and the betas pairwise distinct.
+
+    Two equal betas would let the aggregator divide two segment ciphertexts and
+    learn m_j - m_k (the reason for one key per segment).
+    """
+    if not info.betas:
+        raise InvalidKeyError("aggregator info has no segment keys")
+    for j, beta in enumerate(info.betas):
+        group.check_element(beta, f"beta_{j + 1}")
+    group.check_element(info.delivery, "delivery key D")
+    if len(set(info.betas)) != len(info.betas):
+        raise InvalidKeyError("aggregator segment keys are not pairwise distinct")
+
+
+class KeyServiceHandler:
+    """Answers decoded key-service requests from the registry and the system parameters."""
+
+    def __init__(
+        self,
+        store: RegistryStore,
+        params: SystemParams,
+        *,
+        federation: str,
+        min_online: int,
+        admin_token: str,
+        aggregator_token: str,
+    ) -> None:
+        self._store = store
+        self._params = params
+        self._ctx = WireContext.from_group(params.group)
+        self._federation = federation
+        self._min_online = min_online
+        self._admin_token = admin_token
+        self._aggregator_token = aggregator_token
+
+    def __repr__(self) -> str:
+        return f"KeyServiceHandler(federation={self._federation!r})"  # tokens stay out
+
+    def handle(self, msg: Signed) -> Body:
+        """The reply body for ``msg``: the answer, or an ErrorReply with the refusal's reason code."""
+        try:
+            self._check_header(msg)
+            body = msg.body
+            if isinstance(body, ParamsRequest):
+                return self._params_reply()
+            if isinstance(body, KeysRequest):
+                return self._keys(body)
+            if isinstance(body, EnrollRequest):
+                return self._enroll(msg, body)
+            if isinstance(body, RegisterAggregator):
+                return self._register_aggregator(msg, body)
+            if isinstance(body, RevokeRequest):
+                return self._revoke(body)
+            raise MalformedMessageError(f"{type(body).__name__} is not a key-service request")
+        except FedcastError as exc:
+            return error_reply(exc)
+
+    # -- requests --------------------------------------------------------------------------------
+
+    def _check_header(self, msg: Signed) -> None:
+        header = msg.header
+        if _REQUEST_BODY.get(header.type) is not type(msg.body):
+            raise MalformedMessageError(f"message type {header.type!r} is not a key-service request")
+        if header.federation != self._federation:
+            raise MalformedMessageError(f"message is for federation {header.federation!r}")
+        if header.round != KEYSERVER_ROUND or header.attempt != 0:
+            raise MalformedMessageError("key-service requests carry round 0, attempt 0")
+
+    def _params_reply(self) -> ParamsReply:
+        group, encoding = self._params.group, self._params.encoding
+        return ParamsReply(
+            p=int(group.p),
+            q=int(group.q),
+            g=int(group.g),
+            frac_bits=encoding.frac_bits,
+            clip=encoding.clip,
+            max_clients=self._params.max_clients,
+            min_online=self._min_online,
+            aggregator=self._store.aggregator(),
+        )
+
+    def _keys(self, body: KeysRequest) -> KeysReply:
+        if len(body.client_ids) > MAX_KEYS_PER_REQUEST:
+            raise MalformedMessageError(f"at most {MAX_KEYS_PER_REQUEST} ids per request")
+        return KeysReply(tuple(self._store.entries(body.client_ids)))
+
+    def _enroll(self, msg: Signed, body: EnrollRequest) -> Ack:
+        # Proof of possession first (cheap): only the holder of the key may register it.
+        verify(msg, body.verify_key, self._ctx)
+        self._params.group.check_element(body.elgamal_public, "ElGamal public key")
+        self._store.enroll(msg.header.sender, body.token, body.elgamal_public, body.verify_key)
+        return Ack()
+
+    def _register_aggregator(self, msg: Signed, body: RegisterAggregator) -> Ack:
+        if not _token_ok(body.token, self._aggregator_token):
+            raise NotAuthorizedError("wrong aggregator token")
+        verify(msg, body.info.verify_key, self._ctx)
+        check_aggregator_info(self._params.group, body.info)
+        self._store.set_aggregator(body.info)
+        return Ack()
+
+    def _revoke(self, body: RevokeRequest) -> Ack:
+        if not _token_ok(body.token, self._admin_token):
+            raise NotAuthorizedError("wrong admin token")
+        self._store.revoke(body.client_id)
+        return Ack()

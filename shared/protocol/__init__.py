@@ -1,0 +1,1 @@
+"""Sans-I/O protocol state machines: stages, aggregator round, edge client, key service."""

@@ -1,0 +1,369 @@
+"""The aggregator's round state machine (sans-I/O), Algorithm 1 round by round.
+
+announce -> collect "ready" -> fix the online set S (after a window, at least
+``min_online``) -> send each member its envelope (sealed model, pk_S, member
+list) -> collect uploads, folding each into the running aggregate -> challenge
+R with every member's signed first component -> collect responses T_i ->
+decrypt, unpack, decode -> update the model -> checkpoint -> next round.
+
+Dropouts: a member that does not upload, or uploads but does not answer the
+challenge, fails the attempt; the round is retried with the survivors (new S,
+new attempt number, fresh encryption by every client) up to ``max_attempts``;
+with fewer than ``min_online`` survivors the round is restarted from the
+announcement. An aggregate of fewer than ``min_online`` members is never
+decrypted (the Aggregation object refuses such an S in the first place).
+
+The shell feeds verified messages and the clock, runs :meth:`finish` (CPU
+heavy) in an executor, persists the checkpoint, and sends what the machine
+returns. Every stage change is checked against
+:data:`shared.protocol.stages.AGGREGATOR_TRANSITIONS`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from shared.crypto.delivery import delivery_key, seal_model
+from shared.crypto.elgamal import Aggregation, ClientCiphertext, Decryptor, OnlineSet
+from shared.crypto.keys import AggregatorSecretKey
+from shared.errors import ConfigurationError, NotAMemberError, ProtocolOrderError, StaleMessageError
+from shared.learning.data import FloatArray
+from shared.learning.tasks import ServerTask, model_to_bytes
+from shared.params import SystemParams
+from shared.protocol.outgoing import Event, Outgoing
+from shared.protocol.stages import AGGREGATOR_TRANSITIONS, AggregatorStage, check_transition
+from shared.transport.base import client_endpoint
+from shared.wire.messages import (
+    Announce,
+    Challenge,
+    FirstComponent,
+    MemberEnvelope,
+    MessageType,
+    RegistryEntry,
+    Response,
+    RoundResult,
+    RoundStatus,
+    Upload,
+)
+
+__all__ = ["AggregatorMachine", "FirstVerifier", "RoundConfig", "RoundOutcome"]
+
+Stage = AggregatorStage
+# Metric names of the timed phases (fedcast_round_phase_duration_seconds{phase}).
+_PHASES = {
+    Stage.COLLECTING_READY: "ready",
+    Stage.COLLECTING_UPLOADS: "upload",
+    Stage.COLLECTING_RESPONSES: "response",
+    Stage.DECRYPTING: "decrypt",
+    Stage.UPDATING: "update",
+    Stage.CHECKPOINTING: "checkpoint",
+}
+#: verify_first(member, round, attempt, first, signature): raises SignatureError if it fails.
+FirstVerifier = Callable[[str, int, int, int, bytes], None]
+
+
+@dataclass(frozen=True)
+class RoundConfig:
+    """Timing and size limits of rounds; validated on construction."""
+
+    min_online: int = 2
+    max_online: int = 1000
+    ready_window_s: float = 10.0
+    upload_timeout_s: float = 120.0
+    response_timeout_s: float = 60.0
+    max_attempts: int = 3
+    expected_clients: int | None = None  # close the ready window early once this many are ready
+
+    def __post_init__(self) -> None:
+        if self.min_online < 2:
+            raise ConfigurationError("min_online must be >= 2: one member's aggregate is its own input")
+        if self.max_online < self.min_online:
+            raise ConfigurationError("max_online must be >= min_online")
+        for name in ("ready_window_s", "upload_timeout_s", "response_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigurationError(f"{name} must be > 0")
+        if self.max_attempts < 1:
+            raise ConfigurationError("max_attempts must be >= 1")
+        if self.expected_clients is not None and self.expected_clients < 1:
+            raise ConfigurationError("expected_clients must be >= 1")
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    """What :meth:`AggregatorMachine.finish` produced: the new model and its costs."""
+
+    round: int
+    members: tuple[str, ...]
+    model: FloatArray
+    aggregate: FloatArray
+    decrypt_seconds: float
+
+
+class AggregatorMachine:
+    """One federation's aggregator: rounds, attempts, S, and the running aggregate."""
+
+    def __init__(
+        self,
+        *,
+        federation: str,
+        params: SystemParams,
+        secret: AggregatorSecretKey,
+        task: ServerTask,
+        config: RoundConfig,
+        verify_first: FirstVerifier,
+        model: FloatArray | None = None,
+        round_id: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.federation = federation
+        self.params = params
+        self.secret = secret
+        self.task = task
+        self.config = config
+        self._verify_first = verify_first
+        self._clock = clock
+        self._decryptor = Decryptor(secret)
+        self.n_upload = task.spec.upload_size
+        if params.n_segments(self.n_upload) != secret.n_segments:
+            raise ConfigurationError(
+                f"the task's {self.n_upload} values need {params.n_segments(self.n_upload)} segment "
+                f"keys, the aggregator key has {secret.n_segments}"
+            )
+        self.model = task.initial_model() if model is None else np.asarray(model, dtype=np.float64)
+        if self.model.shape != (task.spec.model_size,):
+            raise ConfigurationError("model does not match the task")
+        self.round = round_id
+        self.attempt = 0
+        self.stage = Stage.IDLE
+        self._stage_since = clock()
+        self.deadline: float | None = None
+        self._ready: dict[str, RegistryEntry] = {}
+        self._online: OnlineSet | None = None
+        self._aggregation: Aggregation | None = None
+        self._signatures: dict[str, bytes] = {}
+        self._attempts_in_round = 0
+        self._round_started = 0.0
+        self._events: list[Event] = []
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _to(self, stage: Stage) -> None:
+        check_transition(AGGREGATOR_TRANSITIONS, self.stage, stage)
+        now = self._clock()
+        if stage != self.stage and self.stage in _PHASES:
+            self._event("phase", phase=_PHASES[self.stage], seconds=now - self._stage_since)
+        if stage != self.stage:
+            self._stage_since = now
+        self.stage = stage
+
+    def _event(self, kind: str, **data: object) -> None:
+        self._events.append(Event(kind, self.round, self.attempt, dict(data)))
+
+    def drain_events(self) -> list[Event]:
+        events, self._events = self._events, []
+        return events
+
+    def _check_current(self, round_id: int, attempt: int, stage: Stage) -> None:
+        if round_id != self.round or attempt != self.attempt:
+            raise StaleMessageError(
+                f"message for round {round_id} attempt {attempt}; current is {self.round}/{self.attempt}"
+            )
+        if self.stage != stage:
+            raise StaleMessageError(f"not expected in stage {self.stage}")
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        return self._online.members if self._online else ()
+
+    # -- round start and ready ------------------------------------------------------------
+
+    def start_round(self) -> list[Outgoing]:
+        """Announce the current round (attempt numbers keep growing within a round)."""
+        self._to(Stage.COLLECTING_READY)
+        self._ready = {}
+        self._online = None
+        self._aggregation = None
+        self._attempts_in_round = 0
+        if not self._round_started:
+            self._round_started = self._clock()
+        self.deadline = self._clock() + self.config.ready_window_s
+        self._event("round_announced")
+        body = Announce(self.task.spec.name, self.n_upload, self.config.ready_window_s)
+        return [Outgoing(None, MessageType.ANNOUNCE, self.round, self.attempt, body)]
+
+    def on_ready(self, sender: str, round_id: int, attempt: int, entry: RegistryEntry) -> list[Outgoing]:
+        """Record a registered, non-revoked client as online for this round."""
+        self._check_current(round_id, attempt, Stage.COLLECTING_READY)
+        if entry.client_id != sender or entry.revoked:
+            raise NotAMemberError(f"{sender!r} is not an active registered client")
+        self._ready.setdefault(sender, entry)
+        expected = self.config.expected_clients
+        enough = len(self._ready) >= self.config.min_online
+        if enough and expected is not None and len(self._ready) >= min(expected, self.config.max_online):
+            return self._fix_online_set()
+        return []
+
+    def _fix_online_set(self) -> list[Outgoing]:
+        chosen = list(self._ready)[: min(self.config.max_online, self.params.max_clients)]
+        keys = {cid: self._ready[cid].elgamal_public for cid in chosen}
+        return self._open_attempt(keys)
+
+    def _open_attempt(self, keys: Mapping[str, int]) -> list[Outgoing]:
+        """Fix S, seal the model to each member, and wait for uploads."""
+        online = OnlineSet.from_registry(self.params.group, keys)
+        self._online = online
+        self._aggregation = Aggregation(online, self.secret.n_segments, min_online=self.config.min_online)
+        self._signatures = {}
+        self._attempts_in_round += 1
+        self._to(Stage.COLLECTING_UPLOADS)
+        self.deadline = self._clock() + self.config.upload_timeout_s
+        self._event("online_set_fixed", size=len(online))
+        plaintext = model_to_bytes(self.model)
+        group = self.params.group
+        out = []
+        for member, pk in zip(online.members, online.public_keys, strict=True):
+            key = delivery_key(group, self.secret.delivery_secret, pk)
+            sealed = seal_model(
+                key, plaintext, federation_id=self.federation, round_id=self.round, client_id=member
+            )
+            body = MemberEnvelope(online.members, int(online.aggregate_key), self.config.min_online, sealed)
+            out.append(
+                Outgoing(client_endpoint(member), MessageType.ENVELOPE, self.round, self.attempt, body)
+            )
+        return out
+
+    # -- uploads and responses ------------------------------------------------------------
+
+    def on_upload(self, sender: str, round_id: int, attempt: int, upload: Upload) -> list[Outgoing]:
+        """Validate and fold a member's upload; challenge once every member uploaded."""
+        self._check_current(round_id, attempt, Stage.COLLECTING_UPLOADS)
+        assert self._aggregation is not None
+        self._aggregation.online.key_of(sender)  # NotAMemberError before any crypto work
+        self._verify_first(sender, round_id, attempt, upload.first, upload.first_signature)
+        ciphertext = ClientCiphertext(tuple(upload.segments), upload.first, upload.second)
+        self._aggregation.add_upload(sender, ciphertext)
+        self._signatures[sender] = upload.first_signature
+        if self._aggregation.missing_uploads:
+            return []
+        challenge, firsts = self._aggregation.challenge()
+        listed = tuple(FirstComponent(m, int(a), self._signatures[m]) for m, a in firsts.items())
+        body = Challenge(int(challenge), listed)
+        self._to(Stage.COLLECTING_RESPONSES)
+        self.deadline = self._clock() + self.config.response_timeout_s
+        return [
+            Outgoing(client_endpoint(m), MessageType.CHALLENGE, self.round, self.attempt, body)
+            for m in self.members
+        ]
+
+    def on_response(self, sender: str, round_id: int, attempt: int, response: Response) -> list[Outgoing]:
+        """Fold T_i; when every member answered, the shell runs :meth:`finish`."""
+        self._check_current(round_id, attempt, Stage.COLLECTING_RESPONSES)
+        assert self._aggregation is not None
+        self._aggregation.add_response(sender, response.share)
+        if not self._aggregation.missing_responses:
+            self._to(Stage.DECRYPTING)
+            self.deadline = None
+        return []
+
+    @property
+    def ready_to_finish(self) -> bool:
+        return self.stage == Stage.DECRYPTING
+
+    def finish(self) -> RoundOutcome:
+        """Decrypt, unpack, decode and apply the aggregate (CPU heavy: run in an executor)."""
+        if self.stage != Stage.DECRYPTING or self._aggregation is None or self._online is None:
+            raise ProtocolOrderError("finish() before every member responded")
+        start = self._clock()
+        n_members = len(self._online)
+        layout, encoding = self.params.layout, self.params.encoding
+        sums = layout.unpack(self._aggregation.decrypt(self._decryptor), self.n_upload, n_clients=n_members)
+        aggregate = encoding.decode_sum(sums, n_members)
+        decrypt_seconds = self._clock() - start
+        model = self.task.apply(self.model, aggregate, n_members)
+        if not np.all(np.isfinite(model)):
+            raise ProtocolOrderError("the updated model is not finite; round not applied")
+        return RoundOutcome(self.round, self._online.members, model, aggregate, decrypt_seconds)
+
+    def decryption_failed(self, reason: str) -> list[Outgoing]:
+        """The aggregate did not decrypt (a member sent a bad share or ciphertext): restart the round."""
+        self._event("round_failed", reason=reason)
+        return self._restart_round(f"decryption failed: {reason}")
+
+    def adopt(self, outcome: RoundOutcome) -> None:
+        """Take the new model; the shell checkpoints it next."""
+        if outcome.round != self.round:
+            raise ProtocolOrderError("outcome of another round")
+        self._to(Stage.UPDATING)
+        self.model = outcome.model
+        self._to(Stage.CHECKPOINTING)
+
+    def checkpointed(self) -> list[Outgoing]:
+        """After the durable checkpoint: tell everyone, move to the next round."""
+        if self.stage != Stage.CHECKPOINTING:
+            raise ProtocolOrderError("checkpointed() outside the checkpointing stage")
+        members = self.members
+        self._event("round_completed", members=len(members), seconds=self._clock() - self._round_started)
+        result = RoundResult(RoundStatus.COMPLETE, members, "")
+        out = [Outgoing(None, MessageType.RESULT, self.round, self.attempt, result)]
+        self.round += 1
+        self.attempt = 0
+        self._round_started = 0.0
+        return out + self.start_round()
+
+    # -- time ----------------------------------------------------------------------------
+
+    def poll(self, now: float | None = None) -> list[Outgoing]:
+        """Act on an expired deadline (the shell calls this when ``deadline`` passes)."""
+        now = self._clock() if now is None else now
+        if self.deadline is None or now < self.deadline:
+            return []
+        if self.stage == Stage.COLLECTING_READY:
+            if len(self._ready) >= self.config.min_online:
+                return self._fix_online_set()
+            self._event("ready_window_extended", ready=len(self._ready))
+            self.deadline = now + self.config.ready_window_s
+            body = Announce(self.task.spec.name, self.n_upload, self.config.ready_window_s)
+            return [Outgoing(None, MessageType.ANNOUNCE, self.round, self.attempt, body)]
+        if self.stage == Stage.COLLECTING_UPLOADS:
+            assert self._aggregation is not None
+            return self._attempt_failed("upload", self._aggregation.uploaded)
+        if self.stage == Stage.COLLECTING_RESPONSES:
+            assert self._aggregation is not None
+            return self._attempt_failed("response", self._aggregation.responded)
+        return []
+
+    def _attempt_failed(self, phase: str, survivors: frozenset[str]) -> list[Outgoing]:
+        assert self._online is not None
+        dropped = sorted(set(self._online.members) - survivors)
+        self._event("attempt_failed", phase=phase, dropouts=len(dropped), survivors=len(survivors))
+        keys = {m: int(self._online.key_of(m)) for m in sorted(survivors)}
+        previous = self.attempt
+        if len(keys) >= self.config.min_online and self._attempts_in_round < self.config.max_attempts:
+            self.attempt += 1
+            result = RoundResult(RoundStatus.RETRY, tuple(sorted(keys)), _detail(f"{phase} timeout", dropped))
+            out = [Outgoing(None, MessageType.RESULT, self.round, previous, result)]
+            return out + self._open_attempt(keys)
+        return self._restart_round(_detail(f"{phase} timeout with {len(keys)} survivors", dropped))
+
+    def _restart_round(self, detail: str) -> list[Outgoing]:
+        previous = self.attempt
+        self.attempt += 1
+        result = RoundResult(RoundStatus.FAILED, self.members, detail)
+        out = [Outgoing(None, MessageType.RESULT, self.round, previous, result)]
+        return out + self.start_round()
+
+    def stop(self) -> None:
+        self._to(Stage.STOPPED)
+        self.deadline = None
+
+
+def _detail(what: str, dropped: list[str], limit: int = 1000) -> str:
+    """A RoundResult detail that stays far below the wire's 4096-character bound."""
+    listed = ", ".join(dropped)
+    if len(listed) > limit:
+        listed = listed[:limit].rsplit(", ", 1)[0] + f", ... ({len(dropped)} in all)"
+    return f"{what}; dropped: {listed}" if dropped else what

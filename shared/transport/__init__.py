@@ -1,0 +1,1 @@
+"""Transports: the interface (base), in-process queues (inprocess), RabbitMQ (amqp)."""

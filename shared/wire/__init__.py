@@ -1,0 +1,1 @@
+"""Wire format: message dataclasses (messages), msgpack serde and signatures (serde)."""

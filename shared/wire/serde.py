@@ -1,0 +1,423 @@
+"""The only place where protocol messages become bytes and bytes become messages.
+
+A message on the wire is one msgpack array (docs/PROTOCOL.md has the full
+specification and a worked example)::
+
+    [version, type, federation, round, attempt, sender, body, signature]
+
+``body`` is the array of the body dataclass's fields in declaration order;
+big integers are fixed-width big-endian ``bin`` values whose widths come from
+the federation's group (:class:`WireContext`). The sender's Ed25519 signature
+covers ``SIGNING_DOMAIN + msgpack([version, type, federation, round, attempt,
+sender, body])``, i.e. the first seven elements exactly as they appear on the
+wire. :func:`decode` accepts only the shortest msgpack encoding of every value,
+so each message has exactly one byte form and re-encoding a decoded message
+reproduces the signed bytes.
+
+Division of labour. This module validates *structure*: sizes, array lengths,
+types, id syntax, fixed widths, uniqueness and order of member lists, finite
+floats, and it never lets a small hostile message allocate much (see
+:mod:`shared.wire.codec`). Whether an integer is actually an element of the
+order-q subgroup (1 < x < p, x^q = 1 mod p) is checked by the crypto layer
+(:meth:`shared.crypto.group.GroupParams.check_element`, called throughout
+:mod:`shared.crypto.elgamal`), and whether a signature is by the right key
+(:func:`verify`, :func:`verify_first`) is the caller's step once it has looked
+up the sender's registered verify key, typically after :func:`peek_header`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import fields
+from types import MappingProxyType
+from typing import Any
+
+from shared.crypto.signing import SIGNATURE_BYTES, VERIFY_KEY_BYTES, SigningKeyPair, verify_signature
+from shared.errors import MalformedMessageError, OversizeMessageError, UnsupportedVersionError
+from shared.wire.codec import (
+    BoolCodec,
+    BytesCodec,
+    Codec,
+    ElementCodec,
+    EnumCodec,
+    FloatCodec,
+    IdCodec,
+    ModulusCodec,
+    OptionalCodec,
+    SegmentsCodec,
+    SeqCodec,
+    StructCodec,
+    TextCodec,
+    TokenCodec,
+    UIntCodec,
+    WireContext,
+    check_id,
+)
+from shared.wire.messages import (
+    PROTOCOL_VERSION,
+    Ack,
+    AggregatorInfo,
+    Announce,
+    Body,
+    Challenge,
+    EnrollRequest,
+    ErrorReply,
+    FirstComponent,
+    Header,
+    KeysReply,
+    KeysRequest,
+    MemberEnvelope,
+    MessageType,
+    ParamsReply,
+    ParamsRequest,
+    Ready,
+    RegisterAggregator,
+    RegistryEntry,
+    Response,
+    RevokeRequest,
+    RoundResult,
+    RoundStatus,
+    Signed,
+    Upload,
+)
+from shared.wire.reader import Reader, pack
+
+__all__ = [
+    "BODY_TYPES",
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "FIRST_DOMAIN",
+    "SIGNING_DOMAIN",
+    "WireContext",
+    "decode",
+    "encode",
+    "first_component_bytes",
+    "peek_header",
+    "sign_first",
+    "signing_bytes",
+    "verify",
+    "verify_first",
+]
+
+#: Largest message accepted by default, checked before any parsing. An upload costs ~7.3 bytes
+#: per model parameter (README), so 10^6 parameters make a ~7.4 MB message; 64 MiB leaves room
+#: for models ~8x larger while bounding what one peer can make a service buffer. The broker
+#: must allow it too (RabbitMQ's ``max_message_size``).
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+#: Domain separation: a message signature can never be mistaken for a first-component one.
+SIGNING_DOMAIN = b"fedcast/v1/msg\x00"
+FIRST_DOMAIN = b"fedcast/v1/first\x00"
+
+# msgpack fixarray headers: the 7 signed elements, and the 8 of the wire array.
+_SIGNED_ARRAY = b"\x97"
+_WIRE_ARRAY = b"\x98"
+_WIRE_FIELDS = 8
+
+_ID = IdCodec()
+_UINT = UIntCodec()
+_FLOAT = FloatCodec()
+_TEXT = TextCodec()
+_TOKEN = TokenCodec()
+_ELEMENT = ElementCodec()
+_VERIFY_KEY = BytesCodec(VERIFY_KEY_BYTES)
+_SIGNATURE = BytesCodec(SIGNATURE_BYTES)
+
+
+def _struct(cls: type[Any], **codecs: Codec) -> StructCodec:
+    """A StructCodec in the dataclass's declaration order; refuses a schema that drifted from it."""
+    names = tuple(f.name for f in fields(cls))
+    if set(names) != set(codecs):
+        raise TypeError(f"wire schema of {cls.__name__} does not match its fields {names}")
+    return StructCodec(cls, tuple((name, codecs[name]) for name in names))
+
+
+_AGGREGATOR_INFO = _struct(
+    AggregatorInfo, betas=SeqCodec(_ELEMENT, min_items=1), delivery=_ELEMENT, verify_key=_VERIFY_KEY
+)
+_REGISTRY_ENTRY = _struct(
+    RegistryEntry, client_id=_ID, elgamal_public=_ELEMENT, verify_key=_VERIFY_KEY, revoked=BoolCodec()
+)
+_FIRST_COMPONENT = _struct(FirstComponent, member=_ID, value=_ELEMENT, signature=_SIGNATURE)
+
+
+class _ParamsCodec(Codec):
+    """ParamsReply carries its own group, so its element widths come from its own p.
+
+    p and q are minimal-width; g, the betas and D have p's width. A context
+    passed by the caller is ignored: PARAMS is how a client learns the group.
+    """
+
+    _modulus = ModulusCodec()
+    _fields = _struct(
+        ParamsReply,
+        p=_modulus,  # p and q are read first and give the widths of the rest
+        q=_modulus,
+        g=_ELEMENT,
+        frac_bits=_UINT,
+        clip=_FLOAT,
+        max_clients=_UINT,
+        min_online=_UINT,
+        aggregator=OptionalCodec(_AGGREGATOR_INFO),
+    ).fields
+    if [name for name, _ in _fields[:2]] != ["p", "q"]:
+        raise TypeError("ParamsReply must start with p and q")
+    _rest = _fields[2:]
+
+    @staticmethod
+    def _own_context(p: int, q: int, what: str) -> WireContext:
+        if p < 2:
+            raise MalformedMessageError(f"{what}.p: not a modulus")
+        if q.bit_length() > p.bit_length():
+            raise MalformedMessageError(f"{what}.q: wider than p")
+        return WireContext.from_modulus(p)
+
+    def encode(self, value: Any, ctx: WireContext | None, what: str) -> Any:
+        if type(value) is not ParamsReply:
+            raise MalformedMessageError(f"{what}: expected a ParamsReply")
+        p = self._modulus.encode(value.p, None, f"{what}.p")
+        q = self._modulus.encode(value.q, None, f"{what}.q")
+        own = self._own_context(int.from_bytes(p, "big"), int.from_bytes(q, "big"), what)
+        return [p, q, *(codec.encode(getattr(value, n), own, f"{what}.{n}") for n, codec in self._rest)]
+
+    def read(self, reader: Reader, ctx: WireContext | None, what: str) -> Any:
+        reader.array(what, exact=2 + len(self._rest))
+        p = self._modulus.read(reader, None, f"{what}.p")
+        q = self._modulus.read(reader, None, f"{what}.q")
+        own = self._own_context(p, q, what)
+        rest = {n: codec.read(reader, own, f"{what}.{n}") for n, codec in self._rest}
+        return ParamsReply(p=p, q=q, **rest)
+
+
+#: Which body each message type carries (the protocol layer may dispatch on it).
+BODY_TYPES: Mapping[MessageType, type[Any]] = MappingProxyType(
+    {
+        MessageType.ENROLL: EnrollRequest,
+        MessageType.GET_PARAMS: ParamsRequest,
+        MessageType.PARAMS: ParamsReply,
+        MessageType.GET_KEYS: KeysRequest,
+        MessageType.KEYS: KeysReply,
+        MessageType.REGISTER_AGGREGATOR: RegisterAggregator,
+        MessageType.REVOKE: RevokeRequest,
+        MessageType.ACK: Ack,
+        MessageType.ERROR: ErrorReply,
+        MessageType.ANNOUNCE: Announce,
+        MessageType.READY: Ready,
+        MessageType.ENVELOPE: MemberEnvelope,
+        MessageType.UPLOAD: Upload,
+        MessageType.CHALLENGE: Challenge,
+        MessageType.RESPONSE: Response,
+        MessageType.RESULT: RoundResult,
+    }
+)
+
+_BODY_CODECS: dict[MessageType, Codec] = {
+    MessageType.ENROLL: _struct(EnrollRequest, token=_TOKEN, elgamal_public=_ELEMENT, verify_key=_VERIFY_KEY),
+    MessageType.GET_PARAMS: _struct(ParamsRequest),
+    MessageType.PARAMS: _ParamsCodec(),
+    MessageType.GET_KEYS: _struct(KeysRequest, client_ids=SeqCodec(_ID, unique=True)),
+    MessageType.KEYS: _struct(
+        KeysReply, entries=SeqCodec(_REGISTRY_ENTRY, unique=True, key=lambda e: e.client_id)
+    ),
+    MessageType.REGISTER_AGGREGATOR: _struct(RegisterAggregator, token=_TOKEN, info=_AGGREGATOR_INFO),
+    MessageType.REVOKE: _struct(RevokeRequest, token=_TOKEN, client_id=_ID),
+    MessageType.ACK: _struct(Ack),
+    MessageType.ERROR: _struct(ErrorReply, reason=_ID, message=_TEXT),
+    MessageType.ANNOUNCE: _struct(Announce, task=_ID, n_params=_UINT, ready_window_s=_FLOAT),
+    MessageType.READY: _struct(Ready),
+    MessageType.ENVELOPE: _struct(
+        MemberEnvelope,
+        members=SeqCodec(_ID, min_items=1, unique=True, sorted_=True),
+        aggregate_key=_ELEMENT,
+        min_online=_UINT,
+        sealed_model=BytesCodec(),
+    ),
+    MessageType.UPLOAD: _struct(
+        Upload, segments=SegmentsCodec(), first=_ELEMENT, second=_ELEMENT, first_signature=_SIGNATURE
+    ),
+    MessageType.CHALLENGE: _struct(
+        Challenge,
+        challenge=_ELEMENT,
+        firsts=SeqCodec(_FIRST_COMPONENT, min_items=1, unique=True, key=lambda f: f.member),
+    ),
+    MessageType.RESPONSE: _struct(Response, share=_ELEMENT),
+    MessageType.RESULT: _struct(
+        RoundResult, status=EnumCodec(RoundStatus), members=SeqCodec(_ID, unique=True), detail=_TEXT
+    ),
+}
+
+
+# -- header ----------------------------------------------------------------------------------------
+
+
+def _message_type(value: Any) -> MessageType:
+    if type(value) is not str and not isinstance(value, MessageType):
+        raise MalformedMessageError("type: expected a string")
+    try:
+        return MessageType(value)
+    except ValueError as exc:
+        raise MalformedMessageError("type: unknown message type") from exc
+
+
+def _encode_header(header: Header) -> list[Any]:
+    if type(header.version) is not int or header.version != PROTOCOL_VERSION:
+        raise UnsupportedVersionError(f"this build encodes protocol version {PROTOCOL_VERSION} only")
+    return [
+        PROTOCOL_VERSION,
+        _message_type(header.type).value,
+        check_id(header.federation, "federation"),
+        _UINT.encode(header.round, None, "round"),
+        _UINT.encode(header.attempt, None, "attempt"),
+        check_id(header.sender, "sender"),
+    ]
+
+
+def _read_header(reader: Reader) -> Header:
+    n = reader.array("message", min_items=1)
+    # The version comes first, so a future layout is reported as a version problem.
+    version = _UINT.read(reader, None, "version")
+    if version != PROTOCOL_VERSION:
+        raise UnsupportedVersionError(f"protocol version {version} (this build speaks {PROTOCOL_VERSION})")
+    if n != _WIRE_FIELDS:
+        raise MalformedMessageError(f"message: expected {_WIRE_FIELDS} elements, got {n}")
+    return Header(
+        type=_message_type(reader.scalar("type")),
+        federation=check_id(reader.scalar("federation"), "federation"),
+        round=_UINT.read(reader, None, "round"),
+        attempt=_UINT.read(reader, None, "attempt"),
+        sender=check_id(reader.scalar("sender"), "sender"),
+        version=version,
+    )
+
+
+def _reader(data: object, max_bytes: int) -> Reader:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise MalformedMessageError("message is not bytes")
+    size = data.nbytes if isinstance(data, memoryview) else len(data)
+    if size > max_bytes:  # before any parsing or copying: an oversize message costs only its length
+        raise OversizeMessageError(f"message of {size} bytes exceeds the limit of {max_bytes}")
+    if not size:
+        raise MalformedMessageError("empty message")
+    return Reader(data if isinstance(data, bytes) else bytes(data))
+
+
+def _codec_for(mtype: MessageType, ctx: WireContext | None) -> Codec:
+    codec = _BODY_CODECS[mtype]
+    if codec.needs_ctx and ctx is None:
+        raise MalformedMessageError(f"{mtype.value}: carries group elements; a WireContext is needed")
+    return codec
+
+
+def _signed_elements(header: Header, body: Body, ctx: WireContext | None) -> bytes:
+    """msgpack of the 7 signed elements, without the array header (shared by wire and signing bytes)."""
+    head = _encode_header(header)
+    mtype = MessageType(head[1])
+    expected = BODY_TYPES[mtype]
+    if type(body) is not expected:
+        raise MalformedMessageError(f"{mtype.value} carries a {expected.__name__}, not {type(body).__name__}")
+    encoded = _codec_for(mtype, ctx).encode(body, ctx, expected.__name__)
+    # An array's msgpack form is its header followed by its elements' forms.
+    return b"".join(pack(value) for value in (*head, encoded))
+
+
+# -- messages --------------------------------------------------------------------------------------
+
+
+def encode(
+    header: Header,
+    body: Body,
+    signer: SigningKeyPair,
+    ctx: WireContext | None,
+    *,
+    max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> bytes:
+    """Validate, sign and serialize one message; ``ctx`` may be None only for bodies without elements."""
+    elements = _signed_elements(header, body, ctx)
+    size = len(_WIRE_ARRAY) + len(elements) + 2 + SIGNATURE_BYTES  # bin8 header: 2 bytes
+    if size > max_bytes:  # refuse here rather than have every receiver drop it
+        raise OversizeMessageError(f"message of {size} bytes exceeds the limit of {max_bytes}")
+    signature = signer.sign(SIGNING_DOMAIN + _SIGNED_ARRAY + elements)
+    return _WIRE_ARRAY + elements + pack(signature)
+
+
+def decode(
+    data: bytes | bytearray | memoryview,
+    ctx: WireContext | None,
+    *,
+    max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> Signed:
+    """Parse and structurally validate one message (the signature is checked by :func:`verify`).
+
+    Raises OversizeMessageError, UnsupportedVersionError or MalformedMessageError.
+    """
+    reader = _reader(data, max_bytes)
+    header = _read_header(reader)
+    body = _codec_for(header.type, ctx).read(reader, ctx, BODY_TYPES[header.type].__name__)
+    signature = _SIGNATURE.read(reader, None, "signature")
+    reader.finish()
+    return Signed(header, body, signature)
+
+
+def peek_header(
+    data: bytes | bytearray | memoryview, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+) -> Header:
+    """The validated header alone, without touching the body: for routing and replay checks."""
+    return _read_header(_reader(data, max_bytes))
+
+
+def signing_bytes(msg: Signed, ctx: WireContext | None) -> bytes:
+    """The bytes the sender signed: SIGNING_DOMAIN + msgpack of the first 7 wire elements."""
+    return SIGNING_DOMAIN + _SIGNED_ARRAY + _signed_elements(msg.header, msg.body, ctx)
+
+
+def verify(msg: Signed, verify_key: bytes, ctx: WireContext | None) -> None:
+    """Check ``msg``'s signature under ``verify_key`` (the sender's registered key); SignatureError."""
+    verify_signature(verify_key, msg.signature, signing_bytes(msg, ctx))
+
+
+# -- first components (crypto note section 5) -----------------------------------------------------
+
+
+def first_component_bytes(
+    federation: str, round: int, attempt: int, sender: str, first: int, ctx: WireContext
+) -> bytes:
+    """What a member signs for its A_i, so a Challenge can carry it verifiably to the others.
+
+    Bound to federation, round and attempt so a first component cannot be replayed elsewhere.
+    """
+    return FIRST_DOMAIN + pack(
+        [
+            check_id(federation, "federation"),
+            _UINT.encode(round, None, "round"),
+            _UINT.encode(attempt, None, "attempt"),
+            check_id(sender, "sender"),
+            _ELEMENT.encode(first, ctx, "first"),
+        ]
+    )
+
+
+def sign_first(
+    signer: SigningKeyPair,
+    federation: str,
+    round: int,
+    attempt: int,
+    sender: str,
+    first: int,
+    ctx: WireContext,
+) -> bytes:
+    """The Upload.first_signature of member ``sender``."""
+    return signer.sign(first_component_bytes(federation, round, attempt, sender, first, ctx))
+
+
+def verify_first(
+    verify_key: bytes,
+    signature: bytes,
+    federation: str,
+    round: int,
+    attempt: int,
+    sender: str,
+    first: int,
+    ctx: WireContext,
+) -> None:
+    """Check a member's first-component signature (in an Upload or a Challenge); SignatureError."""
+    verify_signature(
+        verify_key, signature, first_component_bytes(federation, round, attempt, sender, first, ctx)
+    )

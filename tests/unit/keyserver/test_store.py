@@ -1,0 +1,215 @@
+"""RegistryStore: schema versioning, idempotency, refusals, file mode, tokens never in clear."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.keyserver.store import (
+    MIN_TOKEN_LENGTH,
+    SCHEMA_VERSION,
+    DeviceStatus,
+    RegistryStore,
+    hash_token,
+    migrate,
+)
+from shared.errors import ConfigurationError, EnrollmentRefusedError, KeyStorageError, RegistryError
+from shared.wire.messages import AggregatorInfo
+
+VK1, VK2 = b"\x01" * 32, b"\x02" * 32
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[RegistryStore]:
+    with RegistryStore(tmp_path / "registry.sqlite3") as s:
+        yield s
+
+
+def test_schema_version_wal_and_private_file(tmp_path: Path) -> None:
+    path = tmp_path / "registry.sqlite3"
+    store = RegistryStore(path)
+    store.provision_device("c1")
+    assert store.schema_version == SCHEMA_VERSION
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    for companion in tmp_path.glob("registry.sqlite3-*"):  # -wal / -shm get the db's mode
+        assert stat.S_IMODE(companion.stat().st_mode) == 0o600
+    store.close()
+    store.close()  # idempotent
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    db.close()
+
+
+def test_migrate_is_idempotent_and_refuses_newer_files(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "x.sqlite3", isolation_level=None)
+    assert migrate(db) == SCHEMA_VERSION
+    assert migrate(db) == SCHEMA_VERSION
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(KeyStorageError, match="newer"):
+        migrate(db)
+    db.close()
+
+
+def test_group_readable_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "registry.sqlite3"
+    path.touch(mode=0o644)
+    os.chmod(path, 0o644)
+    with pytest.raises(KeyStorageError, match="group or others"):
+        RegistryStore(path)
+
+
+def test_closed_store_raises(store: RegistryStore) -> None:
+    store.close()
+    with pytest.raises(KeyStorageError):
+        store.aggregator()
+
+
+def test_token_is_stored_hashed_only(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "registry.sqlite3"
+    caplog.set_level(logging.DEBUG)
+    with RegistryStore(path) as store:
+        token = store.provision_device("c1")
+        store.import_tokens({"c2": "operator-made-token-0123456789"})
+        store.enroll("c1", token, 5, VK1)
+    assert len(token) >= MIN_TOKEN_LENGTH
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert token.encode() not in raw and b"operator-made-token" not in raw
+    assert hash_token(token) in raw
+    assert token not in caplog.text and "operator-made-token" not in caplog.text
+
+
+def test_enroll_is_idempotent_and_entries_follow(store: RegistryStore) -> None:
+    token = store.provision_device("c1")
+    assert store.status("c1") is DeviceStatus.PROVISIONED
+    assert store.entries(["c1"]) == []  # no keys yet
+    assert store.enroll("c1", token, 12345, VK1) is True
+    assert store.enroll("c1", token, 12345, VK1) is False  # same keys again: fine
+    assert store.status("c1") is DeviceStatus.ENROLLED
+    [entry] = store.entries(["c1", "nobody", "c1"])
+    assert (entry.client_id, entry.elgamal_public, entry.verify_key, entry.revoked) == (
+        "c1",
+        12345,
+        VK1,
+        False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("client_id", "token_ok", "match"),
+    [("nobody", True, "unknown device or wrong"), ("c1", False, "unknown device or wrong")],
+)
+def test_enroll_refuses_unknown_device_and_wrong_token(
+    store: RegistryStore, client_id: str, token_ok: bool, match: str
+) -> None:
+    token = store.provision_device("c1")
+    with pytest.raises(EnrollmentRefusedError, match=match):
+        store.enroll(client_id, token if token_ok else token + "x", 5, VK1)
+
+
+def test_re_enroll_with_other_keys_is_refused(store: RegistryStore) -> None:
+    token = store.provision_device("c1")
+    store.enroll("c1", token, 5, VK1)
+    with pytest.raises(EnrollmentRefusedError, match="other keys"):
+        store.enroll("c1", token, 5, VK2)
+    with pytest.raises(EnrollmentRefusedError, match="other keys"):
+        store.enroll("c1", token, 7, VK1)
+    assert store.entries(["c1"])[0].verify_key == VK1
+
+
+def test_enroll_refuses_malformed_keys(store: RegistryStore) -> None:
+    token = store.provision_device("c1")
+    with pytest.raises(EnrollmentRefusedError):
+        store.enroll("c1", token, 5, b"short")
+    with pytest.raises(EnrollmentRefusedError):
+        store.enroll("c1", token, 1, VK1)
+
+
+def test_revoke_then_reprovision(store: RegistryStore) -> None:
+    token = store.provision_device("c1")
+    store.enroll("c1", token, 5, VK1)
+    assert store.revoke("c1") is True
+    assert store.revoke("c1") is False  # idempotent
+    assert store.entries(["c1"])[0].revoked is True  # kept, marked
+    with pytest.raises(EnrollmentRefusedError, match="revoked"):
+        store.enroll("c1", token, 5, VK1)
+    with pytest.raises(RegistryError, match="unknown"):
+        store.revoke("nobody")
+    new_token = store.provision_device("c1")  # a revoked device may be provisioned anew
+    assert store.entries(["c1"]) == []
+    assert store.enroll("c1", new_token, 7, VK2) is True
+    with pytest.raises(EnrollmentRefusedError):
+        store.enroll("c1", token, 7, VK2)  # the old token is dead
+
+
+def test_provision_refuses_duplicates_unless_reprovision(store: RegistryStore) -> None:
+    first = store.provision_device("c1")
+    with pytest.raises(RegistryError, match="already provisioned"):
+        store.provision_device("c1")
+    second = store.provision_device("c1", reprovision=True)
+    assert first != second
+    with pytest.raises(RegistryError, match="invalid client id"):
+        store.provision_device("bad id!")
+
+
+def test_import_tokens_is_idempotent(store: RegistryStore, caplog: pytest.LogCaptureFixture) -> None:
+    tokens = {"c1": "a" * 20, "c2": "b" * 20}
+    assert store.import_tokens(tokens) == 2
+    assert store.import_tokens(tokens) == 0
+    assert store.import_tokens({"c1": "c" * 20}) == 1  # rotated before enrollment
+    store.enroll("c1", "c" * 20, 5, VK1)
+    assert store.import_tokens({"c1": "d" * 20}) == 0  # enrolled: left alone, warned
+    assert "not re-provisioned" in caplog.text and "d" * 20 not in caplog.text
+    assert store.enroll("c1", "c" * 20, 5, VK1) is False
+    with pytest.raises(ConfigurationError, match="printable ASCII"):
+        store.import_tokens({"c3": "short"})
+    with pytest.raises(ConfigurationError):
+        store.import_tokens({"c3": "has spaces in the middle"})
+    assert store.status("c3") is None
+
+
+def test_entries_many_ids_in_request_order(store: RegistryStore) -> None:
+    ids = [f"c{i}" for i in range(1200)]  # more than one sqlite chunk
+    store.import_tokens({cid: f"token-for-device-{cid}" for cid in ids})
+    for i, cid in enumerate(ids):
+        store.enroll(cid, f"token-for-device-{cid}", 1000 + i, VK1)
+    wanted = list(reversed(ids))
+    assert [e.client_id for e in store.entries(wanted)] == wanted
+
+
+def test_aggregator_roundtrip_and_replacement(store: RegistryStore) -> None:
+    assert store.aggregator() is None
+    info = AggregatorInfo((11, 13, 17), 19, VK1)
+    assert store.set_aggregator(info) is True
+    assert store.set_aggregator(info) is False
+    assert store.aggregator() == info
+    other = AggregatorInfo((23,), 29, VK2)
+    assert store.set_aggregator(other) is True
+    assert store.aggregator() == other
+    with pytest.raises(RegistryError):
+        store.set_aggregator(AggregatorInfo((), 29, VK2))
+
+
+def test_federation_binding(tmp_path: Path) -> None:
+    path = tmp_path / "registry.sqlite3"
+    with RegistryStore(path) as store:
+        store.bind_federation("f1")
+        store.bind_federation("f1")
+    with RegistryStore(path) as store, pytest.raises(ConfigurationError, match="belongs to federation"):
+        store.bind_federation("f2")
+
+
+def test_state_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "registry.sqlite3"
+    with RegistryStore(path) as store:
+        token = store.provision_device("c1")
+        store.enroll("c1", token, 5, VK1)
+    with RegistryStore(path) as store:
+        assert store.enroll("c1", token, 5, VK1) is False
+        assert repr(store) == f"RegistryStore({str(path)!r})"
