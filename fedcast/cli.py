@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from fedcast.services_cli import add_service_commands
 from shared import __version__
 from shared.errors import FedcastError
 
@@ -160,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
     _add_group_args(demo)
     demo.set_defaults(handler=_cmd_demo)
+
+    add_service_commands(commands)
 
     bench = commands.add_parser("bench", help="run a benchmark (prints a table, or JSON)")
     benches = bench.add_subparsers(dest="bench", required=True, metavar="<benchmark>")

@@ -41,8 +41,9 @@ boundary with ``raise ... from exc``; callers never need to catch them.
     ├── RegistryError
     │   ├── EnrollmentRefusedError
     │   └── NotAuthorizedError
-    └── TransportError
-        └── RequestTimeoutError
+    ├── TransportError
+    │   └── RequestTimeoutError
+    └── InternalError
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ __all__ = [
     "EnrollmentRefusedError",
     "FedcastError",
     "InsecureParametersError",
+    "InternalError",
     "InvalidGroupElementError",
     "InvalidKeyError",
     "InvalidParametersError",
@@ -282,3 +284,9 @@ class RequestTimeoutError(TransportError):
     """An RPC got no reply in time."""
 
     reason = "request_timeout"
+
+
+class InternalError(FedcastError):
+    """A bug or an unexpected failure inside a service (reported to peers without details)."""
+
+    reason = "internal_error"

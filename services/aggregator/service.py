@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from services.runtime import MessageGate, Outbox, retry_while_unreachable
 from shared.errors import ConfigurationError, FedcastError, TransportError
 from shared.learning.tasks import FedAvgServerTask, FedMFServerTask, ServerTask, TaskSpec
 from shared.metrics import (
+    AGGREGATE_SECONDS,
     CURRENT_ROUND,
     DECRYPT_SECONDS,
     DROPOUTS,
@@ -131,6 +133,7 @@ class AggregatorService:
         self.completed_rounds = 0
         self.finished = asyncio.Event()
         self._started = False
+        self._fold_seconds = 0.0
         self._checkpoints = CheckpointStore(config.state_dir / "checkpoint")
 
     # -- start-up ---------------------------------------------------------------------
@@ -242,6 +245,8 @@ class AggregatorService:
             await self._send(machine.decryption_failed(exc.reason))
             return
         DECRYPT_SECONDS.labels(SERVICE).observe(outcome.decrypt_seconds)
+        AGGREGATE_SECONDS.labels(SERVICE).observe(self._fold_seconds)
+        self._fold_seconds = 0.0
         machine.adopt(outcome)
         await asyncio.to_thread(self._checkpoints.save, outcome.round, self.config.task.name, outcome.model)
         self._registry.clear()  # re-read keys (revocations) for the next round
@@ -293,11 +298,14 @@ class AggregatorService:
         msg = await self._gate.admit(delivery)
         if msg is None:
             return
+        start = time.perf_counter()
         try:
             outgoing = self._dispatch(msg)
         except FedcastError as exc:
             self._gate.rejected(exc, msg.header.sender)
             return
+        finally:
+            self._fold_seconds += time.perf_counter() - start  # validating + folding is aggregation work
         await self._send(outgoing)
         self._wake.set()
 

@@ -156,7 +156,7 @@ class EdgeClientService:
             group,
             check_permissions=cfg.check_key_permissions,
         )
-        await retry_while_unreachable(lambda: keys.enroll(cfg.enrollment_token, int(keypair.public)))
+        await retry_while_unreachable(lambda: keys.enroll(cfg.enrollment_token, keypair))
         self._ctx = WireContext.from_group(group)
         self._aggregator_vk = aggregator.verify_key
         public = AggregatorPublicKey(group, tuple(aggregator.betas), aggregator.delivery)

@@ -27,6 +27,8 @@ from typing import TypeVar
 from services.keyserver.handlers import KEYSERVER_SENDER, check_aggregator_info
 from shared import errors
 from shared.crypto.group import GroupParams
+from shared.crypto.keys import ClientKeyPair
+from shared.crypto.pok import enrollment_context, prove_possession
 from shared.crypto.signing import VERIFY_KEY_BYTES, SigningKeyPair
 from shared.encoding import FixedPointEncoding
 from shared.errors import (
@@ -143,11 +145,15 @@ class KeyServiceClient:
         body = await self._call(MessageType.GET_KEYS, KeysRequest(wanted), KeysReply, ctx=ctx)
         return await asyncio.to_thread(self._validate_entries, body, frozenset(wanted))
 
-    async def enroll(self, token: str, elgamal_public: int) -> None:
-        """Register pk_i and this client's verify key under ``sender_id`` with its device token."""
+    async def enroll(self, token: str, keypair: ClientKeyPair) -> None:
+        """Register pk_i (with a proof of knowledge of sk_i) and this client's verify key."""
         ctx = await self._context()
-        self._group().check_element(elgamal_public, "own ElGamal public key")
-        request = EnrollRequest(token, elgamal_public, self._signer.verify_key)
+        group = self._group()
+        if keypair.group != group:
+            raise ConfigurationError("the client key belongs to another group")
+        context = enrollment_context(self.federation, self.sender_id, self._signer.verify_key)
+        commitment, response = prove_possession(keypair, context)
+        request = EnrollRequest(token, int(keypair.public), self._signer.verify_key, commitment, response)
         await self._call(MessageType.ENROLL, request, Ack, ctx=ctx)
 
     async def register_aggregator(self, token: str, info: AggregatorInfo) -> None:

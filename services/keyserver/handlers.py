@@ -24,6 +24,7 @@ import logging
 
 from services.keyserver.store import RegistryStore
 from shared.crypto.group import GroupParams
+from shared.crypto.pok import enrollment_context, verify_possession
 from shared.errors import (
     FedcastError,
     InvalidKeyError,
@@ -193,7 +194,11 @@ class KeyServiceHandler:
     def _enroll(self, msg: Signed, body: EnrollRequest) -> Ack:
         # Proof of possession first (cheap): only the holder of the key may register it.
         verify(msg, body.verify_key, self._ctx)
-        self._params.group.check_element(body.elgamal_public, "ElGamal public key")
+        group = self._params.group
+        group.check_element(body.elgamal_public, "ElGamal public key")
+        # ... and of the ElGamal key: no rogue keys (g^x / pk_A) in anyone's pk_S.
+        context = enrollment_context(self._federation, msg.header.sender, body.verify_key)
+        verify_possession(group, body.elgamal_public, (body.proof_commitment, body.proof_response), context)
         self._store.enroll(msg.header.sender, body.token, body.elgamal_public, body.verify_key)
         return Ack()
 

@@ -50,7 +50,7 @@ from services.keyserver.store import RegistryStore, check_token
 from shared.crypto.group import generate_group, insecure_test_group
 from shared.crypto.signing import SigningKeyPair
 from shared.encoding import DEFAULT_CLIP, DEFAULT_FRAC_BITS, FixedPointEncoding
-from shared.errors import ConfigurationError, FedcastError, KeyStorageError
+from shared.errors import ConfigurationError, FedcastError, InternalError, KeyStorageError
 from shared.keystore import read_json, read_secret_json, write_json_atomic
 from shared.metrics import (
     MESSAGE_BYTES_RECEIVED,
@@ -372,7 +372,7 @@ class KeyServer:
                 body = handler.handle(msg)
             except Exception:  # a bug or a broken disk: answer, count, keep serving
                 log.exception("key service failed on a %s request", mtype)
-                body = ErrorReply("internal_error", "the key service failed; see its log")
+                body = ErrorReply(InternalError.reason, "the key service failed; see its log")
             if isinstance(body, ErrorReply):
                 self._reject(body.reason, f"{mtype} from {msg.header.sender}: {body.message}")
         if delivery.reply_to is None:

@@ -46,6 +46,7 @@ from shared.wire.messages import AggregatorInfo, RegistryEntry
 
 __all__ = [
     "MIN_TOKEN_LENGTH",
+    "RESERVED_IDS",
     "SCHEMA_VERSION",
     "DeviceStatus",
     "RegistryStore",
@@ -72,10 +73,18 @@ class DeviceStatus(StrEnum):
     REVOKED = "revoked"  # keys kept (for audit), marked revoked; enrollment refused
 
 
+#: Sender ids of the services themselves (docs/PROTOCOL.md): never a device's id.
+RESERVED_IDS = frozenset({"keyserver", "aggregator"})
+
+
 def check_client_id(client_id: object) -> str:
     """Return ``client_id`` if it is a wire id (1-64 of ``[A-Za-z0-9._-]``), else raise RegistryError."""
     if not isinstance(client_id, str) or not ID_PATTERN.fullmatch(client_id):
         raise RegistryError(f"invalid client id {client_id!r}: want 1-64 characters of A-Z a-z 0-9 . _ -")
+    if client_id in RESERVED_IDS:
+        # Messages are attributed by sender id: a device named like a service could be
+        # mistaken for it by code that looks senders up by name.
+        raise RegistryError(f"{client_id!r} is reserved for a fedcast service")
     return client_id
 
 

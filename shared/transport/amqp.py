@@ -7,9 +7,11 @@ Topology of federation ``F`` (all names derive from the federation id):
 * ``fedcast.F.<endpoint>``: durable **quorum** queue per endpoint, bound to ``fedcast.F``
   with the endpoint as routing key, and to the fanout once consumed with ``broadcast=True``.
   ``client.*`` queues also carry ``x-message-ttl`` (default 1 h: round messages are stale
-  by then), ``x-max-length`` (default 1,000) and ``x-overflow: reject-publish``, so an
-  offline device cannot fill the broker and a publisher learns of it (a nack, raised as
-  :class:`TransportError`; a quorum queue accepts one message past the limit);
+  by then), ``x-max-length`` (default 1,000) and ``x-overflow: drop-head``, so an
+  offline device cannot fill the broker: its oldest (stalest) messages go first, and a
+  full queue never makes the broker nack a publish, which for a fanout would fail the
+  aggregator's broadcast to every other client (a quorum queue holds one message past
+  the limit);
 * ``fedcast.F.reply.<uuid>``: this process's RPC reply queue, classic, exclusive, auto-delete.
 
 Why a named reply queue rather than direct reply-to (``amq.rabbitmq.reply-to``): the
@@ -114,7 +116,7 @@ class AmqpConfig:
         if endpoint.startswith("client."):
             arguments["x-message-ttl"] = round(self.client_message_ttl * 1000)
             arguments["x-max-length"] = self.client_max_length
-            arguments["x-overflow"] = "reject-publish"
+            arguments["x-overflow"] = "drop-head"
         return arguments
 
 

@@ -89,12 +89,16 @@ def _mask(secret: str) -> str:
 class EnrollRequest:
     """Client -> key service: register pk_i and the Ed25519 verify key with a device token.
 
-    Signed with the new verify key itself (proof of possession).
+    Signed with the new verify key itself (possession of the signing key), and
+    carrying a Schnorr proof (t, s) of knowledge of sk_i (possession of the
+    ElGamal key; see shared.crypto.pok: it stops rogue-key registrations).
     """
 
     token: str = field(repr=False)
     elgamal_public: int
     verify_key: bytes  # 32 bytes, raw Ed25519
+    proof_commitment: int  # t = g^k, a group element
+    proof_response: int  # s = k + c * sk mod q (sent at group-element width)
 
     def __repr__(self) -> str:
         return f"EnrollRequest(token={_mask(self.token)}, verify_key={self.verify_key.hex()[:16]}...)"

@@ -210,7 +210,14 @@ BODY_TYPES: Mapping[MessageType, type[Any]] = MappingProxyType(
 )
 
 _BODY_CODECS: dict[MessageType, Codec] = {
-    MessageType.ENROLL: _struct(EnrollRequest, token=_TOKEN, elgamal_public=_ELEMENT, verify_key=_VERIFY_KEY),
+    MessageType.ENROLL: _struct(
+        EnrollRequest,
+        token=_TOKEN,
+        elgamal_public=_ELEMENT,
+        verify_key=_VERIFY_KEY,
+        proof_commitment=_ELEMENT,
+        proof_response=_ELEMENT,
+    ),
     MessageType.GET_PARAMS: _struct(ParamsRequest),
     MessageType.PARAMS: _ParamsCodec(),
     MessageType.GET_KEYS: _struct(KeysRequest, client_ids=SeqCodec(_ID, unique=True)),

@@ -103,7 +103,7 @@ async def test_enroll_get_params_get_keys(fed: Fed) -> None:
         params, aggregator, min_online = await client.get_params()
         assert params == fed.server.params and aggregator is None and min_online == 2
         keys = ClientKeyPair.generate(params.group)
-        await client.enroll(token, int(keys.public))
+        await client.enroll(token, keys)
         publics[cid] = int(keys.public)
     reader = await fed.client("aggregator")
     entries = await reader.get_keys(["c1", "c2", "c3"])
@@ -119,7 +119,7 @@ async def test_refusals_and_garbage_over_the_broker(fed: Fed) -> None:
     client = await fed.client("c1")
     before = rejected("enrollment_refused"), rejected("malformed")
     with pytest.raises(EnrollmentRefusedError):
-        await client.enroll("wrong-token-0123456789", int(fed.server.params.group.g))
+        await client.enroll("wrong-token-0123456789", ClientKeyPair.from_secret(fed.server.params.group, 1))
     raw = await fed.transport("raw")
     await raw.send(KEYSERVER, b"\xc1 garbage")
     await client.get_params()  # still serving

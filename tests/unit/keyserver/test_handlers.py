@@ -11,6 +11,7 @@ from services.keyserver.handlers import MAX_KEYS_PER_REQUEST, KeyServiceHandler,
 from services.keyserver.store import RegistryStore
 from shared.crypto.group import GroupParams
 from shared.crypto.keys import ClientKeyPair
+from shared.crypto.pok import enrollment_context, prove_possession
 from shared.crypto.signing import SigningKeyPair
 from shared.errors import InvalidGroupElementError
 from shared.params import SystemParams
@@ -46,13 +47,23 @@ class Env:
         token: str,
         signer: SigningKeyPair | None = None,
         *,
+        keypair: ClientKeyPair | None = None,
         pk: int | None = None,
         vk: bytes | None = None,
+        proof: tuple[int, int] | None = None,
     ) -> object:
-        """Send ENROLL signed by ``signer``, carrying ``vk`` (default: the signer's own key)."""
+        """Send ENROLL signed by ``signer``, carrying ``vk`` (default: the signer's own key).
+
+        The proof of possession is computed for ``keypair`` (a fresh one by default) unless
+        ``proof`` is given; ``pk`` overrides the public key sent (for refusal tests).
+        """
         signer = signer or SigningKeyPair.generate()
-        pk = int(ClientKeyPair.generate(self.group).public) if pk is None else pk
-        body = EnrollRequest(token, pk, signer.verify_key if vk is None else vk)
+        keypair = keypair or ClientKeyPair.generate(self.group)
+        verify_key = signer.verify_key if vk is None else vk
+        if proof is None:
+            proof = prove_possession(keypair, enrollment_context(FEDERATION, client_id, verify_key))
+        public = int(keypair.public) if pk is None else pk
+        body = EnrollRequest(token, public, verify_key, *proof)
         return self.handler.handle(signed(MessageType.ENROLL, body, signer, self.group, sender=client_id))
 
 
@@ -85,9 +96,10 @@ def test_get_params_before_and_after_the_aggregator_registers(env: Env) -> None:
 def test_enroll_and_get_keys(env: Env) -> None:
     token = env.store.provision_device("c1")
     signer = SigningKeyPair.generate()
-    pk = int(ClientKeyPair.generate(env.group).public)
-    assert env.enroll("c1", token, signer, pk=pk) == Ack()
-    assert env.enroll("c1", token, signer, pk=pk) == Ack()  # idempotent
+    keypair = ClientKeyPair.generate(env.group)
+    pk = int(keypair.public)
+    assert env.enroll("c1", token, signer, keypair=keypair) == Ack()
+    assert env.enroll("c1", token, signer, keypair=keypair) == Ack()  # idempotent
     request = KeysRequest(("c1", "unknown"))
     reply = env.handler.handle(signed(MessageType.GET_KEYS, request, signer, env.group))
     assert isinstance(reply, KeysReply)
@@ -108,6 +120,15 @@ def test_enroll_refusals(env: Env) -> None:
     other = SigningKeyPair.generate()
     refused(env.enroll("c1", token, vk=other.verify_key), "bad_signature")
     refused(env.enroll("c1", token, pk=int(env.group.p) - 1), "invalid_group_element")  # order 2
+    # A rogue key g^x / pk_A (no knowledge of its log) fails the proof of possession.
+    victim = ClientKeyPair.generate(env.group)
+    rogue = int(env.group.power(12345) * pow(int(victim.public), -1, int(env.group.p)) % env.group.p)
+    refused(env.enroll("c1", token, pk=rogue), "invalid_key")
+    # A valid proof bound to another client id does not transfer.
+    signer = SigningKeyPair.generate()
+    keypair = ClientKeyPair.generate(env.group)
+    foreign = prove_possession(keypair, enrollment_context(FEDERATION, "c9", signer.verify_key))
+    refused(env.enroll("c1", token, signer, keypair=keypair, proof=foreign), "invalid_key")
     assert env.store.entries(["c1"]) == []  # nothing refused left a trace
     assert env.enroll("c1", token) == Ack()
     refused(env.enroll("c1", token), "enrollment_refused")  # already enrolled with other keys

@@ -28,6 +28,7 @@ from shared.errors import (
     ConfigurationError,
     EnrollmentRefusedError,
     InsecureParametersError,
+    InternalError,
     InvalidGroupElementError,
     InvalidParametersError,
     NotAuthorizedError,
@@ -135,8 +136,8 @@ async def test_full_flow(h: Harness, small_group: GroupParams) -> None:
     params, aggregator, min_online = await client.get_params()
     assert params == h.server.params and aggregator is None and min_online == 2
     keys = ClientKeyPair.generate(params.group)
-    await client.enroll(token, int(keys.public))
-    await client.enroll(token, int(keys.public))  # idempotent
+    await client.enroll(token, keys)
+    await client.enroll(token, keys)  # idempotent
 
     agg_signer = SigningKeyPair.generate()
     agg = await h.client("aggregator", agg_signer)
@@ -157,7 +158,7 @@ async def test_full_flow(h: Harness, small_group: GroupParams) -> None:
     assert (await agg.get_keys(["c1"]))["c1"].revoked
     assert h.server.store.status("c1") is DeviceStatus.REVOKED
     with pytest.raises(EnrollmentRefusedError, match="revoked"):
-        await client.enroll(token, int(keys.public))
+        await client.enroll(token, keys)
 
 
 async def test_concurrent_enrollments(h: Harness) -> None:
@@ -166,8 +167,9 @@ async def test_concurrent_enrollments(h: Harness) -> None:
     tokens = {cid: h.server.store.provision_device(cid) for cid in ids}
     clients = {cid: await h.client(cid) for cid in ids}
     group = h.server.params.group
-    publics = {cid: int(ClientKeyPair.generate(group).public) for cid in ids}
-    await asyncio.gather(*(clients[c].enroll(tokens[c], publics[c]) for c in ids))
+    keypairs = {cid: ClientKeyPair.generate(group) for cid in ids}
+    publics = {cid: int(kp.public) for cid, kp in keypairs.items()}
+    await asyncio.gather(*(clients[c].enroll(tokens[c], keypairs[c]) for c in ids))
     entries = await clients["c0"].get_keys(ids)
     assert {c: e.elgamal_public for c, e in entries.items()} == publics
 
@@ -178,12 +180,12 @@ async def test_typed_refusals_reach_the_client(h: Harness) -> None:
     client = await h.client("c1")
     before = rejected("enrollment_refused")
     with pytest.raises(EnrollmentRefusedError):
-        await client.enroll("wrong-token-0123456789", int(h.server.params.group.g))
+        await client.enroll("wrong-token-0123456789", ClientKeyPair.from_secret(h.server.params.group, 1))
     assert rejected("enrollment_refused") == before + 1
-    await client.enroll(token, int(h.server.params.group.g))
+    await client.enroll(token, ClientKeyPair.from_secret(h.server.params.group, 1))
     other = await h.client("c1")  # same id, other keys
     with pytest.raises(EnrollmentRefusedError, match="other keys"):
-        await other.enroll(token, int(h.server.params.group.g))
+        await other.enroll(token, ClientKeyPair.from_secret(h.server.params.group, 1))
     agg = await h.client("aggregator")
     info = aggregator_info(h.server.params.group, SigningKeyPair.generate())
     with pytest.raises(ConfigurationError):  # must be signed by the key it registers
@@ -206,7 +208,7 @@ async def test_garbage_and_forged_enroll_are_counted_and_service_keeps_serving(h
     a, b = SigningKeyPair.generate(), SigningKeyPair.generate()
     forged = encode(
         Header(MessageType.ENROLL, FEDERATION, 0, 0, "c1"),
-        EnrollRequest(token, int(group.g), a.verify_key),
+        EnrollRequest(token, int(group.g), a.verify_key, int(group.g), 0),
         b,
         ctx,
     )
@@ -215,7 +217,7 @@ async def test_garbage_and_forged_enroll_are_counted_and_service_keeps_serving(h
 
     client = await h.client("c1", a)
     await client.get_params()  # still serving
-    await client.enroll(token, int(group.g))  # the genuine request goes through
+    await client.enroll(token, ClientKeyPair.from_secret(group, 1))  # the genuine request goes through
     await eventually(lambda: rejected("malformed") == malformed + 2)
     assert rejected("bad_signature") == bad_sig + 1
     assert h.server.store.status("c1") is DeviceStatus.ENROLLED
@@ -383,8 +385,9 @@ def test_client_checks_the_pinned_key_length() -> None:
 def test_error_for_maps_reason_codes_back() -> None:
     assert type(error_for(ErrorReply("not_authorized", "x"))) is NotAuthorizedError
     assert type(error_for(ErrorReply("invalid_group_element", "x"))) is InvalidGroupElementError
-    unknown = error_for(ErrorReply("internal_error", "boom"))
-    assert type(unknown) is RegistryError and "internal_error" in str(unknown)
+    assert type(error_for(ErrorReply("internal_error", "boom"))) is InternalError
+    unknown = error_for(ErrorReply("no_such_reason", "boom"))
+    assert type(unknown) is RegistryError and "no_such_reason" in str(unknown)
 
 
 async def test_state_persists_across_restarts(tmp_path: Path) -> None:
@@ -393,7 +396,7 @@ async def test_state_persists_across_restarts(tmp_path: Path) -> None:
     token = server.store.provision_device("c1")
     client = await h.client("c1")
     await client.get_params()
-    await client.enroll(token, int(server.params.group.g))
+    await client.enroll(token, ClientKeyPair.from_secret(server.params.group, 1))
     verify_key, params = server.verify_key, server.params
     await h.close()
 
@@ -408,7 +411,9 @@ async def test_state_persists_across_restarts(tmp_path: Path) -> None:
     server = await h2.start()
     assert server.verify_key == verify_key and server.params == params
     client = await h2.client("c1", client._signer)
-    await client.enroll(token, int(server.params.group.g))  # still enrolled: idempotent
+    await client.enroll(
+        token, ClientKeyPair.from_secret(server.params.group, 1)
+    )  # still enrolled: idempotent
     await h2.close()
 
     with pytest.raises(ConfigurationError, match="max_clients: stored 16, configured 32"):
@@ -423,7 +428,7 @@ async def test_device_tokens_imported_on_start(tmp_path: Path) -> None:
     h = Harness(tmp_path)
     server = await h.start(device_tokens=tokens)
     client = await h.client("c1")
-    await client.enroll("token-of-c1-0123456789", int(server.params.group.g))
+    await client.enroll("token-of-c1-0123456789", ClientKeyPair.from_secret(server.params.group, 1))
     assert server.store.status("c1") is DeviceStatus.ENROLLED
     await h.close()
 

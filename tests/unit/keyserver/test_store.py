@@ -213,3 +213,10 @@ def test_state_survives_reopen(tmp_path: Path) -> None:
     with RegistryStore(path) as store:
         assert store.enroll("c1", token, 5, VK1) is False
         assert repr(store) == f"RegistryStore({str(path)!r})"
+
+
+def test_service_ids_are_reserved(tmp_path: Path) -> None:
+    with RegistryStore(tmp_path / "r.sqlite3") as store:
+        for reserved in ("aggregator", "keyserver"):
+            with pytest.raises(RegistryError, match="reserved"):
+                store.provision_device(reserved)

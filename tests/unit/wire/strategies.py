@@ -91,7 +91,14 @@ def bodies(mtype: MessageType, ctx: WireContext) -> st.SearchStrategy[Any]:
     ct = st.integers(0, 256**ctx.ciphertext_bytes - 1)
     member_lists = st.lists(ids, unique=True, max_size=6)
     return {
-        MessageType.ENROLL: st.builds(EnrollRequest, token=tokens, elgamal_public=el, verify_key=verify_keys),
+        MessageType.ENROLL: st.builds(
+            EnrollRequest,
+            token=tokens,
+            elgamal_public=el,
+            verify_key=verify_keys,
+            proof_commitment=el,
+            proof_response=el,
+        ),
         MessageType.GET_PARAMS: st.just(ParamsRequest()),
         MessageType.PARAMS: params_replies(),
         MessageType.GET_KEYS: st.builds(KeysRequest, client_ids=member_lists.map(tuple)),
@@ -151,7 +158,7 @@ def example_body(mtype: MessageType, width: int = 64, ct_width: int = 128) -> Bo
     e = 2 ** (8 * width - 1) + 12345  # top bit set: exactly ``width`` bytes
     info = AggregatorInfo(betas=(e, e + 1), delivery=e + 2, verify_key=b"\x01" * 32)
     examples: dict[MessageType, Body] = {
-        MessageType.ENROLL: EnrollRequest("tok-123", e, b"\x02" * 32),
+        MessageType.ENROLL: EnrollRequest("tok-123", e, b"\x02" * 32, e + 3, e + 4),
         MessageType.GET_PARAMS: ParamsRequest(),
         MessageType.PARAMS: ParamsReply(2**511 + 187, 2**127 + 45, e, 16, 4.0, 1000, 2, info),
         MessageType.GET_KEYS: KeysRequest(("a", "b")),

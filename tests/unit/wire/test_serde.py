@@ -198,8 +198,8 @@ def test_encode_accepts_gmpy2_integers() -> None:
         Upload((), 1, 2, b"\x00" * 64),
         Upload((2**1024,), 1, 2, b"\x00" * 64),
         Upload((1,), 1, 2, b"\x00" * 63),
-        EnrollRequest("has space", 5, b"\x00" * 32),
-        EnrollRequest("tok", 5, b"\x00" * 31),
+        EnrollRequest("has space", 5, b"\x00" * 32, 5, 5),
+        EnrollRequest("tok", 5, b"\x00" * 31, 5, 5),
     ],
 )
 def test_encode_refuses_what_decode_would_refuse(body: object) -> None:
@@ -272,7 +272,7 @@ def test_reprs_never_show_tokens_or_keys() -> None:
     secret = "s3cret-token-value"
     info = AggregatorInfo((5,), 6, b"\x00" * 32)
     for mtype, body in (
-        (MessageType.ENROLL, EnrollRequest(secret, 5, b"\x00" * 32)),
+        (MessageType.ENROLL, EnrollRequest(secret, 5, b"\x00" * 32, 5, 5)),
         (MessageType.REGISTER_AGGREGATOR, RegisterAggregator(secret, info)),
         (MessageType.REVOKE, RevokeRequest(secret, "client-1")),
     ):

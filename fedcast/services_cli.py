@@ -1,0 +1,135 @@
+"""``fedcast keyserver | aggregator | edge``: run a service, configured by ``FEDCAST_*`` variables.
+
+Each service runs until SIGTERM or SIGINT, then stops consuming, finishes the
+step in progress, closes its broker connection and exits 0. Flags override the
+environment for the few settings an operator types by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+from services.aggregator.service import AggregatorConfig, AggregatorService
+from services.edge_client.service import EdgeClientService, EdgeConfig
+from services.keyserver.service import KeyServer, KeyServerConfig
+from services.keyserver.store import RegistryStore
+from services.runtime import configure_logging, install_stop_signals, make_transport
+from shared.errors import ConfigurationError
+from shared.keystore import read_json
+
+__all__ = ["add_service_commands"]
+
+
+def _amqp_url(args: argparse.Namespace) -> str:
+    url: str = args.amqp or os.environ.get("FEDCAST_AMQP_URL", "")
+    if not url:
+        raise ConfigurationError("set FEDCAST_AMQP_URL (or --amqp): services talk through RabbitMQ")
+    return url
+
+
+async def _serve_keyserver(config: KeyServerConfig, url: str) -> None:
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    transport = make_transport(url, config.federation, service="keyserver")
+    await transport.connect()
+    try:
+        await KeyServer(config, transport).run(stop)
+    finally:
+        await transport.close()
+
+
+async def _run(service: Any) -> None:
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    await service.run(stop)
+
+
+def _keyserver_config(args: argparse.Namespace) -> KeyServerConfig:
+    config = KeyServerConfig.from_env()
+    if args.state_dir:
+        config = KeyServerConfig(**{**config.__dict__, "state_dir": Path(args.state_dir)})
+    return config
+
+
+def _cmd_keyserver(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level)
+    config = _keyserver_config(args)
+    if args.action == "serve":
+        asyncio.run(_serve_keyserver(config, _amqp_url(args)))
+    elif args.action == "add-device":
+        with RegistryStore(config.registry_path) as store:
+            store.bind_federation(config.federation)
+            print(store.provision_device(args.client_id, reprovision=args.reprovision))
+    elif args.action == "revoke":
+        with RegistryStore(config.registry_path) as store:
+            store.bind_federation(config.federation)
+            store.revoke(args.client_id)
+    elif args.action == "verify-key":
+        print(read_json(config.state_dir / "verify-key.json")["verify_key"])
+    return 0
+
+
+def _cmd_aggregator(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level)
+    overrides: dict[str, Any] = {"amqp_url": _amqp_url(args)}
+    if args.state_dir:
+        overrides["state_dir"] = Path(args.state_dir)
+    if args.rounds:
+        overrides["max_rounds"] = args.rounds
+    config = AggregatorConfig.from_env(**overrides)
+    transport = make_transport(config.amqp_url, config.federation, service="aggregator")
+    asyncio.run(_run(AggregatorService(config, transport)))
+    return 0
+
+
+def _cmd_edge(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level)
+    overrides: dict[str, Any] = {"amqp_url": _amqp_url(args)}
+    if args.state_dir:
+        overrides["state_dir"] = Path(args.state_dir)
+    if args.client_id:
+        overrides["client_id"] = args.client_id
+    config = EdgeConfig.from_env(**overrides)
+    transport = make_transport(config.amqp_url, config.federation, service=config.client_id)
+    asyncio.run(_run(EdgeClientService(config, transport)))
+    return 0
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--amqp", metavar="URL", help="RabbitMQ URL (default: FEDCAST_AMQP_URL)")
+    parser.add_argument("--state-dir", help="state directory (default: FEDCAST_STATE_DIR)")
+    parser.add_argument("--log-level", default=os.environ.get("FEDCAST_LOG_LEVEL", "INFO"))
+
+
+def add_service_commands(commands: Any) -> None:
+    """Register the three service subcommands on the top-level parser's subparsers."""
+    keyserver = commands.add_parser("keyserver", help="run or administer the key service")
+    actions = keyserver.add_subparsers(dest="action", metavar="<action>")
+    actions.required = False
+    keyserver.set_defaults(action="serve", handler=_cmd_keyserver)
+    _common(keyserver)
+    serve = actions.add_parser("serve", help="serve the registry over RabbitMQ (the default)")
+    _common(serve)
+    add = actions.add_parser("add-device", help="provision a device; prints its enrollment token once")
+    add.add_argument("client_id")
+    add.add_argument("--reprovision", action="store_true", help="replace a revoked device's token")
+    _common(add)
+    revoke = actions.add_parser("revoke", help="revoke a device")
+    revoke.add_argument("client_id")
+    _common(revoke)
+    verify = actions.add_parser("verify-key", help="print the key service's verify key (clients pin it)")
+    _common(verify)
+
+    aggregator = commands.add_parser("aggregator", help="run the aggregator")
+    _common(aggregator)
+    aggregator.add_argument("--rounds", type=int, help="stop after this many rounds (default: run forever)")
+    aggregator.set_defaults(handler=_cmd_aggregator)
+
+    edge = commands.add_parser("edge", help="run an edge client")
+    _common(edge)
+    edge.add_argument("--client-id", help="this device's id (default: FEDCAST_CLIENT_ID)")
+    edge.set_defaults(handler=_cmd_edge)
