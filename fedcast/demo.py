@@ -123,7 +123,14 @@ async def run_demo(config: DemoConfig, *, progress: Callable[[str], None] | None
 
     def counter(endpoint: str, n_bytes: int) -> None:
         result.bytes_total += n_bytes
-        key = endpoint.split(".", 1)[0]  # client.<id> -> client, reply.<uuid> -> reply
+        # client.<id> -> client; RPC replies (reply.<uuid>, fedcast.<f>.reply.<uuid>) -> reply;
+        # an AMQP fanout publish is reported once as "*" (the broker copies it per client).
+        if endpoint == "*":
+            key = "broadcast"
+        elif endpoint.startswith("reply.") or ".reply." in endpoint:
+            key = "reply"
+        else:
+            key = endpoint.split(".", 1)[0]
         result.bytes_by_endpoint[key] = result.bytes_by_endpoint.get(key, 0) + n_bytes
 
     def transport(service: str) -> Any:

@@ -250,13 +250,13 @@ class AggregatorService:
         machine.adopt(outcome)
         await asyncio.to_thread(self._checkpoints.save, outcome.round, self.config.task.name, outcome.model)
         self._registry.clear()  # re-read keys (revocations) for the next round
+        if self._on_round is not None:  # before the RESULT goes out: observers see rounds in order
+            self._on_round(outcome)
         await self._send(machine.checkpointed())
         self.completed_rounds += 1
         ROUNDS_COMPLETED.labels(SERVICE).inc()
         self._record_events()
         log.info("round %d complete with %d members", outcome.round, len(outcome.members))
-        if self._on_round is not None:
-            self._on_round(outcome)
         if self.config.max_rounds is not None and self.completed_rounds >= self.config.max_rounds:
             self.finished.set()
 

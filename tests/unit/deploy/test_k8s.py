@@ -1,0 +1,431 @@
+"""The Kubernetes manifests: render every kustomization, validate offline, check hygiene.
+
+Schema validation is against Kubernetes 1.30 in strict mode (unknown fields are
+errors) with the schemas bundled in kubernetes-validate; custom resources are checked
+against the schema vendored under ``schemas/``. No cluster is involved: what the API
+server's admission (Pod Security, quotas) or a real kubelet would add is out of reach.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.unit.deploy.conftest import (
+    K8S,
+    KUSTOMIZATIONS,
+    Manifest,
+    by_kind,
+    one,
+    render,
+)
+
+kubernetes_validate = pytest.importorskip(
+    "kubernetes_validate", reason="kubernetes-validate is not installed (part of the test extra)"
+)
+jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is not installed (kubernetes-validate's dep)")
+
+K8S_VERSION = "1.30.0"
+SCHEMAS = Path(__file__).parent / "schemas"
+CUSTOM_SCHEMAS = {("monitoring.coreos.com/v1", "PodMonitor"): "podmonitor-monitoring.coreos.com-v1.json"}
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+FEDCAST_UID = 10001
+METRICS_PORT = 9100
+
+# What each overlay renders; a change here is a deliberate change to the deployment.
+EXPECTED_KINDS: dict[str, dict[str, int]] = {
+    "overlays/dev": {
+        "Namespace": 1,
+        "ConfigMap": 4,
+        "Service": 2,
+        "PersistentVolumeClaim": 2,
+        "Deployment": 2,
+        "StatefulSet": 2,
+        "NetworkPolicy": 5,
+        "PodMonitor": 1,
+    },
+    "overlays/edge": {
+        "Namespace": 1,
+        "ConfigMap": 4,
+        "Service": 2,
+        "PersistentVolume": 1,
+        "PersistentVolumeClaim": 4,
+        "Deployment": 2,
+        "StatefulSet": 1,
+        "DaemonSet": 1,
+        "NetworkPolicy": 5,
+        "PodMonitor": 1,
+    },
+}
+
+
+def workloads(docs: tuple[Manifest, ...]) -> list[Manifest]:
+    return [d for d in docs if d["kind"] in WORKLOAD_KINDS]
+
+
+def pod_spec(workload: Manifest) -> dict[str, Any]:
+    spec: dict[str, Any] = workload["spec"]["template"]["spec"]
+    return spec
+
+
+def containers(workload: Manifest, *, init: bool = True) -> list[dict[str, Any]]:
+    spec = pod_spec(workload)
+    return list(spec["containers"]) + (list(spec.get("initContainers", [])) if init else [])
+
+
+def is_fedcast_image(container: dict[str, Any]) -> bool:
+    return bool(re.search(r"(^|/)fedcast(:|$)", container["image"]))
+
+
+def effective(workload: Manifest, container: dict[str, Any], key: str) -> Any:
+    """A securityContext field of the container, falling back to the pod's."""
+    own = container.get("securityContext", {})
+    if key in own:
+        return own[key]
+    return pod_spec(workload).get("securityContext", {}).get(key)
+
+
+def parse_quantity(value: str | int | float) -> float:
+    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 1e3, "M": 1e6, "G": 1e9}
+    text = str(value)
+    for suffix, factor in sorted(units.items(), key=lambda item: -len(item[0])):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * factor
+    return float(text)
+
+
+# --- rendering and schema validation -------------------------------------------------
+
+
+def test_every_kustomization_renders(kustomization: str) -> None:
+    docs = render(kustomization)
+    assert docs, f"{kustomization} rendered nothing"
+    for doc in docs:
+        assert {"apiVersion", "kind", "metadata"} <= doc.keys()
+
+
+def test_overlays_render_the_expected_objects(overlay: str) -> None:
+    counts: dict[str, int] = {}
+    for doc in render(overlay):
+        counts[doc["kind"]] = counts.get(doc["kind"], 0) + 1
+    assert counts == EXPECTED_KINDS[overlay]
+
+
+def test_every_object_validates_strictly_against_kubernetes(kustomization: str) -> None:
+    errors: list[str] = []
+    for doc in render(kustomization):
+        if (doc["apiVersion"], doc["kind"]) in CUSTOM_SCHEMAS:
+            continue  # test_custom_resources_match_their_schema
+        try:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            path = ".".join(str(p) for p in exc.path)
+            errors.append(f"{doc['kind']}/{doc['metadata']['name']}: {path}: {exc.message}")
+        except kubernetes_validate.SchemaNotFoundError as exc:
+            errors.append(f"{doc['kind']}/{doc['metadata']['name']}: no schema: {exc.message}")
+    assert not errors, "\n".join(errors)
+
+
+def test_strict_validation_rejects_unknown_fields() -> None:
+    """Guard the guard: a misspelt field must fail, or the test above proves nothing."""
+    deployment = json.loads(json.dumps(one(render("base"), "Deployment", "fedcast-aggregator")))
+    deployment["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, K8S_VERSION, strict=True)
+
+
+def _custom_validator(api_version: str, kind: str) -> Any:
+    schema = json.loads((SCHEMAS / CUSTOM_SCHEMAS[(api_version, kind)]).read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def test_custom_resources_match_their_schema(overlay: str) -> None:
+    custom = [d for d in render(overlay) if (d["apiVersion"], d["kind"]) in CUSTOM_SCHEMAS]
+    assert custom, "expected the PodMonitor for Prometheus Operator users"
+    for doc in custom:
+        errors = list(_custom_validator(doc["apiVersion"], doc["kind"]).iter_errors(doc))
+        assert not errors, [f"{'.'.join(map(str, e.path))}: {e.message}" for e in errors]
+
+
+def test_custom_schema_rejects_typos() -> None:
+    monitor = json.loads(json.dumps(one(render("base"), "PodMonitor", "fedcast")))
+    monitor["spec"]["podMetricsEndpoints"][0]["intervall"] = "15s"
+    assert not _custom_validator("monitoring.coreos.com/v1", "PodMonitor").is_valid(monitor)
+    monitor = json.loads(json.dumps(one(render("base"), "PodMonitor", "fedcast")))
+    monitor["spec"]["podMetricsEndpoints"][0]["interval"] = "15 seconds"
+    assert not _custom_validator("monitoring.coreos.com/v1", "PodMonitor").is_valid(monitor)
+
+
+def test_podmonitor_scrapes_named_ports_that_exist(overlay: str) -> None:
+    docs = render(overlay)
+    ports = {p["name"] for w in workloads(docs) for c in containers(w) for p in c.get("ports", [])}
+    for endpoint in one(docs, "PodMonitor", "fedcast")["spec"]["podMetricsEndpoints"]:
+        assert endpoint["port"] in ports
+
+
+# --- hygiene of every workload --------------------------------------------------------
+
+
+def test_every_container_has_requests_and_limits(kustomization: str) -> None:
+    for workload in workloads(render(kustomization)):
+        for container in containers(workload):
+            resources = container.get("resources", {})
+            where = f"{workload['metadata']['name']}/{container['name']}"
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= resources.get(kind, {}).keys(), f"{where}: {kind}"
+            for resource in ("cpu", "memory"):
+                request = parse_quantity(resources["requests"][resource])
+                limit = parse_quantity(resources["limits"][resource])
+                assert 0 < request <= limit, f"{where}: {resource} request {request} > limit {limit}"
+
+
+def test_every_container_has_probes(kustomization: str) -> None:
+    for workload in workloads(render(kustomization)):
+        for container in containers(workload, init=False):
+            where = f"{workload['metadata']['name']}/{container['name']}"
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                assert probe in container, f"{where}: no {probe}"
+
+
+def test_fedcast_probes_use_the_metrics_port(kustomization: str) -> None:
+    for workload in workloads(render(kustomization)):
+        for container in containers(workload, init=False):
+            if not is_fedcast_image(container):
+                continue
+            where = f"{workload['metadata']['name']}/{container['name']}"
+            named = {p["name"]: p["containerPort"] for p in container["ports"]}
+            assert named.get("metrics") == METRICS_PORT, where
+            paths = {
+                probe: (container[probe]["httpGet"]["path"], container[probe]["httpGet"]["port"])
+                for probe in ("startupProbe", "livenessProbe", "readinessProbe")
+            }
+            assert paths["livenessProbe"] == ("/healthz", "metrics"), where
+            assert paths["startupProbe"] == ("/healthz", "metrics"), where
+            assert paths["readinessProbe"] == ("/readyz", "metrics"), where
+
+
+def test_every_container_is_locked_down(kustomization: str) -> None:
+    for workload in workloads(render(kustomization)):
+        spec = pod_spec(workload)
+        assert spec.get("automountServiceAccountToken") is False, workload["metadata"]["name"]
+        for container in containers(workload):
+            where = f"{workload['metadata']['name']}/{container['name']}"
+            own = container.get("securityContext", {})
+            assert effective(workload, container, "runAsNonRoot") is True, where
+            assert (effective(workload, container, "runAsUser") or 0) > 0, where
+            assert own.get("readOnlyRootFilesystem") is True, where
+            assert own.get("allowPrivilegeEscalation") is False, where
+            assert own.get("capabilities", {}).get("drop") == ["ALL"], where
+            assert not own.get("capabilities", {}).get("add"), where
+            assert effective(workload, container, "seccompProfile") == {"type": "RuntimeDefault"}, where
+            if is_fedcast_image(container):
+                assert effective(workload, container, "runAsUser") == FEDCAST_UID, where
+                assert spec["securityContext"]["fsGroup"] == FEDCAST_UID, where
+
+
+def test_read_only_containers_get_a_writable_tmp(kustomization: str) -> None:
+    for workload in workloads(render(kustomization)):
+        empty_dirs = {v["name"] for v in pod_spec(workload).get("volumes", []) if "emptyDir" in v}
+        for container in containers(workload, init=False):
+            mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+            assert mounts.get("/tmp") in empty_dirs, f"{workload['metadata']['name']}/{container['name']}"
+
+
+def test_no_host_namespaces_or_host_paths(kustomization: str) -> None:
+    """The namespace enforces the restricted Pod Security level: keep within it."""
+    for workload in workloads(render(kustomization)):
+        spec = pod_spec(workload)
+        for flag in ("hostNetwork", "hostPID", "hostIPC"):
+            assert not spec.get(flag), workload["metadata"]["name"]
+        assert not any("hostPath" in v for v in spec.get("volumes", [])), workload["metadata"]["name"]
+
+
+def test_namespace_enforces_restricted_pod_security(overlay: str) -> None:
+    labels = one(render(overlay), "Namespace", "fedcast")["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_no_secret_is_committed(kustomization: str) -> None:
+    assert not by_kind(render(kustomization), "Secret"), "Secrets are created by the operator, never in git"
+
+
+def test_env_references_resolve(overlay: str) -> None:
+    """Every $(VAR) in an env value names a variable defined before it or by envFrom."""
+    docs = render(overlay)
+    config_maps = {d["metadata"]["name"]: d.get("data", {}) for d in by_kind(docs, "ConfigMap")}
+    for workload in workloads(docs):
+        for container in containers(workload):
+            known: set[str] = set()
+            for source in container.get("envFrom", []):
+                known |= set(config_maps[source["configMapRef"]["name"]])
+            for var in container.get("env", []):
+                for ref in re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", var.get("value", "")):
+                    assert ref in known, f"{workload['metadata']['name']}: $({ref}) in {var['name']}"
+                known.add(var["name"])
+
+
+def test_shared_config_holds_no_credentials(overlay: str) -> None:
+    docs = render(overlay)
+    config = next(d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].startswith("fedcast-config"))
+    assert "@" not in config["data"]["AMQP_ADDRESS"]
+    assert not any(re.search(r"PASS|TOKEN|SECRET", key) for key in config["data"])
+
+
+def test_fedcast_commands_are_real_subcommands(kustomization: str) -> None:
+    from fedcast.cli import build_parser
+
+    for workload in workloads(render(kustomization)):
+        for container in containers(workload, init=False):
+            if not is_fedcast_image(container):
+                continue
+            if "command" in container:  # a shell wrapper: it must end by exec'ing fedcast
+                script = container["command"][-1]
+                match = re.search(r"exec fedcast ([a-z -]+)\s*$", script)
+                assert match, f"{workload['metadata']['name']}: wrapper does not exec fedcast"
+                argv = match.group(1).split()
+            else:
+                argv = container["args"]
+            args = build_parser().parse_args(argv)
+            assert args.command in {"keyserver", "aggregator", "edge"}, argv
+
+
+# --- specific workloads ---------------------------------------------------------------
+
+
+def test_single_aggregator_recreated(overlay: str) -> None:
+    aggregator = one(render(overlay), "Deployment", "fedcast-aggregator")
+    assert aggregator["spec"]["replicas"] == 1
+    assert aggregator["spec"]["strategy"] == {"type": "Recreate"}
+    keyserver = one(render(overlay), "Deployment", "fedcast-keyserver")
+    assert keyserver["spec"]["replicas"] == 1
+    assert keyserver["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def test_aggregator_key_keeps_the_permission_check_on(overlay: str) -> None:
+    aggregator = one(render(overlay), "Deployment", "fedcast-aggregator")
+    for container in containers(aggregator):
+        names = {e["name"]: e.get("value") for e in container.get("env", [])}
+        assert names.get("FEDCAST_CHECK_KEY_PERMISSIONS", "1") != "0"
+    init = pod_spec(aggregator)["initContainers"][0]
+    assert "install -m 0600" in init["command"][-1]
+    assert pod_spec(aggregator)["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
+
+
+def test_rabbitmq_statefulset(overlay: str) -> None:
+    docs = render(overlay)
+    rabbit = one(docs, "StatefulSet", "fedcast-rabbitmq")
+    assert rabbit["spec"]["volumeClaimTemplates"], "RabbitMQ needs a persistent volume"
+    assert rabbit["spec"]["serviceName"] == "fedcast-rabbitmq-headless"
+    assert one(docs, "Service", "fedcast-rabbitmq-headless")["spec"]["clusterIP"] == "None"
+    assert one(docs, "Service", "fedcast-rabbitmq")["spec"]["type"] == "ClusterIP"
+    config = next(d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].startswith("fedcast-rabbitmq"))
+    conf = dict(
+        line.split(" = ", 1) for line in config["data"]["rabbitmq.conf"].splitlines() if " = " in line
+    )
+    assert int(conf["max_message_size"]) == 128 * 2**20
+    memory_limit = parse_quantity(rabbit["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"])
+    assert int(conf["total_memory_available_override_value"]) == memory_limit
+
+
+def test_edge_daemonsets_target_tainted_arm64_devices() -> None:
+    docs = render("overlays/edge")
+    daemonsets = by_kind(docs, "DaemonSet")
+    assert daemonsets
+    volumes = {d["metadata"]["name"]: d for d in by_kind(docs, "PersistentVolume")}
+    for daemonset in daemonsets:
+        spec = pod_spec(daemonset)
+        assert spec["nodeSelector"]["kubernetes.io/arch"] == "arm64"
+        host = spec["nodeSelector"]["kubernetes.io/hostname"]
+        assert {"key": "edge", "operator": "Equal", "value": "true", "effect": "NoSchedule"} in spec["tolerations"]
+        env = {e["name"]: e for e in spec["containers"][0]["env"]}
+        assert env["FEDCAST_CLIENT_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+        assert env["FEDCAST_ENROLLMENT_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == f"fedcast-device-{host}"
+        assert env["FEDCAST_TABLE_MEMORY_MB"]["value"] == "64"
+        data = volumes[f"fedcast-edge-data-{host}"]
+        terms = data["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"]
+        assert terms[0]["matchExpressions"][0]["values"] == [host]
+    selectors = [json.dumps(d["spec"]["selector"], sort_keys=True) for d in daemonsets]
+    assert len(set(selectors)) == len(selectors), "device DaemonSets must not share a selector"
+
+
+def test_edge_template_is_not_deployed_unpinned() -> None:
+    assert not by_kind(render("base"), "DaemonSet")
+    for daemonset in by_kind(render("overlays/edge"), "DaemonSet"):
+        assert "REPLACE-ME" not in json.dumps(daemonset)
+    assert not any("REPLACE-ME" in json.dumps(d) for d in render("overlays/edge"))
+
+
+def test_dev_simulates_three_clients_on_synthetic_data() -> None:
+    sim = one(render("overlays/dev"), "StatefulSet", "fedcast-edge-sim")
+    assert sim["spec"]["replicas"] == 3
+    env = {e["name"]: e for e in pod_spec(sim)["containers"][0]["env"]}
+    assert env["FEDCAST_SYNTHETIC_SHARDS"]["value"] == "3"
+    assert "FEDCAST_DATA_PATH" not in env
+
+
+def test_network_policies() -> None:
+    for overlay in ("overlays/dev", "overlays/edge"):
+        docs = render(overlay)
+        policies = {p["metadata"]["name"]: p["spec"] for p in by_kind(docs, "NetworkPolicy")}
+        deny = policies["default-deny-all"]
+        assert deny["podSelector"] == {} and sorted(deny["policyTypes"]) == ["Egress", "Ingress"]
+        assert "ingress" not in deny and "egress" not in deny
+
+        amqp = [
+            p
+            for p in policies.values()
+            if p["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name") == "rabbitmq"
+            and "Ingress" in p["policyTypes"]
+        ]
+        assert len(amqp) == 1
+        (rule,) = amqp[0]["ingress"]
+        assert rule["ports"] == [{"protocol": "TCP", "port": 5672}]
+        assert rule["from"] == [{"podSelector": {"matchLabels": {"fedcast.io/amqp-client": "true"}}}]
+
+        metrics = [
+            p
+            for p in policies.values()
+            if any({"protocol": "TCP", "port": METRICS_PORT} in r.get("ports", []) for r in p.get("ingress", []))
+        ]
+        assert len(metrics) == 1
+        (rule,) = metrics[0]["ingress"]
+        (source,) = rule["from"]
+        assert source["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "prometheus"
+
+        # Every fedcast pod is covered: it may dial the broker and be scraped.
+        for workload in workloads(docs):
+            labels = workload["spec"]["template"]["metadata"]["labels"]
+            assert labels["app.kubernetes.io/part-of"] == "fedcast", workload["metadata"]["name"]
+            if any(is_fedcast_image(c) for c in containers(workload, init=False)):
+                assert labels.get("fedcast.io/amqp-client") == "true", workload["metadata"]["name"]
+
+
+def test_grafana_dashboard_configmap(overlay: str) -> None:
+    dashboard = one(render(overlay), "ConfigMap", "fedcast-grafana-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    (content,) = dashboard["data"].values()
+    parsed = json.loads(content)
+    assert isinstance(parsed, dict) and parsed.get("title")
+    assert content == (K8S / "base/grafana/fedcast-dashboard.json").read_text()
+
+
+def test_prometheus_scrape_config_is_valid_yaml(overlay: str) -> None:
+    import yaml
+
+    scrape = next(
+        d for d in by_kind(render(overlay), "ConfigMap") if d["metadata"]["name"].startswith("fedcast-prometheus")
+    )
+    config = yaml.safe_load(scrape["data"]["fedcast-scrape.yml"])
+    (job,) = config["scrape_configs"]
+    assert job["kubernetes_sd_configs"][0]["role"] == "pod"
+    assert any(r.get("action") == "keep" for r in job["relabel_configs"])
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+def test_kustomization_files_exist(kustomization: str) -> None:
+    assert (K8S / kustomization / "kustomization.yaml").is_file()
