@@ -128,7 +128,8 @@ def _cmd_attack(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     import asyncio
 
-    from fedcast.demo import DemoConfig, main_json, print_summary, run_demo
+    from fedcast.demo import DemoConfig, main_json, print_summary, run_demo, run_demo_observed
+    from services.observability import ObservabilityConfig
 
     config = DemoConfig(
         n_clients=args.clients,
@@ -138,7 +139,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     report = _progress(args.json)
-    result = asyncio.run(run_demo(config, progress=report))
+    if args.metrics_port:
+        observability = ObservabilityConfig.from_env(metrics_port=args.metrics_port)
+        result = asyncio.run(run_demo_observed(config, observability, progress=report))
+    else:
+        result = asyncio.run(run_demo(config, progress=report))
     if args.json:
         print(main_json(result))
     else:
@@ -159,6 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rounds", type=int, default=100, help="rounds to run (default 100)")
     demo.add_argument("--amqp", metavar="URL", help="run through RabbitMQ instead of in-process")
     demo.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
+    demo.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="serve /metrics, /healthz and /readyz for the whole federation on PORT (default: off)",
+    )
     _add_group_args(demo)
     demo.set_defaults(handler=_cmd_demo)
 

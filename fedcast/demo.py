@@ -8,6 +8,10 @@ FedMF on the seeded synthetic IIoT data (production lines x part types).
 Alongside, the demo replays every completed round in plaintext over the same
 online set (same data, same initialisation) and reports both test RMSEs per
 round: the secure run should match the plaintext one up to quantization.
+
+With ``--metrics-port`` the process serves ``/metrics``, ``/healthz`` and
+``/readyz`` for the whole federation (:func:`run_demo_observed`); the services
+share the process's registry and are told apart by the ``service`` label.
 """
 
 from __future__ import annotations
@@ -30,13 +34,22 @@ from services.aggregator.service import AggregatorConfig, AggregatorService
 from services.edge_client.data import DataSource, synthetic_shard
 from services.edge_client.service import EdgeClientService, EdgeConfig
 from services.keyserver.service import KeyServer, KeyServerConfig
+from services.observability import MetricsServer, ObservabilityConfig, initialize_series
 from services.runtime import make_transport
 from shared.learning.tasks import FedMFClientTask, FedMFServerTask, TaskSpec
 from shared.metrics import PHASE_SECONDS
 from shared.protocol.aggregator import RoundConfig, RoundOutcome
 from shared.transport.inprocess import InProcessBroker
 
-__all__ = ["DemoConfig", "DemoResult", "main_json", "print_summary", "run_demo"]
+__all__ = [
+    "DemoConfig",
+    "DemoResult",
+    "DemoStatus",
+    "main_json",
+    "print_summary",
+    "run_demo",
+    "run_demo_observed",
+]
 
 _ADMIN_TOKEN = "demo-admin-token-" + "x" * 24
 _AGGREGATOR_TOKEN = "demo-aggregator-token-" + "y" * 24
@@ -56,6 +69,14 @@ class DemoConfig:
     seed: int = 0
     state_dir: Path | None = None
     insecure_small_group: bool = False  # tests only: a 512-bit group for speed
+    federation: str | None = None  # default: "demo" in-process, a fresh "demo-<hex>" on RabbitMQ
+
+
+@dataclass
+class DemoStatus:
+    """What the demo's ``/readyz`` reports: every service serving, and not yet shutting down."""
+
+    ready: bool = False
 
 
 @dataclass
@@ -114,11 +135,39 @@ def _global_rmse(tasks: dict[str, FedMFClientTask], model: np.ndarray) -> float:
     return math.sqrt(squared / count) if count else float("nan")
 
 
-async def run_demo(config: DemoConfig, *, progress: Callable[[str], None] | None = None) -> DemoResult:
-    """Run the federation for ``config.rounds`` rounds and return what it measured."""
+async def run_demo_observed(
+    config: DemoConfig,
+    observability: ObservabilityConfig,
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> DemoResult:
+    """:func:`run_demo` with the metrics endpoints served for its whole duration."""
+    status = DemoStatus()
+    async with MetricsServer(
+        lambda: status.ready, port=observability.metrics_port, host=observability.metrics_host
+    ) as server:
+        if progress is not None:
+            progress(f"metrics, healthz and readyz on {server.url}")
+        return await run_demo(config, progress=progress, status=status)
+
+
+async def run_demo(
+    config: DemoConfig,
+    *,
+    progress: Callable[[str], None] | None = None,
+    status: DemoStatus | None = None,
+) -> DemoResult:
+    """Run the federation for ``config.rounds`` rounds and return what it measured.
+
+    ``status.ready`` is set once the key service, the aggregator and every edge client
+    serve, and cleared when the demo starts shutting down.
+    """
     say = progress or (lambda message: None)
+    status = status or DemoStatus()
     result = DemoResult(transport="amqp" if config.amqp_url else "inprocess")
-    federation = "demo" if not config.amqp_url else f"demo-{uuid.uuid4().hex[:8]}"
+    federation = config.federation or ("demo" if not config.amqp_url else f"demo-{uuid.uuid4().hex[:8]}")
+    for service in ("aggregator", "edge"):
+        initialize_series(service)
     broker = InProcessBroker()
 
     def counter(endpoint: str, n_bytes: int) -> None:
@@ -177,30 +226,42 @@ async def run_demo(config: DemoConfig, *, progress: Callable[[str], None] | None
         edge_tasks: dict[str, FedMFClientTask] = {}
         stop = asyncio.Event()
         pending_rounds: dict[int, tuple[set[str], np.ndarray, int]] = {}
+        # Over RabbitMQ the edges can receive and commit a round's result before the aggregator's
+        # on_round runs (it runs after the broadcast's publisher confirm): remember those commits.
+        early_commits: dict[int, set[str]] = {}
+
+        def measure(round_id: int) -> None:
+            _, model, n_members = pending_rounds.pop(round_id)
+            result.rmse_secure.append(_global_rmse(edge_tasks, model))
+            result.rmse_plaintext.append(_global_rmse(replay.clients, replay.model))
+            result.rounds_completed += 1
+            secure, plain = result.rmse_secure[-1], result.rmse_plaintext[-1]
+            say(
+                f"round {round_id:3d}: {n_members} clients, RMSE secure {secure:.4f} "
+                f"plaintext {plain:.4f}, {result.bytes_total / 1e6:.1f} MB on the wire"
+            )
+            if result.rounds_completed >= config.rounds:
+                stop.set()
 
         def on_round(outcome: RoundOutcome) -> None:
             replay.step(outcome.members)
-            pending_rounds[outcome.round] = (set(outcome.members), outcome.model, len(outcome.members))
+            waiting = set(outcome.members) - early_commits.pop(outcome.round, set())
+            pending_rounds[outcome.round] = (waiting, outcome.model, len(outcome.members))
             result.members.append(len(outcome.members))
+            if not waiting:
+                measure(outcome.round)
 
         def on_result(cid: str) -> Callable[[int, bool], None]:
             def record(round_id: int, committed: bool) -> None:
+                if not committed:
+                    return
                 waiting = pending_rounds.get(round_id)
-                if waiting is None or not committed:
+                if waiting is None:
+                    early_commits.setdefault(round_id, set()).add(cid)
                     return
                 waiting[0].discard(cid)
                 if not waiting[0]:  # every member adopted round_id's user vectors: measure now
-                    del pending_rounds[round_id]
-                    result.rmse_secure.append(_global_rmse(edge_tasks, waiting[1]))
-                    result.rmse_plaintext.append(_global_rmse(replay.clients, replay.model))
-                    result.rounds_completed += 1
-                    secure, plain = result.rmse_secure[-1], result.rmse_plaintext[-1]
-                    say(
-                        f"round {round_id:3d}: {waiting[2]} clients, RMSE secure {secure:.4f} "
-                        f"plaintext {plain:.4f}, {result.bytes_total / 1e6:.1f} MB on the wire"
-                    )
-                    if result.rounds_completed >= config.rounds:
-                        stop.set()
+                    measure(round_id)
 
             return record
 
@@ -243,6 +304,7 @@ async def run_demo(config: DemoConfig, *, progress: Callable[[str], None] | None
             assert edge.machine is not None
             edge_tasks[cid] = edge.machine.task  # type: ignore[assignment]
         runners.append(asyncio.create_task(aggregator.run(stop)))
+        status.ready = True
         try:
             done, _ = await asyncio.wait(
                 {*runners, asyncio.create_task(stop.wait())}, return_when="FIRST_COMPLETED"
@@ -251,6 +313,7 @@ async def run_demo(config: DemoConfig, *, progress: Callable[[str], None] | None
                 if task in runners and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
         finally:
+            status.ready = False
             stop.set()
             await asyncio.gather(*runners, return_exceptions=True)
             await keyserver.stop()

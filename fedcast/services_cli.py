@@ -3,6 +3,12 @@
 Each service runs until SIGTERM or SIGINT, then stops consuming, finishes the
 step in progress, closes its broker connection and exits 0. Flags override the
 environment for the few settings an operator types by hand.
+
+Every service also serves ``/metrics``, ``/healthz`` and ``/readyz`` on
+``FEDCAST_METRICS_PORT`` (``--metrics-port``; 9100, 0 disables) from before it
+connects to the broker, so liveness holds during a slow start while readiness
+waits for the service; an edge client with ``FEDCAST_PUSHGATEWAY_URL`` set also
+pushes its metrics (see :mod:`services.observability` and docs/METRICS.md).
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +24,7 @@ from services.aggregator.service import AggregatorConfig, AggregatorService
 from services.edge_client.service import EdgeClientService, EdgeConfig
 from services.keyserver.service import KeyServer, KeyServerConfig
 from services.keyserver.store import RegistryStore
+from services.observability import MetricsServer, ObservabilityConfig, PushgatewayPusher, initialize_series
 from services.runtime import configure_logging, install_stop_signals, make_transport
 from shared.errors import ConfigurationError
 from shared.keystore import read_json
@@ -31,21 +39,64 @@ def _amqp_url(args: argparse.Namespace) -> str:
     return url
 
 
-async def _serve_keyserver(config: KeyServerConfig, url: str) -> None:
+def _observability(args: argparse.Namespace) -> ObservabilityConfig:
+    return ObservabilityConfig.from_env(metrics_port=getattr(args, "metrics_port", None))
+
+
+async def _observed(
+    service: str,
+    run: Callable[[asyncio.Event], Awaitable[None]],
+    ready: Callable[[], bool],
+    observability: ObservabilityConfig,
+    *,
+    push_instance: str | None = None,
+) -> None:
+    """Run ``run(stop)`` until SIGTERM/SIGINT with the metrics endpoints (and pusher) around it."""
     stop = asyncio.Event()
     install_stop_signals(stop)
-    transport = make_transport(url, config.federation, service="keyserver")
-    await transport.connect()
+    initialize_series(service)
+    server: MetricsServer | None = None
+    if observability.metrics_port:
+        # Not ready once stopping: Kubernetes takes the pod out of rotation while it drains.
+        server = MetricsServer(
+            lambda: ready() and not stop.is_set(),
+            port=observability.metrics_port,
+            host=observability.metrics_host,
+        )
+    pusher: PushgatewayPusher | None = None
+    if observability.pushgateway_url and push_instance:
+        pusher = PushgatewayPusher(
+            observability.pushgateway_url, instance=push_instance, interval_s=observability.push_interval_s
+        )
+    clean = False
     try:
-        await KeyServer(config, transport).run(stop)
+        if server is not None:
+            await server.start()
+        if pusher is not None:
+            await pusher.start()
+        await run(stop)
+        clean = True
     finally:
-        await transport.close()
+        if pusher is not None:
+            # Clean stop: remove the group so a retired device leaves the dashboards. After a crash
+            # keep its last push, whose push_time_seconds shows operators when it went silent.
+            await pusher.close(delete=clean)
+        if server is not None:
+            await server.close()
 
 
-async def _run(service: Any) -> None:
-    stop = asyncio.Event()
-    install_stop_signals(stop)
-    await service.run(stop)
+async def _serve_keyserver(config: KeyServerConfig, url: str, observability: ObservabilityConfig) -> None:
+    transport = make_transport(url, config.federation, service="keyserver")
+    keyserver = KeyServer(config, transport)
+
+    async def run(stop: asyncio.Event) -> None:
+        await transport.connect()
+        try:
+            await keyserver.run(stop)
+        finally:
+            await transport.close()
+
+    await _observed("keyserver", run, lambda: keyserver.is_ready, observability)
 
 
 def _keyserver_config(args: argparse.Namespace) -> KeyServerConfig:
@@ -59,7 +110,7 @@ def _cmd_keyserver(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     config = _keyserver_config(args)
     if args.action == "serve":
-        asyncio.run(_serve_keyserver(config, _amqp_url(args)))
+        asyncio.run(_serve_keyserver(config, _amqp_url(args), _observability(args)))
     elif args.action == "add-device":
         with RegistryStore(config.registry_path) as store:
             store.bind_federation(config.federation)
@@ -82,7 +133,8 @@ def _cmd_aggregator(args: argparse.Namespace) -> int:
         overrides["max_rounds"] = args.rounds
     config = AggregatorConfig.from_env(**overrides)
     transport = make_transport(config.amqp_url, config.federation, service="aggregator")
-    asyncio.run(_run(AggregatorService(config, transport)))
+    aggregator = AggregatorService(config, transport)
+    asyncio.run(_observed("aggregator", aggregator.run, lambda: aggregator.is_ready, _observability(args)))
     return 0
 
 
@@ -95,7 +147,11 @@ def _cmd_edge(args: argparse.Namespace) -> int:
         overrides["client_id"] = args.client_id
     config = EdgeConfig.from_env(**overrides)
     transport = make_transport(config.amqp_url, config.federation, service=config.client_id)
-    asyncio.run(_run(EdgeClientService(config, transport)))
+    edge = EdgeClientService(config, transport)
+    observability = _observability(args)
+    asyncio.run(
+        _observed("edge", edge.run, lambda: edge.is_ready, observability, push_instance=config.client_id)
+    )
     return 0
 
 
@@ -103,6 +159,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--amqp", metavar="URL", help="RabbitMQ URL (default: FEDCAST_AMQP_URL)")
     parser.add_argument("--state-dir", help="state directory (default: FEDCAST_STATE_DIR)")
     parser.add_argument("--log-level", default=os.environ.get("FEDCAST_LOG_LEVEL", "INFO"))
+    # SUPPRESS: a subcommand's parser must not reset a value given before the subcommand.
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=argparse.SUPPRESS,
+        metavar="PORT",
+        help="serve /metrics, /healthz and /readyz on PORT (default: FEDCAST_METRICS_PORT or 9100; 0: off)",
+    )
 
 
 def add_service_commands(commands: Any) -> None:

@@ -136,6 +136,11 @@ class AggregatorService:
         self._fold_seconds = 0.0
         self._checkpoints = CheckpointStore(config.state_dir / "checkpoint")
 
+    @property
+    def is_ready(self) -> bool:
+        """Registered at the key service and consuming, and not stopped (``/readyz``)."""
+        return self._started and self.machine is not None and self.machine.stage.value != "stopped"
+
     # -- start-up ---------------------------------------------------------------------
 
     async def start(self) -> None:

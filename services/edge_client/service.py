@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.edge_client.data import DataSource, client_task
+from services.edge_client.state import load_local_state, save_local_state
 from services.envconfig import env_float, env_hex, env_int, env_path, env_str, task_from_env
 from services.keyfiles import load_or_create_client_key, load_or_create_signing_key
 from services.keyserver.client import KeyServiceClient
@@ -125,6 +126,12 @@ class EdgeClientService:
         self._lock = asyncio.Lock()
         self.machine: ClientMachine | None = None
         self.ready = asyncio.Event()
+        self._state_path = config.state_dir / "local-model.npy"
+
+    @property
+    def is_ready(self) -> bool:
+        """Enrolled and consuming its queue (``/readyz``)."""
+        return self.ready.is_set()
 
     async def start(self) -> None:
         cfg = self.config
@@ -161,6 +168,10 @@ class EdgeClientService:
         self._aggregator_vk = aggregator.verify_key
         public = AggregatorPublicKey(group, tuple(aggregator.betas), aggregator.delivery)
         task = await asyncio.to_thread(client_task, cfg.task, cfg.data)
+        saved = await asyncio.to_thread(load_local_state, self._state_path)
+        if saved is not None:
+            task.import_state(saved)
+            log.info("restored the local model from %s", self._state_path)
         ctx, federation, me = self._ctx, cfg.federation, cfg.client_id
 
         def build() -> ClientMachine:
@@ -239,6 +250,10 @@ class EdgeClientService:
             return machine.on_challenge(h.round, h.attempt, body)
         assert isinstance(body, RoundResult)
         committed = machine.on_result(h.round, h.attempt, body)
+        if committed:
+            state = machine.task.export_state()
+            if state is not None:  # a restarted device keeps its private model
+                await asyncio.to_thread(save_local_state, self._state_path, state)
         if self._on_result is not None:
             self._on_result(h.round, committed)
         return []

@@ -227,6 +227,11 @@ class KeyServer:
         self._log_lock = threading.Lock()
 
     @property
+    def is_ready(self) -> bool:
+        """Serving requests: started and not stopped (``/readyz``)."""
+        return self._handler is not None
+
+    @property
     def params(self) -> SystemParams:
         if self._params is None:
             raise ConfigurationError("key server not started")

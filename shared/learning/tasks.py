@@ -186,6 +186,14 @@ class ClientTask(ABC):
         """Adopt the local state of a completed round (default: nothing to adopt)."""
         del pending  # stateless tasks (FedAvg) have nothing to keep between rounds
 
+    def export_state(self) -> FloatArray | None:
+        """The private local state worth persisting across restarts (None: nothing)."""
+        return None
+
+    def import_state(self, state: FloatArray) -> None:
+        """Restore what :meth:`export_state` returned."""
+        raise DataError(f"task {self.spec.name!r} keeps no local state")
+
     @abstractmethod
     def quality(self, model: FloatArray) -> dict[str, float]:
         """Local test metrics of a global model (for the device's own metrics)."""
@@ -244,6 +252,15 @@ class FedMFClientTask(ClientTask):
 
     def commit(self, pending: Any) -> None:
         self._client.commit(pending)
+
+    def export_state(self) -> FloatArray | None:
+        return self._client.user_factors  # the private user vectors never leave the device
+
+    def import_state(self, state: FloatArray) -> None:
+        try:
+            self._client.commit(np.asarray(state, dtype=np.float64))
+        except ConfigurationError as exc:
+            raise DataError(f"saved user vectors do not match this data: {exc}") from exc
 
     def quality(self, model: FloatArray) -> dict[str, float]:
         if self._test is None or self._test.n_ratings == 0:

@@ -1,0 +1,425 @@
+"""Operator endpoints of every fedcast process: ``/metrics``, ``/healthz``, ``/readyz``, and the Pushgateway.
+
+:class:`MetricsServer` is a deliberately small HTTP/1.1 server on the service's own
+asyncio loop (``asyncio.start_server``), not prometheus_client's WSGI app in a thread:
+
+* ``/healthz`` must mean "the event loop is alive". Answered *by* the loop, a stuck loop
+  (a CPU-bound call that should have gone to a thread) fails the liveness probe, as it
+  should; a server thread would keep answering 200 while the service is wedged.
+* ``/readyz`` calls the service's ``ready()`` on the loop that owns the service's state,
+  so it never reads that state from another thread.
+* No extra thread per process: edge devices are Raspberry-Pi class.
+
+The exposition itself (:func:`prometheus_client.generate_latest`) walks every
+collector and formats text; it runs in a worker thread so that a large registry
+never stalls message handling. The registry is thread-safe (metrics take a lock
+per update), so this is the one place where a thread is the right tool.
+
+Requests are bounded: at most :data:`MAX_REQUEST_BYTES` of request line and
+headers, read within :data:`READ_TIMEOUT_S`, at most :data:`MAX_CONNECTIONS` at
+once; anything else gets 4xx and the connection is closed (``Connection: close``
+on every response, so a client cannot pin a slot with keep-alive).
+
+:class:`PushgatewayPusher` serves edge devices behind NAT that Prometheus cannot
+scrape: it PUTs the whole registry to the Pushgateway every interval (in a worker
+thread, with a timeout), logs failures at most once a minute, never raises into
+the service, and deletes its group on a clean shutdown so that a decommissioned
+device does not linger in the dashboards.
+
+Environment (:meth:`ObservabilityConfig.from_env`):
+
+===============================  ============================================================
+``FEDCAST_METRICS_PORT``         HTTP port of the three endpoints (9100; ``0`` disables)
+``FEDCAST_METRICS_HOST``         address to bind (``0.0.0.0``)
+``FEDCAST_PUSHGATEWAY_URL``      Pushgateway base URL, e.g. ``http://pushgateway:9091`` (unset: off)
+``FEDCAST_PUSH_INTERVAL_S``      seconds between pushes (15)
+===============================  ============================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client.exposition import delete_from_gateway, push_to_gateway
+from prometheus_client.registry import CollectorRegistry
+
+from services.envconfig import env_float, env_int, env_str
+from shared.errors import ConfigurationError
+from shared.metrics import CLIPPED_VALUES, DROPOUTS, ROUND_RETRIES, ROUNDS_COMPLETED
+
+__all__ = [
+    "DEFAULT_METRICS_PORT",
+    "EDGE_PUSH_JOB",
+    "MAX_CONNECTIONS",
+    "MAX_REQUEST_BYTES",
+    "READ_TIMEOUT_S",
+    "MetricsServer",
+    "ObservabilityConfig",
+    "PushgatewayPusher",
+    "initialize_series",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_METRICS_PORT: Final = 9100
+EDGE_PUSH_JOB: Final = "fedcast-edge"
+MAX_REQUEST_BYTES: Final = 8192
+"""Request line plus headers; probes and Prometheus send a few hundred bytes."""
+READ_TIMEOUT_S: Final = 5.0
+"""A client that has not sent its headers by then is dropped (no slowloris)."""
+MAX_CONNECTIONS: Final = 64
+"""Connections served at once; more are closed with 503 without reading them."""
+
+_REASONS: Final = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+_TEXT: Final = "text/plain; charset=utf-8"
+_LOG_FAILURE_EVERY_S: Final = 60.0
+
+
+def initialize_series(service: str) -> None:
+    """Export 0 for the counters a healthy service may never increment, from the start.
+
+    Prometheus cannot tell "no dropouts yet" from "not exported": a labelled series
+    appears only once ``labels()`` was called, so a panel or alert on ``increase()``
+    of a counter that never fired shows "No data". The label values here are closed
+    sets (the aggregator's two timeout phases), so this adds a handful of series.
+    Rejections are not pre-declared: their ``reason`` set is large and zero rows
+    for each would crowd the "rejects by reason" panel.
+    """
+    if service == "aggregator":
+        ROUND_RETRIES.labels(service)
+        ROUNDS_COMPLETED.labels(service)
+        for phase in ("upload", "response"):  # the phases AggregatorMachine times out in
+            DROPOUTS.labels(service, phase)
+    elif service == "edge":
+        CLIPPED_VALUES.labels(service)
+
+
+@dataclass(frozen=True)
+class ObservabilityConfig:
+    """Where to serve the endpoints and whether to push; validated on construction."""
+
+    metrics_port: int = DEFAULT_METRICS_PORT
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - a pod's probes and Prometheus reach it from outside
+    pushgateway_url: str | None = None
+    push_interval_s: float = 15.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigurationError(f"FEDCAST_METRICS_PORT must be in 0..65535, got {self.metrics_port}")
+        if not self.metrics_host:
+            raise ConfigurationError("FEDCAST_METRICS_HOST must not be empty")
+        if self.pushgateway_url is not None and not self.pushgateway_url.startswith(("http://", "https://")):
+            raise ConfigurationError("FEDCAST_PUSHGATEWAY_URL must start with http:// or https://")
+        if not 1.0 <= self.push_interval_s <= 3600.0:
+            raise ConfigurationError("FEDCAST_PUSH_INTERVAL_S must be in 1..3600")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> ObservabilityConfig:
+        """Read the ``FEDCAST_METRICS_*`` and ``FEDCAST_PUSH*`` variables; ``overrides`` win."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {
+            "metrics_port": env_int(env, "FEDCAST_METRICS_PORT", DEFAULT_METRICS_PORT),
+            "metrics_host": env_str(env, "FEDCAST_METRICS_HOST", "0.0.0.0"),  # noqa: S104
+            "pushgateway_url": env_str(env, "FEDCAST_PUSHGATEWAY_URL") or None,
+            "push_interval_s": env_float(env, "FEDCAST_PUSH_INTERVAL_S", 15.0),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _is_ready(ready: Callable[[], bool]) -> bool:
+    try:
+        return bool(ready())
+    except Exception:  # a readiness check that fails means "not ready", never a 500 loop
+        log.exception("readiness check failed")
+        return False
+
+
+class MetricsServer:
+    """``GET``/``HEAD`` of ``/metrics``, ``/healthz`` and ``/readyz`` on the running event loop.
+
+    ``ready`` is called on the loop for each ``/readyz``; it must be cheap and must not block.
+    ``port=0`` binds an ephemeral port (tests; :attr:`port` tells which once started).
+    """
+
+    def __init__(
+        self,
+        ready: Callable[[], bool],
+        *,
+        port: int = DEFAULT_METRICS_PORT,
+        host: str = "0.0.0.0",  # noqa: S104 - see ObservabilityConfig.metrics_host
+        registry: CollectorRegistry = REGISTRY,
+    ) -> None:
+        self.ready = ready
+        self.host = host
+        self._requested_port = port
+        self._registry = registry
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    @property
+    def port(self) -> int:
+        """The bound port (the requested one, or the ephemeral one chosen for ``port=0``)."""
+        if self._server is None or not self._server.sockets:
+            return self._requested_port
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:9100`` (for logs and tests)."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host  # noqa: S104
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> None:
+        """Bind and start serving; idempotent. Raises ``OSError`` if the port is taken."""
+        if self._closed:
+            raise RuntimeError("metrics server is closed")
+        if self._server is not None:
+            return
+        self._server = await asyncio.start_server(
+            self._on_connection, self.host, self._requested_port, limit=MAX_REQUEST_BYTES
+        )
+        log.info("metrics, healthz and readyz on %s", self.url)
+
+    async def close(self) -> None:
+        """Stop listening and drop open connections; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for task in list(self._connections):
+            task.cancel()
+        if self._connections:
+            await asyncio.gather(*self._connections, return_exceptions=True)
+        if server is not None:
+            await server.wait_closed()
+
+    async def __aenter__(self) -> MetricsServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    # -- one connection --------------------------------------------------------------------
+
+    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            if len(self._connections) > MAX_CONNECTIONS:
+                await self._respond(writer, 503, b"too many connections\n", head=False)
+            else:
+                await self._serve_one(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+            pass  # the client went away or stopped reading; nothing more to answer
+        except Exception:
+            # A bug here must cost one response, never the server (or the service's loop).
+            log.exception("metrics endpoint failed")
+            with contextlib.suppress(Exception):
+                await self._respond(writer, 500, b"internal error\n", head=False)
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                await writer.wait_closed()
+
+    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(READ_TIMEOUT_S):
+                raw = await reader.readuntil(b"\r\n\r\n")
+        except TimeoutError:
+            await self._respond(writer, 408, b"request timeout\n", head=False)
+            return
+        except asyncio.LimitOverrunError:
+            await self._respond(writer, 431, b"request too large\n", head=False)
+            return
+        request_line = raw.split(b"\r\n", 1)[0]
+        parts = request_line.split(b" ")
+        if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+            await self._respond(writer, 400, b"bad request\n", head=False)
+            return
+        method, target = parts[0], parts[1].split(b"?", 1)[0]
+        head = method == b"HEAD"
+        if method not in (b"GET", b"HEAD"):
+            await self._respond(writer, 405, b"only GET and HEAD\n", head=False, extra=("Allow: GET, HEAD",))
+            return
+        if target == b"/metrics":
+            # Collecting and formatting every series is CPU work: off the loop (see module docstring).
+            body = await asyncio.to_thread(generate_latest, self._registry)
+            await self._respond(writer, 200, body, head=head, content_type=CONTENT_TYPE_LATEST)
+        elif target == b"/healthz":
+            await self._respond(writer, 200, b"ok\n", head=head)  # answering at all proves the loop runs
+        elif target == b"/readyz":
+            if _is_ready(self.ready):
+                await self._respond(writer, 200, b"ready\n", head=head)
+            else:
+                await self._respond(writer, 503, b"not ready\n", head=head)
+        else:
+            await self._respond(writer, 404, b"not found\n", head=head)
+
+    @staticmethod
+    async def _respond(
+        writer: asyncio.StreamWriter,
+        status: int,
+        body: bytes,
+        *,
+        head: bool,
+        content_type: str = _TEXT,
+        extra: tuple[str, ...] = (),
+    ) -> None:
+        lines = [
+            f"HTTP/1.1 {status} {_REASONS[status]}",
+            f"Content-Type: {content_type}",
+            f"Content-Length: {len(body)}",
+            "Cache-Control: no-store",
+            "Connection: close",
+            *extra,
+        ]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("ascii"))
+        if not head:  # HEAD: the same headers (Content-Length included), no body
+            writer.write(body)
+        async with asyncio.timeout(READ_TIMEOUT_S):  # a client that stops reading cannot hold us
+            await writer.drain()
+
+
+class PushgatewayPusher:
+    """Push ``registry`` to a Pushgateway every ``interval_s`` under ``job`` and ``instance``.
+
+    Each push is a PUT of the whole registry (it replaces the group, so series the
+    process no longer has disappear too) made in a worker thread with ``timeout_s``.
+    Failures never raise into the service; they are logged at most once a minute
+    with the count of failures since the last log line. :meth:`close` stops the
+    loop and, by default, deletes the group.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        instance: str,
+        job: str = EDGE_PUSH_JOB,
+        interval_s: float = 15.0,
+        timeout_s: float = 5.0,
+        registry: CollectorRegistry = REGISTRY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not instance:
+            raise ConfigurationError("the Pushgateway grouping key needs an instance (the client id)")
+        if interval_s <= 0 or timeout_s <= 0:
+            raise ConfigurationError("push interval and timeout must be positive")
+        self.url = url
+        self.job = job
+        self.instance = instance
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self._registry = registry
+        self._clock = clock
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._last_failure_log: float | None = None
+        self._failures_unlogged = 0
+        self.pushes = 0
+        """Successful pushes so far."""
+        self.failures = 0
+        """Failed pushes so far (each one logged or counted into the next log line)."""
+
+    @property
+    def grouping_key(self) -> dict[str, str]:
+        """The group this process owns on the Pushgateway."""
+        return {"instance": self.instance}
+
+    async def start(self) -> None:
+        """Start the push loop (first push right away); idempotent."""
+        if self._closed:
+            raise RuntimeError("pusher is closed")
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name=f"pushgateway-{self.instance}")
+
+    async def push_once(self) -> bool:
+        """One push now; True on success. Never raises (except cancellation)."""
+        try:
+            await asyncio.to_thread(
+                push_to_gateway,
+                self.url,
+                job=self.job,
+                registry=self._registry,
+                grouping_key=self.grouping_key,
+                timeout=self.timeout_s,
+            )
+        except Exception as exc:  # urllib's errors vary (URLError, HTTPError, OSError, ...)
+            self._failed("push to", exc)
+            return False
+        self.pushes += 1
+        return True
+
+    async def delete(self) -> bool:
+        """Delete this process's group from the Pushgateway; True on success. Never raises."""
+        try:
+            await asyncio.to_thread(
+                delete_from_gateway,
+                self.url,
+                job=self.job,
+                grouping_key=self.grouping_key,
+                timeout=self.timeout_s,
+            )
+        except Exception as exc:
+            self._failed("delete group on", exc)
+            return False
+        return True
+
+    async def close(self, *, delete: bool = True) -> None:
+        """Stop pushing and (by default) delete the group; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if delete:
+            await self.delete()
+
+    async def _loop(self) -> None:
+        while True:
+            await self.push_once()
+            await asyncio.sleep(self.interval_s)
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        self.failures += 1
+        now = self._clock()
+        if self._last_failure_log is not None and now - self._last_failure_log < _LOG_FAILURE_EVERY_S:
+            self._failures_unlogged += 1
+            return
+        suppressed, self._failures_unlogged = self._failures_unlogged, 0
+        self._last_failure_log = now
+        log.warning(
+            "cannot %s the Pushgateway %s (%s: %s)%s",
+            what,
+            self.url,
+            type(exc).__name__,
+            exc,
+            f"; {suppressed} more failures since the last warning" if suppressed else "",
+        )

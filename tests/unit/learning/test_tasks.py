@@ -1,0 +1,79 @@
+"""The tasks the services run: sizes, model bytes, server updates equal the library's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shared.errors import ConfigurationError, DataError
+from shared.learning.data import SyntheticConfig, make_synthetic
+from shared.learning.features import make_defect_features
+from shared.learning.fedavg import server_update
+from shared.learning.mf import MFConfig, init_model
+from shared.learning.tasks import (
+    FedAvgClientTask,
+    FedAvgServerTask,
+    FedMFClientTask,
+    FedMFServerTask,
+    TaskSpec,
+    model_from_bytes,
+    model_to_bytes,
+)
+
+
+def test_sizes() -> None:
+    assert TaskSpec(n_items=7, latent_dim=3).upload_size == 21
+    spec = TaskSpec(name="fedavg-mlp", n_features=4, hidden=3, n_classes=2)
+    assert spec.upload_size == spec.model_size + 1 == spec.new_model().n_params + 1
+    for bad in ({"name": "x"}, {"n_items": 0}, {"n_classes": 1}, {"learning_rate": 0.0}):
+        with pytest.raises(ConfigurationError):
+            TaskSpec(**bad)  # type: ignore[arg-type]
+
+
+def test_model_bytes() -> None:
+    model = np.array([0.5, -1.25, 3.0])
+    assert np.array_equal(model_from_bytes(model_to_bytes(model), 3), model)
+    with pytest.raises(DataError):
+        model_from_bytes(model_to_bytes(model), 4)
+    with pytest.raises(DataError):
+        model_from_bytes(model_to_bytes(np.array([np.nan])), 1)
+
+
+def test_fedmf_server_starts_like_the_library_and_applies_eq_4() -> None:
+    spec = TaskSpec(n_items=6, latent_dim=2, seed=5)
+    server = FedMFServerTask(spec)
+    v0 = server.initial_model()
+    np.testing.assert_array_equal(
+        v0, init_model(1, 6, MFConfig(latent_dim=2, seed=5)).item_factors.reshape(-1)
+    )
+    grad = np.ones_like(v0)
+    expected = v0 - spec.learning_rate * (grad + 2 * spec.reg_item * v0)
+    np.testing.assert_allclose(server.apply(v0, grad, 3), expected)
+
+
+def test_fedmf_client_update_is_pending_until_committed() -> None:
+    spec = TaskSpec(n_items=8, latent_dim=2)
+    data = make_synthetic(SyntheticConfig(n_users=2, n_items=8, ratings_per_user=4))
+    task = FedMFClientTask(spec, data)
+    before = task.user_factors
+    update = task.local_update(np.full(16, 0.3))
+    np.testing.assert_array_equal(task.user_factors, before)  # a retried attempt starts here again
+    again = task.local_update(np.full(16, 0.3))
+    np.testing.assert_array_equal(update.vector, again.vector)
+    task.commit(update.pending)
+    assert not np.array_equal(task.user_factors, before)
+
+
+def test_fedavg_tasks_fold_the_weight_into_the_upload() -> None:
+    spec = TaskSpec(name="fedavg-logreg", n_features=16, weight_bound=1000, learning_rate=0.1)
+    server = FedAvgServerTask(spec)
+    model = server.initial_model()
+    data = make_defect_features(200, seed=1)
+    client = FedAvgClientTask(spec, data, data)
+    update = client.local_update(model)
+    assert update.vector[-1] == pytest.approx(200 / 1000)
+    new, total = server_update(model, update.vector)
+    np.testing.assert_allclose(server.apply(model, update.vector, 1), new)
+    assert total == pytest.approx(0.2)
+    assert client.export_state() is None
+    assert set(client.quality(new)) == {"loss", "accuracy", "f1"}
