@@ -1,0 +1,53 @@
+"""A real `fedcast keyserver` process stops cleanly on SIGTERM (exit 0, connection closed)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.broker
+
+
+def test_keyserver_process_shuts_down_on_sigterm(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "FEDCAST_AMQP_URL": "amqp://guest:guest@127.0.0.1:5672/",
+        "FEDCAST_FEDERATION": f"sigterm-{uuid.uuid4().hex[:8]}",
+        "FEDCAST_STATE_DIR": str(tmp_path / "ks"),
+        "FEDCAST_LOG_LEVEL": "INFO",
+        "FEDCAST_METRICS_PORT": "0",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedcast.cli", "keyserver", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        lines: list[str] = []
+        assert proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "serving" in line:
+                break
+        assert any("serving" in line for line in lines), "".join(lines)
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, "".join(lines) + rest
+        assert (tmp_path / "ks" / "verify-key.json").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
