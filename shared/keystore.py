@@ -20,17 +20,28 @@ from typing import Any
 
 from shared.errors import KeyStorageError
 
-__all__ = ["PUBLIC_FILE_MODE", "SECRET_FILE_MODE", "read_json", "read_secret_json", "write_json_atomic"]
+__all__ = [
+    "PUBLIC_FILE_MODE",
+    "SECRET_FILE_MODE",
+    "read_json",
+    "read_secret_json",
+    "write_bytes_atomic",
+    "write_json_atomic",
+]
 
 SECRET_FILE_MODE = 0o600
 PUBLIC_FILE_MODE = 0o644
 
 
-def write_json_atomic(path: str | os.PathLike[str], data: Any, *, secret: bool) -> Path:
-    """Write ``data`` as JSON to ``path`` atomically; mode 0600 if ``secret`` else 0644."""
+def write_bytes_atomic(path: str | os.PathLike[str], payload: bytes, *, secret: bool) -> Path:
+    """Write ``payload`` to ``path`` atomically; mode 0600 if ``secret`` else 0644.
+
+    A temporary file in the same directory (created 0600), fsync, rename over the
+    target, fsync of the directory: readers see the old file or the new one, never a
+    torn one, and the rename survives a power cut.
+    """
     target = Path(path)
     mode = SECRET_FILE_MODE if secret else PUBLIC_FILE_MODE
-    payload = json.dumps(data, sort_keys=True, indent=1).encode() + b"\n"
     try:
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700 if secret else 0o755)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)  # created 0600
@@ -52,6 +63,12 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any, *, secret: bool) 
     except OSError as exc:
         raise KeyStorageError(f"cannot write {target}: {exc.strerror}") from exc
     return target
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Any, *, secret: bool) -> Path:
+    """Write ``data`` as JSON to ``path`` atomically; mode 0600 if ``secret`` else 0644."""
+    payload = json.dumps(data, sort_keys=True, indent=1).encode() + b"\n"
+    return write_bytes_atomic(path, payload, secret=secret)
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

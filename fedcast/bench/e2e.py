@@ -478,7 +478,13 @@ async def _fedcast_cell(
     total_rounds = config.warmup_rounds + config.rounds
     ids = [f"edge-{i:03d}" for i in range(n_clients)]
     cell.endpoints += ["keyserver", "aggregator", *[f"client.{cid}" for cid in ids]]
-    common = {**_base_env(), "FEDCAST_FEDERATION": cell.federation, "FEDCAST_AMQP_URL": url}
+    common = {
+        **_base_env(),
+        "FEDCAST_FEDERATION": cell.federation,
+        "FEDCAST_AMQP_URL": url,
+        "FEDCAST_METRICS_PORT": "0",  # no /metrics endpoint (N processes would share port 9100) ...
+        "FEDCAST_METRICS_HOST": "127.0.0.1",
+    }
     aggregator_token = secrets.token_urlsafe(32)
     ks_env = {
         **common,
@@ -517,7 +523,7 @@ async def _fedcast_cell(
         "FEDCAST_UPLOAD_TIMEOUT_S": str(config.cell_timeout_s),
         "FEDCAST_RESPONSE_TIMEOUT_S": str(config.cell_timeout_s),
         "FEDCAST_ROUNDS": str(total_rounds),
-        "FEDCAST_METRICS_PORT": str(metrics_port),  # used if the aggregator supports it
+        "FEDCAST_METRICS_PORT": str(metrics_port),  # ... except the aggregator's, scraped per round
         "FEDCAST_LOG_LEVEL": "INFO",
     }
     say(f"fedcast N={n_clients}: aggregator and {n_clients} edge processes")

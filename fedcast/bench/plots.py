@@ -52,7 +52,11 @@ def plot_fedmf(rows: Rows, out_dir: Path) -> list[Path]:
     for ax, key, title in zip(
         axes,
         ("iteration_s", "single_core_s", "upload_bytes"),
-        ("seconds per iteration (slowest user + server)", "single-core seconds per iteration", "bytes per user"),
+        (
+            "seconds per iteration (slowest user + server)",
+            "single-core seconds per iteration",
+            "bytes per user",
+        ),
         strict=True,
     ):
         for k, scheme in enumerate(schemes):
@@ -78,7 +82,9 @@ def plot_scale(rows: Rows, out_dir: Path) -> list[Path]:
     for n in sorted({int(r["n_params"]) for r in cells}):
         line = sorted((r for r in cells if r["n_params"] == n), key=lambda r: int(r["n_clients"]))
         xs = [int(r["n_clients"]) for r in line]
-        axes[0].plot(xs, [float(r["aggregate_s"]) + float(r["decrypt_s"]) for r in line], "o-", label=f"n={n:,}")
+        axes[0].plot(
+            xs, [float(r["aggregate_s"]) + float(r["decrypt_s"]) for r in line], "o-", label=f"n={n:,}"
+        )
         axes[1].plot(xs, [float(r["peak_rss_mb"]) for r in line], "o-", label=f"n={n:,}")
     for ax, title in zip(axes, ("aggregate + decrypt seconds", "aggregator peak RSS (MB)"), strict=True):
         ax.set_xscale("log")

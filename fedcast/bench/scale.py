@@ -191,6 +191,7 @@ def client_round(
     table_memory_bytes: int,
     members: int,
     seed: int = 0,
+    max_clients: int = 1000,
 ) -> dict[str, Any]:
     """Tables once, then one full round of one client; seconds of each step and peak RSS.
 
@@ -201,7 +202,7 @@ def client_round(
     rng = np.random.default_rng(seed)
     d = _LATENT_DIM if n_params % _LATENT_DIM == 0 else 1
     n_items = n_params // d
-    params = SystemParams(group, FixedPointEncoding(16, 8.0), max_clients=max(1000, members))
+    params = SystemParams(group, FixedPointEncoding(), max_clients=max(max_clients, members))
     start = time.perf_counter()
     bases = lifted_bases(aggregator, table_memory_bytes)
     tables_s = time.perf_counter() - start
@@ -266,6 +267,7 @@ def _run_client_subprocess(
     address_space_mb: int | None = None,
     one_core: bool = False,
     seed: int = 0,
+    max_clients: int = 1000,
 ) -> dict[str, Any]:
     """``python -m fedcast.bench.scale --client-child ARGS`` with optional taskset / RLIMIT_AS."""
     with tempfile.TemporaryDirectory(prefix="fedcast-scale-") as tmp:
@@ -279,6 +281,7 @@ def _run_client_subprocess(
                     "table_memory_bytes": table_memory_bytes,
                     "members": members,
                     "seed": seed,
+                    "max_clients": max_clients,
                 }
             )
         )
@@ -448,14 +451,22 @@ def run_scale_bench(
     rows: list[dict[str, Any]] = []
     keypairs = [ClientKeyPair.generate(group) for _ in range(max(config.n_clients, default=2))]
     budget_mb = config.table_memory_bytes // _MB
-    params = SystemParams(group, FixedPointEncoding(), max_clients=max(1000, max(config.n_clients, default=2)))
+    params = SystemParams(
+        group, FixedPointEncoding(), max_clients=max(1000, max(config.n_clients, default=2))
+    )
     for n in config.n_params:
         u = params.layout.n_segments(n)
         report(f"n={n:,}: aggregator keys for {u} segments")
         secret = AggregatorSecretKey.generate(group, u)
         report(f"n={n:,}: client subprocess (tables {budget_mb} MB)")
         client = _run_client_subprocess(
-            group, secret.public, n, config.table_memory_bytes, config.challenge_members, seed=config.seed
+            group,
+            secret.public,
+            n,
+            config.table_memory_bytes,
+            config.challenge_members,
+            seed=config.seed,
+            max_clients=params.max_clients,
         )
         rows.append(
             _row(
@@ -534,6 +545,7 @@ def run_scale_bench(
                 address_space_mb=config.pi_address_space_mb,
                 one_core=True,
                 seed=config.seed,
+                max_clients=params.max_clients,
             )
             rows.append(
                 _row(
@@ -580,6 +592,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         int(spec["table_memory_bytes"]),
         int(spec["members"]),
         int(spec["seed"]),
+        int(spec["max_clients"]),
     )
     print(json.dumps(result))
     return 0

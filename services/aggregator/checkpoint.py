@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from shared.errors import DataError, KeyStorageError
-from shared.keystore import read_json, write_json_atomic
+from shared.keystore import read_json, write_bytes_atomic, write_json_atomic
 from shared.learning.data import FloatArray
 from shared.learning.tasks import model_from_bytes, model_to_bytes
 
@@ -51,20 +50,7 @@ class CheckpointStore:
 
     def save(self, round_id: int, task: str, model: FloatArray) -> None:
         data = model_to_bytes(model)
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".model.", dir=self.directory)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, self._model)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-        except OSError as exc:
-            raise KeyStorageError(f"cannot write checkpoint in {self.directory}: {exc.strerror}") from exc
+        write_bytes_atomic(self._model, data, secret=True)  # the model is the aggregator's alone
         meta = {
             "format": _FORMAT,
             "version": _VERSION,
@@ -73,7 +59,7 @@ class CheckpointStore:
             "n_params": int(model.size),
             "sha256": hashlib.sha256(data).hexdigest(),
         }
-        write_json_atomic(self._meta, meta, secret=False)
+        write_json_atomic(self._meta, meta, secret=True)
 
     def load(self) -> Checkpoint | None:
         """The checkpoint, None if there is none yet; KeyStorageError if it is corrupt."""
