@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import threading
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import TypeVar
@@ -105,22 +106,30 @@ def make_transport(
 
 
 class RejectLog:
-    """Log a rejection once per (reason, sender); later repeats only at DEBUG."""
+    """Count every rejection; log it once per (reason, sender), later repeats only at DEBUG.
+
+    Thread-safe (the key service rejects from worker threads); the set of logged keys is
+    bounded, so a flood of invented sender ids cannot grow it or the log.
+    """
 
     def __init__(self, service: str, *, limit: int = 4096) -> None:
         self._service = service
         self._seen: set[tuple[str, str]] = set()
         self._limit = limit
+        self._lock = threading.Lock()
 
     def __call__(self, exc: FedcastError, sender: str | None) -> None:
-        MESSAGES_REJECTED.labels(self._service, exc.reason).inc()
-        key = (exc.reason, sender or "?")
-        if key in self._seen:
-            log.debug("%s rejected a message from %s: %s", self._service, key[1], exc)
-            return
-        if len(self._seen) < self._limit:  # bounded: a flood of fake senders cannot grow it
-            self._seen.add(key)
-        log.warning("%s rejected a message from %s [%s]: %s", self._service, key[1], exc.reason, exc)
+        self.record(exc.reason, str(exc), sender)
+
+    def record(self, reason: str, detail: str, sender: str | None) -> None:
+        MESSAGES_REJECTED.labels(self._service, reason).inc()
+        key = (reason, sender or "?")
+        with self._lock:
+            first = key not in self._seen
+            if first and len(self._seen) < self._limit:
+                self._seen.add(key)
+        level = logging.WARNING if first else logging.DEBUG
+        log.log(level, "%s rejected a message from %s [%s]: %s", self._service, key[1], reason, detail)
 
 
 @dataclass

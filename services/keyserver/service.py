@@ -39,14 +39,13 @@ import asyncio
 import json
 import logging
 import os
-import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.keyserver.handlers import KEYSERVER_SENDER, KeyServiceHandler, error_reply, reply_type
 from services.keyserver.store import RegistryStore, check_token
+from services.runtime import RejectLog
 from shared.crypto.group import generate_group, insecure_test_group
 from shared.crypto.signing import SigningKeyPair
 from shared.encoding import DEFAULT_CLIP, DEFAULT_FRAC_BITS, FixedPointEncoding
@@ -56,7 +55,6 @@ from shared.metrics import (
     MESSAGE_BYTES_RECEIVED,
     MESSAGE_BYTES_SENT,
     MESSAGES_RECEIVED,
-    MESSAGES_REJECTED,
     MESSAGES_SENT,
 )
 from shared.params import DEFAULT_MAX_CLIENTS, SystemParams
@@ -84,7 +82,6 @@ REGISTRY_FILE = "registry.sqlite3"
 _SERVICE = "keyserver"  # the metrics' service label
 _P_BITS = (2048, 3072)
 _MAX_MESSAGE_BYTES = 128 * 1024 * 1024  # RabbitMQ's own ceiling
-_LOG_EVERY_S = 60.0  # one warning per rejection reason per minute: garbage cannot flood the log
 
 
 @dataclass(frozen=True)
@@ -222,9 +219,7 @@ class KeyServer:
         self._store: RegistryStore | None = None
         self._handler: KeyServiceHandler | None = None
         self._ctx: WireContext | None = None
-        self._last_warning: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-        self._log_lock = threading.Lock()
+        self._rejects = RejectLog(_SERVICE)
 
     @property
     def is_ready(self) -> bool:
@@ -379,7 +374,7 @@ class KeyServer:
                 log.exception("key service failed on a %s request", mtype)
                 body = ErrorReply(InternalError.reason, "the key service failed; see its log")
             if isinstance(body, ErrorReply):
-                self._reject(body.reason, f"{mtype} from {msg.header.sender}: {body.message}")
+                self._reject(body.reason, f"{mtype}: {body.message}", msg.header.sender)
         if delivery.reply_to is None:
             return None
         header = Header(reply_type(body), self.config.federation, KEYSERVER_ROUND, 0, KEYSERVER_SENDER)
@@ -387,16 +382,6 @@ class KeyServer:
         data = encode(header, body, signer, None if isinstance(body, ParamsReply) else ctx)
         return header.type.value, data
 
-    def _reject(self, reason: str, detail: str) -> None:
-        """Count a refusal; log at most one warning per reason per minute (with the count skipped)."""
-        MESSAGES_REJECTED.labels(service=_SERVICE, reason=reason).inc()
-        now = time.monotonic()
-        with self._log_lock:  # worker threads share the rate limiter
-            last = self._last_warning.get(reason)
-            if last is not None and now - last < _LOG_EVERY_S:
-                self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
-                return
-            self._last_warning[reason] = now
-            skipped = self._suppressed.pop(reason, 0)
-        more = f" ({skipped} more since the last warning)" if skipped else ""
-        log.warning("request rejected (%s): %s%s", reason, detail, more)
+    def _reject(self, reason: str, detail: str, sender: str | None = None) -> None:
+        """Count a refusal and log it once per (reason, sender)."""
+        self._rejects.record(reason, detail, sender)
