@@ -166,7 +166,7 @@ async def run_demo(
     status = status or DemoStatus()
     result = DemoResult(transport="amqp" if config.amqp_url else "inprocess")
     federation = config.federation or ("demo" if not config.amqp_url else f"demo-{uuid.uuid4().hex[:8]}")
-    for service in ("aggregator", "edge"):
+    for service in ("keyserver", "aggregator", "edge"):
         initialize_series(service)
     broker = InProcessBroker()
 

@@ -52,8 +52,9 @@ from prometheus_client.exposition import delete_from_gateway, push_to_gateway
 from prometheus_client.registry import CollectorRegistry
 
 from services.envconfig import env_float, env_int, env_str
-from shared.errors import ConfigurationError
-from shared.metrics import CLIPPED_VALUES, DROPOUTS, ROUND_RETRIES, ROUNDS_COMPLETED
+from shared import errors
+from shared.errors import ConfigurationError, WireError
+from shared.metrics import CLIPPED_VALUES, DROPOUTS, MESSAGES_REJECTED, ROUND_RETRIES, ROUNDS_COMPLETED
 
 __all__ = [
     "DEFAULT_METRICS_PORT",
@@ -92,16 +93,31 @@ _TEXT: Final = "text/plain; charset=utf-8"
 _LOG_FAILURE_EVERY_S: Final = 60.0
 
 
+#: The message gate's rejection reasons (WireError and its subclasses): malformed, stale, ...
+_GATE_REASONS: Final = tuple(
+    sorted(
+        {
+            cls.reason
+            for cls in (getattr(errors, name) for name in errors.__all__)
+            if isinstance(cls, type) and issubclass(cls, WireError) and cls is not WireError
+        }
+    )
+)
+
+
 def initialize_series(service: str) -> None:
     """Export 0 for the counters a healthy service may never increment, from the start.
 
-    Prometheus cannot tell "no dropouts yet" from "not exported": a labelled series
-    appears only once ``labels()`` was called, so a panel or alert on ``increase()``
-    of a counter that never fired shows "No data". The label values here are closed
-    sets (the aggregator's two timeout phases), so this adds a handful of series.
-    Rejections are not pre-declared: their ``reason`` set is large and zero rows
-    for each would crowd the "rejects by reason" panel.
+    A labelled series appears only once ``labels()`` was called. Until then a panel
+    on it shows "No data", and worse, ``increase()`` cannot see the first event: a
+    series born at 1 has no earlier sample to increase from, so the first rejected
+    message of a process would never show up in "rejects by reason". The label
+    values here are small closed sets (the gate's wire-level rejection reasons, the
+    aggregator's two timeout phases): a handful of series per process. Call it
+    before the first scrape, i.e. before starting the metrics server. Idempotent.
     """
+    for reason in _GATE_REASONS:
+        MESSAGES_REJECTED.labels(service, reason)
     if service == "aggregator":
         ROUND_RETRIES.labels(service)
         ROUNDS_COMPLETED.labels(service)
@@ -172,15 +188,14 @@ class MetricsServer:
         self._requested_port = port
         self._registry = registry
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._bound_port: int | None = None
+        self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self._closed = False
 
     @property
     def port(self) -> int:
         """The bound port (the requested one, or the ephemeral one chosen for ``port=0``)."""
-        if self._server is None or not self._server.sockets:
-            return self._requested_port
-        return int(self._server.sockets[0].getsockname()[1])
+        return self._requested_port if self._bound_port is None else self._bound_port
 
     @property
     def url(self) -> str:
@@ -197,6 +212,7 @@ class MetricsServer:
         self._server = await asyncio.start_server(
             self._on_connection, self.host, self._requested_port, limit=MAX_REQUEST_BYTES
         )
+        self._bound_port = int(self._server.sockets[0].getsockname()[1])
         log.info("metrics, healthz and readyz on %s", self.url)
 
     async def close(self) -> None:
@@ -207,8 +223,11 @@ class MetricsServer:
         server, self._server = self._server, None
         if server is not None:
             server.close()
-        for task in list(self._connections):
-            task.cancel()
+        # Aborting the sockets ends every handler through its own error path (EOF while reading,
+        # ConnectionError while writing); cancelling them instead would make asyncio's stream
+        # machinery log the CancelledError as an unhandled exception.
+        for writer in self._connections.values():
+            writer.transport.abort()
         if self._connections:
             await asyncio.gather(*self._connections, return_exceptions=True)
         if server is not None:
@@ -226,7 +245,7 @@ class MetricsServer:
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
+        self._connections[task] = writer
         try:
             if len(self._connections) > MAX_CONNECTIONS:
                 await self._respond(writer, 503, b"too many connections\n", head=False)
@@ -240,7 +259,7 @@ class MetricsServer:
             with contextlib.suppress(Exception):
                 await self._respond(writer, 500, b"internal error\n", head=False)
         finally:
-            self._connections.discard(task)
+            self._connections.pop(task, None)
             writer.close()
             with contextlib.suppress(ConnectionError, asyncio.CancelledError):
                 await writer.wait_closed()

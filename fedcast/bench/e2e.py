@@ -249,6 +249,7 @@ class _Cell:
     children: list[_Child] = field(default_factory=list)
     files: list[IO[bytes]] = field(default_factory=list)
     endpoints: list[str] = field(default_factory=list)
+    tasks: list[asyncio.Future[Any]] = field(default_factory=list)  # cancelled after the children stop
 
     async def spawn(
         self, name: str, argv: Sequence[str], env: dict[str, str], *, pipe: str | None = None
@@ -287,6 +288,9 @@ class _Cell:
                     with contextlib.suppress(ProcessLookupError):
                         child.process.kill()
             await asyncio.gather(*pending, return_exceptions=True)
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
         for log in self.files:
             log.close()
 
@@ -522,7 +526,7 @@ async def _fedcast_cell(
         "FEDCAST_READY_WINDOW_S": "5",  # re-announce every 5 s while edges are still starting
         "FEDCAST_UPLOAD_TIMEOUT_S": str(config.cell_timeout_s),
         "FEDCAST_RESPONSE_TIMEOUT_S": str(config.cell_timeout_s),
-        "FEDCAST_ROUNDS": str(total_rounds),
+        "FEDCAST_ROUNDS": str(total_rounds + 1),  # still serving /metrics when the last one is read
         "FEDCAST_METRICS_PORT": str(metrics_port),  # ... except the aggregator's, scraped per round
         "FEDCAST_LOG_LEVEL": "INFO",
     }
@@ -547,26 +551,21 @@ async def _fedcast_cell(
         edges.append(await cell.spawn(cid, [*_fedcast_cli(), "edge"], edge_env))
     setup_s = time.perf_counter() - started
     marks: list[_RoundMark] = []
-    use_metrics: bool | None = None
     last_histogram = (0.0, 0.0)
-    assert aggregator.process.stderr is not None
+    enough = asyncio.Event()
     log_file = cell.root / "logs" / "aggregator.log"
 
     async def read_rounds() -> None:
-        nonlocal use_metrics, last_histogram
+        """Follow the aggregator's log until it exits (never leave its pipe full)."""
+        nonlocal last_histogram
         assert aggregator.process.stderr is not None
         with log_file.open("ab") as log:
-            while len(marks) < total_rounds:
-                line = await aggregator.process.stderr.readline()
-                if not line:
-                    raise E2EBenchError(
-                        f"the aggregator exited after {len(marks)} rounds:\n{_tail(log_file)}"
-                    )
+            while line := await aggregator.process.stderr.readline():
                 log.write(line)
                 log.flush()
                 text = line.decode(errors="replace")
                 match = _COMPLETE.search(text)
-                if match is None:
+                if match is None or enough.is_set():
                     continue
                 published, delivered = relay.snapshot()
                 stamp_match = _STAMP.match(text)
@@ -576,30 +575,29 @@ async def _fedcast_cell(
                     else None
                 )
                 seconds = None
-                if use_metrics is not False:
-                    histogram = await asyncio.to_thread(_scrape_round_histogram, metrics_port)
-                    use_metrics = histogram is not None
-                    if histogram is not None:
-                        delta_count = histogram[1] - last_histogram[1]
-                        if delta_count >= 1:
-                            seconds = (histogram[0] - last_histogram[0]) / delta_count
-                        last_histogram = histogram
+                histogram = await asyncio.to_thread(_scrape_round_histogram, metrics_port)
+                if histogram is not None:
+                    if histogram[1] - last_histogram[1] == 1:  # else: this round from the log stamps
+                        seconds = histogram[0] - last_histogram[0]
+                    last_histogram = histogram
                 round_id, members = int(match.group(1)), int(match.group(2))
                 marks.append(_RoundMark(round_id, members, seconds, stamp, published, delivered))
                 say(f"fedcast N={n_clients}: round {round_id} complete ({members} members)")
-            # drain the rest of the log so the aggregator never blocks on a full pipe
-            while line := await aggregator.process.stderr.readline():
-                log.write(line)
+                if len(marks) >= total_rounds:
+                    enough.set()
+        if not enough.is_set():
+            raise E2EBenchError(f"the aggregator exited after {len(marks)} rounds:\n{_tail(log_file)}")
 
     reader = asyncio.ensure_future(read_rounds())
+    cell.tasks.append(reader)  # follows the log until the aggregator is stopped
     watcher = asyncio.ensure_future(_watch([keyserver, *edges]))
+    waiter = asyncio.ensure_future(enough.wait())
     try:
         async with asyncio.timeout(config.cell_timeout_s):
-            done, _ = await asyncio.wait({reader, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({reader, watcher, waiter}, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 task.result()  # raises the failure
             rss = _peak_rss_mb(edges)
-            await asyncio.wait_for(aggregator.process.wait(), timeout=60)
     except TimeoutError:
         raise E2EBenchError(
             f"fedcast N={n_clients}: timed out after {config.cell_timeout_s:.0f} s with {len(marks)} "
@@ -607,9 +605,12 @@ async def _fedcast_cell(
         ) from None
     finally:
         watcher.cancel()
-        reader.cancel()
-        await asyncio.gather(watcher, reader, return_exceptions=True)
-    source = "aggregator /metrics" if use_metrics else "aggregator log stamps"
+        waiter.cancel()
+        await asyncio.gather(watcher, waiter, return_exceptions=True)
+    scraped = sum(m.seconds is not None for m in marks[config.warmup_rounds :])
+    source = {0: "aggregator log stamps", config.rounds: "aggregator /metrics"}.get(
+        scraped, f"aggregator /metrics ({scraped}), log stamps ({config.rounds - scraped})"
+    )
     row = _summarize("fedcast", config, n_clients, marks, source)
     row.update(setup_s=setup_s, cell_s=time.perf_counter() - started, edge_peak_rss_mb=rss)
     return row
@@ -856,6 +857,10 @@ async def _cleanup(cell: _Cell, relay: _CountingRelay, config: E2EBenchConfig) -
 
 
 async def _run_all(config: E2EBenchConfig, say: Any) -> list[dict[str, Any]]:
+    main_task = asyncio.current_task()
+    if main_task is not None:  # SIGTERM stops the bench like Ctrl-C: cancel, then clean up
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     rows: list[dict[str, Any]] = []
     for n_clients in config.n_clients:
         by_scheme: dict[str, dict[str, Any]] = {}
@@ -877,7 +882,10 @@ def run_e2e_bench(
 ) -> list[dict[str, Any]]:
     """Run every (N, scheme) cell over the broker; one row per cell (see the module docstring)."""
     say = progress or (lambda message: None)
-    return asyncio.run(_run_all(config, say))
+    try:
+        return asyncio.run(_run_all(config, say))
+    except asyncio.CancelledError:  # SIGTERM (Ctrl-C raises KeyboardInterrupt itself)
+        raise KeyboardInterrupt from None
 
 
 def notes(config: E2EBenchConfig) -> Sequence[str]:

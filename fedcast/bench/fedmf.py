@@ -185,6 +185,11 @@ class FedMFBenchConfig:
     seed: int = 0
 
     @classmethod
+    def quick(cls) -> FedMFBenchConfig:
+        """About a minute: 61 users (a tenth), 40 items, real 2048-bit group, 1024-bit Paillier only."""
+        return cls(n_users=61, item_counts=(40,), paillier_bits=(1024,), paillier_budget_s=5.0)
+
+    @classmethod
     def small(cls) -> FedMFBenchConfig:
         """Seconds, not minutes: 20 users, 5 items, 4 dims, 512-bit Paillier, insecure group."""
         return cls(

@@ -7,7 +7,7 @@ Three kinds of rows:
   the AES envelope with the model, train (FedMF, one production line, 100 latent
   dims), encode, pack, encrypt, and answer a challenge of ``members`` real
   first components (all checked, as :func:`respond_to_challenge` does).
-  ``peak RSS`` is the subprocess's ``ru_maxrss``.
+  ``peak RSS`` is the subprocess's high-water RSS (``VmHWM``).
 * ``aggregator``: N clients x n parameters. The aggregator runs in its own
   process (spawned), so its peak RSS is its own; it receives each upload as
   fixed-width bytes (the wire widths), validates and folds it, issues the
@@ -139,6 +139,11 @@ class ScaleBenchConfig:
     seed: int = 0
 
     @classmethod
+    def quick(cls) -> ScaleBenchConfig:
+        """About a minute: 10 clients x 10,000 params, the Pi run at 10,000 params."""
+        return cls(n_clients=(10,), n_params=(10_000,), pi_params=10_000)
+
+    @classmethod
     def small(cls) -> ScaleBenchConfig:
         """For tests: an insecure 512-bit group, tiny sizes, a Pi run with a loose limit."""
         return cls(
@@ -158,7 +163,19 @@ class ScaleBenchConfig:
 
 
 def _peak_rss_bytes() -> int:
-    """This process's peak resident set (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    """This process's peak resident set since it exec'd.
+
+    Linux ``VmHWM`` (per address space, so it restarts at exec); not ``ru_maxrss``,
+    which Linux carries across exec and would include the parent's RSS at fork.
+    Elsewhere ``ru_maxrss`` (KiB on Linux, bytes on macOS) is the fallback.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
@@ -564,7 +581,7 @@ def scale_notes(config: ScaleBenchConfig) -> list[str]:
     return [
         "client/pi rows: one subprocess per row; tables built once (tables_s in JSON), then one round = "
         f"open envelope + train + encode/pack/encrypt + answer a challenge over {config.challenge_members} "
-        "members; peak RSS = ru_maxrss of that subprocess (interpreter and numpy included)",
+        "members; peak RSS = VmHWM of that subprocess (interpreter and numpy included)",
         "aggregator rows: the aggregator runs alone in a spawned process fed fixed-width uploads; N real "
         "clients encrypt N different vectors with their own keys (no re-use); responses are R^sk_i with "
         "the real keys, client-side challenge checks skipped (a client cost); RSS delta = peak minus the "

