@@ -109,6 +109,9 @@ def _keyserver_config(args: argparse.Namespace) -> KeyServerConfig:
 def _cmd_keyserver(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     config = _keyserver_config(args)
+    if args.action in ("add-device", "revoke"):
+        # The operator may provision devices before the first start created the state dir.
+        config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if args.action == "serve":
         asyncio.run(_serve_keyserver(config, _amqp_url(args), _observability(args)))
     elif args.action == "add-device":
