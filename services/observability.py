@@ -204,14 +204,20 @@ class MetricsServer:
         return f"http://{host}:{self.port}"
 
     async def start(self) -> None:
-        """Bind and start serving; idempotent. Raises ``OSError`` if the port is taken."""
+        """Bind and start serving; idempotent. Raises ConfigurationError if the port is taken."""
         if self._closed:
             raise RuntimeError("metrics server is closed")
         if self._server is not None:
             return
-        self._server = await asyncio.start_server(
-            self._on_connection, self.host, self._requested_port, limit=MAX_REQUEST_BYTES
-        )
+        try:
+            self._server = await asyncio.start_server(
+                self._on_connection, self.host, self._requested_port, limit=MAX_REQUEST_BYTES
+            )
+        except OSError as exc:  # typically two services on one host with the default port
+            raise ConfigurationError(
+                f"cannot serve metrics on {self.host}:{self._requested_port}: {exc.strerror or exc}; "
+                "set FEDCAST_METRICS_PORT (0 disables)"
+            ) from exc
         self._bound_port = int(self._server.sockets[0].getsockname()[1])
         log.info("metrics, healthz and readyz on %s", self.url)
 

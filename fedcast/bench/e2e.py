@@ -82,6 +82,7 @@ SCHEMES = ("plaintext", "fedcast")
 
 JSON_KEYS = (
     "scheme",
+    "federation",
     "n_clients",
     "n_params",
     "rounds",
@@ -612,7 +613,12 @@ async def _fedcast_cell(
         scraped, f"aggregator /metrics ({scraped}), log stamps ({config.rounds - scraped})"
     )
     row = _summarize("fedcast", config, n_clients, marks, source)
-    row.update(setup_s=setup_s, cell_s=time.perf_counter() - started, edge_peak_rss_mb=rss)
+    row.update(
+        federation=cell.federation,
+        setup_s=setup_s,
+        cell_s=time.perf_counter() - started,
+        edge_peak_rss_mb=rss,
+    )
     return row
 
 
@@ -708,7 +714,12 @@ async def _plaintext_cell(
         reader.cancel()
         await asyncio.gather(watcher, reader, return_exceptions=True)
     row = _summarize("plaintext", config, n_clients, marks, "runner aggregator clock")
-    row.update(setup_s=setup_s, cell_s=time.perf_counter() - started, edge_peak_rss_mb=rss)
+    row.update(
+        federation=cell.federation,
+        setup_s=setup_s,
+        cell_s=time.perf_counter() - started,
+        edge_peak_rss_mb=rss,
+    )
     return row
 
 

@@ -25,7 +25,8 @@ from services.envconfig import env_float, env_hex, env_int, env_optional_int, en
 from services.keyfiles import load_or_create_aggregator_key, load_or_create_signing_key
 from services.keyserver.client import KeyServiceClient
 from services.runtime import MessageGate, Outbox, retry_while_unreachable
-from shared.errors import ConfigurationError, FedcastError, TransportError
+from shared.errors import ConfigurationError, FedcastError, KeyStorageError, TransportError
+from shared.keystore import read_json, write_json_atomic
 from shared.learning.tasks import FedAvgServerTask, FedMFServerTask, ServerTask, TaskSpec
 from shared.metrics import (
     AGGREGATE_SECONDS,
@@ -48,6 +49,10 @@ __all__ = ["AggregatorConfig", "AggregatorService", "server_task"]
 
 log = logging.getLogger(__name__)
 SERVICE = "aggregator"
+ATTEMPT_FILE = "attempt.json"
+_OPENING = frozenset({MessageType.ANNOUNCE, MessageType.ENVELOPE})
+_UNKNOWN_TTL_S = 30.0  # an enrolling device is looked up again after this
+_UNKNOWN_CACHE_SIZE = 10_000
 SENDER = "aggregator"
 
 
@@ -134,6 +139,9 @@ class AggregatorService:
         self.finished = asyncio.Event()
         self._started = False
         self._fold_seconds = 0.0
+        self._persisted_attempt = (0, -1)
+        self._unknown: dict[str, float] = {}  # sender -> until when it is known to be unregistered
+        self._closing = False
         self._checkpoints = CheckpointStore(config.state_dir / "checkpoint")
 
     @property
@@ -180,6 +188,7 @@ class AggregatorService:
         if rounds.min_online < min_online:  # the federation's minimum is a floor, never lowered
             rounds = RoundConfig(**{**rounds.__dict__, "min_online": min_online})
         self._ctx = WireContext.from_group(params.group)
+        resume_round = 1 if checkpoint is None else checkpoint.round + 1
         self.machine = AggregatorMachine(
             federation=cfg.federation,
             params=params,
@@ -188,7 +197,8 @@ class AggregatorService:
             config=rounds,
             verify_first=self._verify_first,
             model=None if checkpoint is None else checkpoint.model,
-            round_id=1 if checkpoint is None else checkpoint.round + 1,
+            round_id=resume_round,
+            attempt=self._first_attempt(resume_round),
         )
         if checkpoint is not None:
             log.info("resuming after round %d from %s", checkpoint.round, self._checkpoints.directory)
@@ -275,6 +285,9 @@ class AggregatorService:
                 ROUND_RETRIES.labels(SERVICE).inc()
                 DROPOUTS.labels(SERVICE, str(event.data["phase"])).inc(int(event.data["dropouts"]))
                 log.warning("round %d attempt %d failed: %s", event.round, event.attempt, event.data)
+            elif event.kind == "round_failed":  # the aggregate did not decrypt: the round restarts
+                ROUND_RETRIES.labels(SERVICE).inc()
+                log.warning("round %d attempt %d restarted: %s", event.round, event.attempt, event.data)
             elif event.kind == "phase":
                 PHASE_SECONDS.labels(SERVICE, str(event.data["phase"])).observe(float(event.data["seconds"]))
             elif event.kind == "round_completed":
@@ -285,10 +298,16 @@ class AggregatorService:
     async def _verify_key_of(self, sender: str) -> bytes | None:
         entry = self._registry.get(sender)
         if entry is None:
+            now = time.monotonic()
+            if self._unknown.get(sender, 0.0) > now:
+                return None  # asked recently: a flood of invented ids costs no key-service calls
             # A failed lookup raises (counted as transport_error / request_timeout), not "unknown".
             found = await self._keys.get_keys([sender])
             entry = found.get(sender)
             if entry is None:
+                if len(self._unknown) >= _UNKNOWN_CACHE_SIZE:
+                    self._unknown.clear()
+                self._unknown[sender] = now + _UNKNOWN_TTL_S
                 return None
             self._registry[sender] = entry
         return None if entry.revoked else entry.verify_key
@@ -300,6 +319,8 @@ class AggregatorService:
         )
 
     async def _on_delivery(self, delivery: Delivery) -> None:
+        if self._closing:  # shutting down: the next life restarts the round with a new attempt
+            return
         msg = await self._gate.admit(delivery)
         if msg is None:
             return
@@ -326,7 +347,37 @@ class AggregatorService:
         assert isinstance(msg.body, Response)
         return machine.on_response(h.sender, h.round, h.attempt, msg.body)
 
+    def _first_attempt(self, round_id: int) -> int:
+        """One past the last attempt this aggregator opened in ``round_id`` before a restart."""
+        path = self.config.state_dir / ATTEMPT_FILE
+        if not path.exists():
+            return 0
+        saved = read_json(path)
+        try:
+            if int(saved["round"]) == round_id:
+                return int(saved["attempt"]) + 1
+        except (KeyError, TypeError, ValueError) as exc:
+            raise KeyStorageError(f"{path} is malformed") from exc
+        return 0
+
+    async def _persist_attempt(self, outgoing: list[Outgoing]) -> None:
+        # Written before an announcement or envelope of a new attempt leaves: after a crash
+        # the next life starts above it, so no client is ever asked to encrypt twice for one
+        # (round, attempt) (clients refuse that, and would stall the round until a timeout).
+        opened = [(o.round, o.attempt) for o in outgoing if o.type in _OPENING]
+        if not opened or max(opened) <= self._persisted_attempt:
+            return
+        self._persisted_attempt = max(opened)
+        round_id, attempt = self._persisted_attempt
+        await asyncio.to_thread(
+            write_json_atomic,
+            self.config.state_dir / ATTEMPT_FILE,
+            {"round": round_id, "attempt": attempt},
+            secret=False,
+        )
+
     async def _send(self, outgoing: list[Outgoing]) -> None:
+        await self._persist_attempt(outgoing)
         try:
             await self._outbox.send(outgoing)
         except TransportError as exc:
@@ -334,6 +385,7 @@ class AggregatorService:
             log.warning("send failed: %s", exc)
 
     async def close(self) -> None:
+        self._closing = True
         if self.machine is not None and self.machine.stage.value != "stopped":
             self.machine.stop()
         await self.transport.close()

@@ -117,8 +117,12 @@ class AggregatorMachine:
         verify_first: FirstVerifier,
         model: FloatArray | None = None,
         round_id: int = 1,
+        attempt: int = 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``attempt`` is where the round's attempt numbers start: a restarted aggregator
+        resuming a round it had already opened must not reuse an attempt number, since
+        every client encrypts and answers at most once per (round, attempt)."""
         self.federation = federation
         self.params = params
         self.secret = secret
@@ -136,8 +140,10 @@ class AggregatorMachine:
         self.model = task.initial_model() if model is None else np.asarray(model, dtype=np.float64)
         if self.model.shape != (task.spec.model_size,):
             raise ConfigurationError("model does not match the task")
+        if attempt < 0:
+            raise ConfigurationError("attempt must be >= 0")
         self.round = round_id
-        self.attempt = 0
+        self.attempt = attempt
         self.stage = Stage.IDLE
         self._stage_since = clock()
         self.deadline: float | None = None

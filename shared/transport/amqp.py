@@ -282,6 +282,8 @@ class AmqpTransport(Transport):
             raise RequestTimeoutError(f"no reply from {endpoint!r} within {timeout} s") from exc
         finally:
             del self._pending[correlation_id]
+            if future.done() and not future.cancelled():
+                future.exception()  # mark a close()-time failure as seen: no "never retrieved" log
 
     def _open_channel(self) -> aio_pika.abc.AbstractRobustChannel:
         if self._closed:

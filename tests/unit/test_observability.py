@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from fedcast.cli import build_parser
 from fedcast.services_cli import _observed
 from services.observability import (
     MAX_REQUEST_BYTES,
@@ -153,7 +154,26 @@ async def test_a_silent_client_neither_blocks_others_nor_close(caplog: pytest.Lo
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+async def test_a_taken_port_is_a_configuration_error() -> None:
+    async with MetricsServer(lambda: True, port=0, host="127.0.0.1") as first:
+        second = MetricsServer(lambda: True, port=first.port, host="127.0.0.1")
+        with pytest.raises(ConfigurationError, match="FEDCAST_METRICS_PORT"):
+            await second.start()
+        await second.close()
+
+
 # -- configuration -----------------------------------------------------------------------------------
+
+
+def test_metrics_port_flags() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["aggregator", "--metrics-port", "9200"]).metrics_port == 9200
+    assert parser.parse_args(["edge", "--metrics-port", "0"]).metrics_port == 0
+    assert parser.parse_args(["keyserver", "--metrics-port", "9201"]).metrics_port == 9201
+    assert parser.parse_args(["keyserver", "--metrics-port", "9202", "serve"]).metrics_port == 9202
+    assert not hasattr(parser.parse_args(["aggregator"]), "metrics_port")  # falls back to the env
+    assert parser.parse_args(["demo", "--metrics-port", "9300"]).metrics_port == 9300
+    assert parser.parse_args(["demo"]).metrics_port == 0  # the demo serves only when asked
 
 
 def test_config_from_env_defaults_overrides_and_validation() -> None:
@@ -217,7 +237,7 @@ def gateway() -> Iterator[FakeGateway]:
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     fake.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield fake

@@ -90,6 +90,15 @@ class Pulse:
     def notify(self) -> None:
         self._event.set()
 
+    async def wait_for_event(self, event: asyncio.Event, what: str, timeout: float = WAIT_S) -> None:
+        """Until ``event`` is set (the checks still run, so a dead service fails the wait)."""
+        watcher = asyncio.ensure_future(event.wait())
+        watcher.add_done_callback(lambda _: self.notify())
+        try:
+            await self.wait_until(event.is_set, what, timeout)
+        finally:
+            watcher.cancel()
+
     async def wait_until(self, predicate: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
         try:
             async with asyncio.timeout(timeout):
@@ -387,7 +396,9 @@ class Federation:
             "rounds": self.rounds,
             "allow_insecure_test_group": not self.real_group,
         } | overrides
-        service = cls(AggregatorConfig(self.aggregator_dir, **settings), self.transport(name), on_round=record)
+        service = cls(
+            AggregatorConfig(self.aggregator_dir, **settings), self.transport(name), on_round=record
+        )
         if isinstance(service, ProbeAggregator):
             service.pulse = self.pulse
         return service
@@ -402,7 +413,9 @@ class Federation:
     def run_aggregator(self, aggregator: AggregatorService, stop: asyncio.Event) -> asyncio.Task[None]:
         return self.run(f"aggregator-{id(aggregator)}", aggregator.run(stop))
 
-    def edge(self, cid: str, cls: type[EdgeClientService] = EdgeClientService, **kwargs: Any) -> EdgeClientService:
+    def edge(
+        self, cid: str, cls: type[EdgeClientService] = EdgeClientService, **kwargs: Any
+    ) -> EdgeClientService:
         def committed(round_id: int, ok: bool) -> None:
             if ok:
                 self.log.commits.setdefault(cid, []).append(round_id)
@@ -432,7 +445,8 @@ class Federation:
         edges = [self.edge(cid, cls, **kwargs) for cid in ids]
         for edge in edges:
             self.run(edge.config.client_id, edge.run(self.edge_stop))
-        await self.pulse.wait_until(lambda: all(e.ready.is_set() for e in edges), f"edges {list(ids)} ready")
+        for edge in edges:
+            await self.pulse.wait_for_event(edge.ready, f"edge {edge.config.client_id} to be ready")
         return edges
 
     # -- waiting and checking --------------------------------------------------------------------

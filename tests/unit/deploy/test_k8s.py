@@ -434,9 +434,13 @@ def test_prometheus_scrape_config_is_valid_yaml(overlay: str) -> None:
         if d["metadata"]["name"].startswith("fedcast-prometheus")
     )
     config = yaml.safe_load(scrape["data"]["fedcast-scrape.yml"])
-    (job,) = config["scrape_configs"]
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    job = jobs["fedcast"]
     assert job["kubernetes_sd_configs"][0]["role"] == "pod"
     assert any(r.get("action") == "keep" for r in job["relabel_configs"])
+    # edge pods are labelled with the client id, the same instance a device pushes
+    assert any(r.get("target_label") == "instance" for r in job["relabel_configs"])
+    assert jobs["fedcast-pushgateway"]["honor_labels"] is True
 
 
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
