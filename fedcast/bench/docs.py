@@ -85,6 +85,8 @@ def machine_report() -> dict[str, str]:
     import numpy
 
     memory = _read("/proc/meminfo", "MemTotal")
+    if memory and memory.endswith(" kB") and memory[:-3].strip().isdigit():
+        memory = f"{int(memory[:-3]) / 1024**2:.1f} GiB"
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     return {
         "cpu": _read("/proc/cpuinfo", "model name") or platform.processor() or platform.machine(),
@@ -118,10 +120,8 @@ def _crypto(quick: bool, progress: Progress) -> Section:
     if elgamal:
         rates = [r["client_params_per_s"] for r in elgamal]
         largest = max(elgamal, key=lambda r: (r["n_params"], r["n_clients"]))
-        section.prose.append(
-            f"Client encryption: {min(rates):,.0f}-{max(rates):,.0f} parameters/s on one core "
-            "(target >= 150,000)."
-        )
+        span = f"{min(rates):,.0f}" if len(rates) == 1 else f"{min(rates):,.0f}-{max(rates):,.0f}"
+        section.prose.append(f"Client encryption: {span} parameters/s on one core (target >= 150,000).")
         section.prose.append(
             f"Wire: {largest['bytes_per_param']:.2f} bytes per parameter at {largest['n_params']:,} "
             f"parameters (target <= 8.5), {largest['ratio_to_float32']:.2f}x float32."
@@ -203,10 +203,9 @@ def _learning(quick: bool, p_bits: int, progress: Progress) -> Section:
         f"Secure vs plaintext RMSE: {100 * (sec - plain) / plain:+.5f} % (target within 0.5 %); plaintext "
         f"FedMF vs centralized: {abs(plain - result['rmse_centralized']):.1e} (the float32 wire)."
     )
-    for row in rows:
-        row["rmse"] = float(f"{row['rmse']:.6f}")
-        if row["mae"] is not None:
-            row["mae"] = float(f"{row['mae']:.6f}")
+    for row in rows:  # six decimals: parity is the point of this table
+        row["rmse"] = f"{row['rmse']:.6f}"
+        row["mae"] = None if row["mae"] is None else f"{row['mae']:.6f}"
     return section
 
 
@@ -330,8 +329,8 @@ def _scale(quick: bool, progress: Progress) -> Section:
     for r in rows:
         if r["kind"] == "pi" and r["status"] == "ok":
             section.prose.append(
-                f"Pi-class client (one core, {r['limits']}, tables {r['table_budget_mb']} MB): "
-                f"{r['round_s']:.2f} s per round at {r['n_params']:,} parameters, peak RSS "
+                f"Pi-class client ({r['limits']}, tables {r['table_budget_mb']} MB): "
+                f"{r['round_s']:.3g} s per round at {r['n_params']:,} parameters, peak RSS "
                 f"{r['peak_rss_mb']:.0f} MB. These constraints run on this x86 machine; an ARM Pi core is "
                 "slower, so treat the seconds as a lower bound."
             )

@@ -9,14 +9,15 @@ Three kinds of rows:
   first components (all checked, as :func:`respond_to_challenge` does).
   ``peak RSS`` is the subprocess's high-water RSS (``VmHWM``).
 * ``aggregator``: N clients x n parameters. The aggregator runs in its own
-  process (spawned), so its peak RSS is its own; it receives each upload as
-  fixed-width bytes (the wire widths), validates and folds it, issues the
-  challenge, folds N responses, decrypts, unpacks and decodes, and checks the
-  result against the expected sum. The N uploads are N real encryptions by N
-  real member keys of N different vectors (the aggregator's fold cost does not
-  depend on the plaintext, but nothing is re-used or re-randomized); responses
-  are ``R^sk_i`` computed with the real secret keys, without the client-side
-  challenge checks (a client cost, measured in the ``client`` rows and
+  process (``python -m fedcast.bench.scale --aggregator-child``), so its peak
+  RSS is its own. It receives each upload as fixed-width bytes (the wire
+  widths), validates and folds it, issues the challenge, folds N responses,
+  decrypts, unpacks and decodes, and checks the result against the expected
+  sum. The N uploads are N real encryptions by N real member keys of N
+  different vectors (the aggregator's fold cost does not depend on the
+  plaintext, but nothing is re-used or re-randomized); responses are
+  ``R^sk_i`` computed with the real secret keys, without the client-side
+  challenge checks (a client cost, measured in the ``client`` rows and in
   ``bench fedmf``). A cell whose projected upload generation (N x the measured
   client encryption time) exceeds the per-cell budget is skipped and listed
   with its projection; so is a cell whose aggregator state would not fit the
@@ -34,7 +35,6 @@ Three kinds of rows:
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import resource
 import shutil
@@ -330,8 +330,34 @@ def _run_client_subprocess(
 # -- the aggregator process -------------------------------------------------------------------
 
 
-def _aggregator_child(conn: Connection, secret: AggregatorSecretKey, n_params: int, n_clients: int) -> None:
-    """Spawned: the aggregator alone, fed fixed-width uploads over a pipe; reports times and RSS."""
+class _Duplex:
+    """Two one-way pipes as one connection (send/recv of our own objects between our own processes)."""
+
+    def __init__(self, read_fd: int, write_fd: int) -> None:
+        self._in = Connection(read_fd, writable=False)
+        self._out = Connection(write_fd, readable=False)
+
+    def send(self, obj: Any) -> None:
+        self._out.send(obj)
+
+    def send_bytes(self, data: bytes) -> None:
+        self._out.send_bytes(data)
+
+    def recv(self) -> Any:
+        return self._in.recv()
+
+    def recv_bytes(self) -> bytes:
+        return self._in.recv_bytes()
+
+    def close(self) -> None:
+        self._in.close()
+        self._out.close()
+
+
+def _aggregator_child(conn: _Duplex) -> None:
+    """``--aggregator-child``: the aggregator alone, fed fixed-width uploads over a pipe; times and RSS."""
+    secret: AggregatorSecretKey = conn.recv()
+    n_params, n_clients = conn.recv()
     group = secret.group
     params = SystemParams(group, FixedPointEncoding(), max_clients=max(1000, n_clients))
     decryptor = Decryptor(secret)
@@ -403,11 +429,23 @@ def _aggregator_cell(
     seed: int,
 ) -> dict[str, Any]:
     """N real clients encrypt N different vectors; the aggregator process folds and decrypts."""
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    process = ctx.Process(target=_aggregator_child, args=(child, secret, n_params, n_clients))
-    process.start()
+    child_read, parent_write = os.pipe()
+    parent_read, child_write = os.pipe()
+    command = [
+        sys.executable,
+        "-m",
+        "fedcast.bench.scale",
+        "--aggregator-child",
+        str(child_read),
+        str(child_write),
+    ]
+    process = subprocess.Popen(command, pass_fds=(child_read, child_write))  # noqa: S603 - our own module
+    os.close(child_read)
+    os.close(child_write)
+    parent = _Duplex(parent_read, parent_write)
     try:
+        parent.send(secret)
+        parent.send((n_params, n_clients))
         params = SystemParams(group, FixedPointEncoding(), max_clients=max(1000, n_clients))
         ids = [f"client-{i:05d}" for i in range(n_clients)]
         members = keypairs[:n_clients]
@@ -440,9 +478,12 @@ def _aggregator_cell(
         parent.send(expected)
         result: dict[str, Any] = parent.recv()
     finally:
-        process.join(timeout=60)
-        if process.is_alive():  # pragma: no cover - only on a crash mid-protocol
-            process.terminate()
+        parent.close()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # pragma: no cover - only on a crash mid-protocol
+            process.kill()
+            process.wait()
     result["client_encrypt_s"] = encrypt_s / n_clients
     return result
 
@@ -582,7 +623,7 @@ def scale_notes(config: ScaleBenchConfig) -> list[str]:
         "client/pi rows: one subprocess per row; tables built once (tables_s in JSON), then one round = "
         f"open envelope + train + encode/pack/encrypt + answer a challenge over {config.challenge_members} "
         "members; peak RSS = VmHWM of that subprocess (interpreter and numpy included)",
-        "aggregator rows: the aggregator runs alone in a spawned process fed fixed-width uploads; N real "
+        "aggregator rows: the aggregator runs alone in its own process fed fixed-width uploads; N real "
         "clients encrypt N different vectors with their own keys (no re-use); responses are R^sk_i with "
         "the real keys, client-side challenge checks skipped (a client cost); RSS delta = peak minus the "
         "RSS after key set-up; every decrypted sum is checked against the expected sum",
@@ -594,10 +635,20 @@ def scale_notes(config: ScaleBenchConfig) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Subprocess entry point: ``python -m fedcast.bench.scale --client-child ARGS.json``."""
+    """Subprocess entry points: ``--client-child ARGS.json`` and ``--aggregator-child READ_FD WRITE_FD``."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) == 3 and args[0] == "--aggregator-child":
+        conn = _Duplex(int(args[1]), int(args[2]))
+        try:
+            _aggregator_child(conn)
+        finally:
+            conn.close()
+        return 0
     if len(args) != 2 or args[0] != "--client-child":
-        print("usage: python -m fedcast.bench.scale --client-child ARGS.json", file=sys.stderr)
+        print(
+            "usage: python -m fedcast.bench.scale --client-child ARGS.json | --aggregator-child R W",
+            file=sys.stderr,
+        )
         return 2
     spec = json.loads(Path(args[1]).read_text())
     group = _group_from_dict(spec["group"])

@@ -154,6 +154,7 @@ class AggregatorMachine:
         self._attempts_in_round = 0
         self._round_started = 0.0
         self._events: list[Event] = []
+        self._delivery_keys: dict[int, bytes] = {}
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -232,7 +233,12 @@ class AggregatorMachine:
         group = self.params.group
         out = []
         for member, pk in zip(online.members, online.public_keys, strict=True):
-            key = delivery_key(group, self.secret.delivery_secret, pk)
+            key = self._delivery_keys.get(int(pk))
+            if key is None:  # a DH exponentiation per member: derive once, keys are long-lived
+                key = delivery_key(group, self.secret.delivery_secret, pk)
+                if len(self._delivery_keys) >= self.params.max_clients * 4:
+                    self._delivery_keys.clear()  # bounded, whatever churn the registry sees
+                self._delivery_keys[int(pk)] = key
             sealed = seal_model(
                 key, plaintext, federation_id=self.federation, round_id=self.round, client_id=member
             )
