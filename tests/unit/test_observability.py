@@ -263,7 +263,8 @@ async def test_pusher_puts_the_registry_under_job_and_instance_then_deletes(gate
     initialize_series("edge")
     pusher = PushgatewayPusher(gateway.url, instance="line-07", interval_s=0.05)
     await pusher.start()
-    await _until(lambda: gateway.methods().count("PUT") >= 2, "two pushes")
+    # the pusher counts a push once the gateway answered: wait for both views to agree
+    await _until(lambda: gateway.methods().count("PUT") >= 2 and pusher.pushes >= 2, "two pushes")
     await pusher.close()
     await pusher.close()  # idempotent: one DELETE only
     method, path, body = gateway.requests[0]
