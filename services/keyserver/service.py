@@ -43,6 +43,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.keyfiles import load_or_create_signing_key
 from services.keyserver.handlers import KEYSERVER_SENDER, KeyServiceHandler, error_reply, reply_type
 from services.keyserver.store import RegistryStore, check_token
 from services.runtime import RejectLog
@@ -50,7 +51,7 @@ from shared.crypto.group import generate_group, insecure_test_group
 from shared.crypto.signing import SigningKeyPair
 from shared.encoding import DEFAULT_CLIP, DEFAULT_FRAC_BITS, FixedPointEncoding
 from shared.errors import ConfigurationError, FedcastError, InternalError, KeyStorageError
-from shared.keystore import read_json, read_secret_json, write_json_atomic
+from shared.keystore import read_json, write_json_atomic
 from shared.metrics import (
     MESSAGE_BYTES_RECEIVED,
     MESSAGE_BYTES_SENT,
@@ -324,12 +325,7 @@ class KeyServer:
             raise ConfigurationError(f"{PARAMS_FILE} does not match the configuration ({detail})")
 
     def _load_or_create_signer(self) -> SigningKeyPair:
-        path = self.config.state_dir / SIGNING_KEY_FILE
-        if path.exists():
-            signer = SigningKeyPair.from_secret_dict(read_secret_json(path))
-        else:
-            signer = SigningKeyPair.generate()
-            write_json_atomic(path, signer.to_secret_dict(), secret=True)
+        signer = load_or_create_signing_key(self.config.state_dir / SIGNING_KEY_FILE)
         public = {
             "format": "fedcast.keyserver-verify-key",
             "version": 1,
