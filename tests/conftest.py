@@ -28,3 +28,10 @@ def small_group() -> GroupParams:
 def group_2048() -> GroupParams:
     """A real 2048/256 group generated once with generate_group() and stored (validated on load)."""
     return GroupParams.from_dict(json.loads((DATA / "group-2048.json").read_text()))
+
+
+@pytest.fixture(scope="session")
+def group_2048_dsa() -> GroupParams:
+    """A real 2048/256 FIPS 186-4 DSA group (what session-1 key services generated): p - 1 has
+    small factors, so its elements are checked one exponentiation each, never in batches."""
+    return GroupParams.from_dict(json.loads((DATA / "group-2048-dsa.json").read_text()))

@@ -295,9 +295,12 @@ def _fedmf(quick: bool, movielens: str | None, progress: Progress) -> Section:
                 + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in parts.items())
                 + "; per iteration on the server: "
                 + ", ".join(f"{k} {v:.3f} s" for k, v in server.items())
-                + "). Answering the challenge checks all N first components (one subgroup exponentiation "
-                "each) and the aggregator checks every upload's A_i and B_i and every T_i, so both grow "
-                "with N; at N = 610 these checks, not encryption, dominate."
+                + "). Every group element is still validated: answering the challenge checks all N "
+                "first components, and the aggregator checks every upload's A_i and B_i and every T_i. "
+                "In the generated group (p = 2qq' + 1) each check is a Legendre symbol plus a share of one "
+                "batch test (random 128-bit exponents, one multi-exponentiation, one q-th power: "
+                "shared/crypto/batch.py) instead of a 256-bit exponentiation per element; a group of "
+                "another shape falls back to one exponentiation each."
             )
     if quick:
         section.prose.append(

@@ -25,7 +25,13 @@ from services.envconfig import env_float, env_hex, env_int, env_optional_int, en
 from services.keyfiles import load_or_create_aggregator_key, load_or_create_signing_key
 from services.keyserver.client import KeyServiceClient
 from services.runtime import MessageGate, Outbox, retry_while_unreachable
-from shared.errors import ConfigurationError, FedcastError, KeyStorageError, TransportError
+from shared.errors import (
+    ConfigurationError,
+    FedcastError,
+    InvalidGroupElementError,
+    KeyStorageError,
+    TransportError,
+)
 from shared.keystore import read_json, write_json_atomic
 from shared.learning.tasks import FedAvgServerTask, FedMFServerTask, ServerTask, TaskSpec
 from shared.metrics import (
@@ -285,6 +291,9 @@ class AggregatorService:
                 ROUND_RETRIES.labels(SERVICE).inc()
                 DROPOUTS.labels(SERVICE, str(event.data["phase"])).inc(int(event.data["dropouts"]))
                 log.warning("round %d attempt %d failed: %s", event.round, event.attempt, event.data)
+            elif event.kind == "invalid_element":  # caught by the batch check after it was admitted
+                detail, member = str(event.data["detail"]), str(event.data["member"])
+                self._gate.rejected.record(InvalidGroupElementError.reason, detail, member)
             elif event.kind == "round_failed":  # the aggregate did not decrypt: the round restarts
                 ROUND_RETRIES.labels(SERVICE).inc()
                 log.warning("round %d attempt %d restarted: %s", event.round, event.attempt, event.data)

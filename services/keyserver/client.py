@@ -26,6 +26,7 @@ from typing import TypeVar
 
 from services.keyserver.handlers import KEYSERVER_SENDER, check_aggregator_info
 from shared import errors
+from shared.crypto.batch import check_elements
 from shared.crypto.group import GroupParams
 from shared.crypto.keys import ClientKeyPair
 from shared.crypto.pok import enrollment_context, prove_possession
@@ -202,8 +203,11 @@ class KeyServiceClient:
         for entry in body.entries:
             if entry.client_id not in wanted:
                 raise MalformedMessageError(f"key service sent an entry for unrequested {entry.client_id!r}")
-            group.check_element(entry.elgamal_public, f"public key of {entry.client_id}")
             entries[entry.client_id] = entry
+        listed = body.entries
+        check_elements(
+            group, [e.elgamal_public for e in listed], lambda i: f"public key of {listed[i].client_id}"
+        )
         return entries
 
     async def _call(

@@ -23,6 +23,7 @@ import hmac
 import logging
 
 from services.keyserver.store import RegistryStore
+from shared.crypto.batch import check_elements
 from shared.crypto.group import GroupParams
 from shared.crypto.pok import enrollment_context, verify_possession
 from shared.errors import (
@@ -112,9 +113,8 @@ def check_aggregator_info(group: GroupParams, info: AggregatorInfo) -> None:
     """
     if not info.betas:
         raise InvalidKeyError("aggregator info has no segment keys")
-    for j, beta in enumerate(info.betas):
-        group.check_element(beta, f"beta_{j + 1}")
-    group.check_element(info.delivery, "delivery key D")
+    elements = [*info.betas, info.delivery]
+    check_elements(group, elements, lambda i: "delivery key D" if i == len(info.betas) else f"beta_{i + 1}")
     if len(set(info.betas)) != len(info.betas):
         raise InvalidKeyError("aggregator segment keys are not pairwise distinct")
 

@@ -28,6 +28,7 @@ from typing import Any
 import gmpy2
 from gmpy2 import mpz
 
+from shared.crypto.batch import check_elements, invalid_elements, screen_element
 from shared.crypto.fixedbase import CombShape, FixedBaseSet, pow_many_exponents
 from shared.crypto.group import GroupParams
 from shared.crypto.keys import AggregatorPublicKey, AggregatorSecretKey, ClientKeyPair
@@ -36,6 +37,7 @@ from shared.errors import (
     ChallengeRejectedError,
     CiphertextShapeError,
     DecryptionError,
+    InvalidGroupElementError,
     NotAMemberError,
     OnlineSetTooSmallError,
     PackingError,
@@ -92,7 +94,9 @@ class OnlineSet:
         members = tuple(sorted(keys))
         if len(members) != len(keys):  # pragma: no cover - dict keys are unique
             raise NotAMemberError("duplicate member ids")
-        pks = tuple(group.check_element(keys[m], f"public key of {m!r}") for m in members)
+        pks = tuple(
+            check_elements(group, [keys[m] for m in members], lambda i: f"public key of {members[i]!r}")
+        )
         if len(set(pks)) != len(pks):
             # Two ids with one key would let one client count as two members.
             raise AggregateKeyMismatchError("two members share a public key")
@@ -249,9 +253,11 @@ def respond_to_challenge(
         raise ChallengeRejectedError("the challenge's member list is not the online set encrypted for")
     if mpz(first_components[attempt.client_id]) != attempt.first:
         raise ChallengeRejectedError("the challenge carries a first component that is not ours")
-    checked = [group.check_element(first_components[m], f"A of {m!r}") for m in attempt.online.members]
-    r = group.check_element(challenge, "challenge R")
-    if compute_challenge(group, checked) != r:
+    members = attempt.online.members
+    checked = check_elements(group, [first_components[m] for m in members], lambda i: f"A of {members[i]!r}")
+    # R must equal the product of elements just validated, which makes it one as well.
+    r = compute_challenge(group, checked)
+    if not isinstance(challenge, int | mpz) or r != challenge:
         raise ChallengeRejectedError("R is not the product of the members' first components")
     attempt.answered = True
     return gmpy2.powmod(r, keypair.secret, group.p)
@@ -261,8 +267,14 @@ class Aggregation:
     """The aggregator's state for one round attempt: fold uploads, challenge, decrypt.
 
     Uploads are folded into E_agg, d and R as they arrive, so memory is one
-    upload's worth whatever |S| is. Each upload is validated completely before
-    anything is folded, so a bad upload never poisons the running aggregate.
+    upload's worth (plus two group elements per member) whatever |S| is. Every
+    upload is screened before it is folded: its shape, every segment a unit mod
+    p^2, A_i and B_i in range and (in a batch-verifiable group) quadratic
+    residues. Their remaining subgroup check runs for all members at once
+    (:meth:`verify_uploads`, one batch test) before the challenge; the T_i
+    likewise before decryption (:meth:`verify_responses`). A member caught
+    there has already been folded in, so the attempt cannot complete: the
+    caller retries it without that member (the protocol's dropout path).
     """
 
     def __init__(self, online: OnlineSet, n_segments: int, *, min_online: int = MIN_ONLINE) -> None:
@@ -276,8 +288,13 @@ class Aggregation:
         self._e_agg = [mpz(1)] * n_segments
         self._d = mpz(1)
         self._first: dict[str, mpz] = {}
+        self._first_values: set[mpz] = set()
+        self._second: dict[str, mpz] = {}
         self._t = mpz(1)
-        self._responded: set[str] = set()
+        self._shares: dict[str, mpz] = {}
+        self._unverified_uploads: list[str] = []
+        self._unverified_shares: list[str] = []
+        self._culprits: dict[str, str] = {}
 
     @property
     def uploaded(self) -> frozenset[str]:
@@ -285,7 +302,7 @@ class Aggregation:
 
     @property
     def responded(self) -> frozenset[str]:
-        return frozenset(self._responded)
+        return frozenset(self._shares)
 
     @property
     def missing_uploads(self) -> frozenset[str]:
@@ -293,10 +310,15 @@ class Aggregation:
 
     @property
     def missing_responses(self) -> frozenset[str]:
-        return frozenset(self.online.members) - self._responded
+        return frozenset(self.online.members) - self.responded
+
+    @property
+    def culprits(self) -> dict[str, str]:
+        """Members caught sending an invalid group element, with what was invalid."""
+        return dict(self._culprits)
 
     def add_upload(self, client_id: str, ciphertext: ClientCiphertext) -> None:
-        """Validate a member's ciphertext completely, then fold it in."""
+        """Screen a member's ciphertext completely but for the batched subgroup test, then fold it in."""
         self.online.key_of(client_id)  # raises NotAMemberError
         if client_id in self._first:
             raise ProtocolOrderError(f"{client_id!r} already uploaded in this attempt")
@@ -311,36 +333,72 @@ class Aggregation:
             # A valid E_ij is a unit mod p^2: in (0, p^2) and not divisible by p.
             if not 0 < e < p2 or e % p == 0:
                 raise CiphertextShapeError(f"segment ciphertext {j} is not a unit mod p^2")
-        first = group.check_element(ciphertext.first, f"A of {client_id!r}")
-        second = group.check_element(ciphertext.second, f"B of {client_id!r}")
-        if first in self._first.values():
+        first = screen_element(group, ciphertext.first, f"A of {client_id!r}")
+        second = screen_element(group, ciphertext.second, f"B of {client_id!r}")
+        if first in self._first_values:
             raise ProtocolOrderError("first component repeats another member's (replayed randomness)")
         self._e_agg = [a * e % p2 for a, e in zip(self._e_agg, segments, strict=True)]
         self._d = self._d * second % p
         self._first[client_id] = first
+        self._first_values.add(first)
+        self._second[client_id] = second
+        self._unverified_uploads.append(client_id)
+
+    def verify_uploads(self) -> dict[str, str]:
+        """Batch-check every A_i, B_i not yet checked; return the members caught (id -> what).
+
+        Empty when all are valid. Otherwise this attempt cannot complete (the
+        culprits are folded in): retry it without them.
+        """
+        pending, self._unverified_uploads = self._unverified_uploads, []
+        elements = [x for m in pending for x in (self._first[m], self._second[m])]
+        caught = {}
+        for i in invalid_elements(self.group, elements):
+            member = pending[i // 2]
+            caught[member] = f"{'AB'[i % 2]} of {member!r} is not in the order-q subgroup"
+        self._culprits.update(caught)
+        return caught
 
     def challenge(self) -> tuple[mpz, dict[str, mpz]]:
         """R and every member's first component A_i (what clients check before answering)."""
         if self.missing_uploads:
             raise ProtocolOrderError(f"uploads missing from {sorted(self.missing_uploads)}")
+        self.verify_uploads()
+        self._refuse_culprits()
         first = {m: self._first[m] for m in self.online.members}
         return compute_challenge(self.group, first.values()), first
 
     def add_response(self, client_id: str, response: Any) -> None:
-        """Fold in T_i after validating it as a group element."""
+        """Screen T_i (range, quadratic residue) and fold it in; batch-checked before decryption."""
         self.online.key_of(client_id)
         if self.missing_uploads:
             raise ProtocolOrderError("responses before the challenge")
-        if client_id in self._responded:
+        if client_id in self._shares:
             raise ProtocolOrderError(f"{client_id!r} already responded")
-        t = self.group.check_element(response, f"T of {client_id!r}")
+        t = screen_element(self.group, response, f"T of {client_id!r}")
         self._t = self._t * t % self.group.p
-        self._responded.add(client_id)
+        self._shares[client_id] = t
+        self._unverified_shares.append(client_id)
+
+    def verify_responses(self) -> dict[str, str]:
+        """Batch-check every T_i not yet checked; like :meth:`verify_uploads`."""
+        pending, self._unverified_shares = self._unverified_shares, []
+        bad = invalid_elements(self.group, [self._shares[m] for m in pending])
+        caught = {pending[i]: f"T of {pending[i]!r} is not in the order-q subgroup" for i in bad}
+        self._culprits.update(caught)
+        return caught
+
+    def _refuse_culprits(self) -> None:
+        if self._culprits:
+            members = sorted(self._culprits)
+            raise InvalidGroupElementError(f"invalid group elements from {members}: retry without them")
 
     def decrypt(self, key: AggregatorSecretKey | Decryptor) -> list[mpz]:
         """The segment sums M_j = sum_i m_ij; raises DecryptionError if anything is off."""
         if self.missing_responses:
             raise ProtocolOrderError(f"responses missing from {sorted(self.missing_responses)}")
+        self.verify_responses()
+        self._refuse_culprits()
         decryptor = key if isinstance(key, Decryptor) else Decryptor(key)
         if decryptor.n_segments != self.n_segments:
             raise DecryptionError("the secret key has a different number of segment keys")

@@ -20,6 +20,7 @@ from typing import Any
 import gmpy2
 from gmpy2 import mpz
 
+from shared.crypto.batch import check_elements
 from shared.crypto.group import GroupParams
 from shared.errors import InvalidKeyError
 
@@ -134,7 +135,8 @@ class AggregatorPublicKey:
         if not isinstance(raw, list) or not raw:
             raise InvalidKeyError("aggregator public key has no betas")
         try:
-            betas = tuple(group.check_element(int(str(b), 16), f"beta_{j + 1}") for j, b in enumerate(raw))
+            values = [int(str(b), 16) for b in raw]
+            betas = tuple(check_elements(group, values, lambda j: f"beta_{j + 1}"))
         except ValueError as exc:
             raise InvalidKeyError("a beta is not hex") from exc
         if len(set(betas)) != len(betas):

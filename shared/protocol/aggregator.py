@@ -261,6 +261,8 @@ class AggregatorMachine:
         self._signatures[sender] = upload.first_signature
         if self._aggregation.missing_uploads:
             return []
+        if self._caught(self._aggregation.verify_uploads()):
+            return self._attempt_failed("upload", self._aggregation.uploaded, cause="invalid upload")
         challenge, firsts = self._aggregation.challenge()
         listed = tuple(FirstComponent(m, int(a), self._signatures[m]) for m, a in firsts.items())
         body = Challenge(int(challenge), listed)
@@ -277,6 +279,8 @@ class AggregatorMachine:
         assert self._aggregation is not None
         self._aggregation.add_response(sender, response.share)
         if not self._aggregation.missing_responses:
+            if self._caught(self._aggregation.verify_responses()):
+                return self._attempt_failed("response", self._aggregation.responded, cause="invalid response")
             self._to(Stage.DECRYPTING)
             self.deadline = None
         return []
@@ -342,24 +346,36 @@ class AggregatorMachine:
             return [Outgoing(None, MessageType.ANNOUNCE, self.round, self.attempt, body)]
         if self.stage == Stage.COLLECTING_UPLOADS:
             assert self._aggregation is not None
+            self._caught(self._aggregation.verify_uploads())  # no culprit among the survivors
             return self._attempt_failed("upload", self._aggregation.uploaded)
         if self.stage == Stage.COLLECTING_RESPONSES:
             assert self._aggregation is not None
+            self._caught(self._aggregation.verify_responses())
             return self._attempt_failed("response", self._aggregation.responded)
         return []
 
-    def _attempt_failed(self, phase: str, survivors: frozenset[str]) -> list[Outgoing]:
-        assert self._online is not None
+    def _caught(self, culprits: Mapping[str, str]) -> bool:
+        """Report members whose group elements failed the batch check; True if any did."""
+        for member, detail in sorted(culprits.items()):
+            self._event("invalid_element", member=member, detail=detail)
+        return bool(culprits)
+
+    def _attempt_failed(
+        self, phase: str, survivors: frozenset[str], cause: str = "timeout"
+    ) -> list[Outgoing]:
+        """Retry the attempt with the survivors (minus any member caught cheating), or restart."""
+        assert self._online is not None and self._aggregation is not None
+        survivors = survivors - self._aggregation.culprits.keys()
         dropped = sorted(set(self._online.members) - survivors)
         self._event("attempt_failed", phase=phase, dropouts=len(dropped), survivors=len(survivors))
         keys = {m: int(self._online.key_of(m)) for m in sorted(survivors)}
         previous = self.attempt
         if len(keys) >= self.config.min_online and self._attempts_in_round < self.config.max_attempts:
             self.attempt += 1
-            result = RoundResult(RoundStatus.RETRY, tuple(sorted(keys)), _detail(f"{phase} timeout", dropped))
+            result = RoundResult(RoundStatus.RETRY, tuple(sorted(keys)), _detail(f"{phase} {cause}", dropped))
             out = [Outgoing(None, MessageType.RESULT, self.round, previous, result)]
             return out + self._open_attempt(keys)
-        return self._restart_round(_detail(f"{phase} timeout with {len(keys)} survivors", dropped))
+        return self._restart_round(_detail(f"{phase} {cause} with {len(keys)} survivors", dropped))
 
     def _restart_round(self, detail: str) -> list[Outgoing]:
         previous = self.attempt

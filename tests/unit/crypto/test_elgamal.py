@@ -148,7 +148,7 @@ def test_known_answer_full_round() -> None:
     assert aggregation.decrypt(secret) == [11, 22, 33]
 
 
-KAT_DIGEST = "4d5a4ce21d10e0a95b64ce6170cc55ce17bbef49ab79656e57782a32abe448fb"
+KAT_DIGEST = "c88183da6c5a8540585f102059039bc8d1356cb00e09c5de96edf8a9ade89e3e"
 
 
 # -- refusals by the client ----------------------------------------------------------------------
