@@ -94,8 +94,9 @@ def invalid_elements(group: GroupParams, screened: Sequence[mpz]) -> list[int]:
 def check_elements(group: GroupParams, values: Sequence[Any], what: Callable[[int], str]) -> list[mpz]:
     """Validate every value as an element of the order-q subgroup; return them as mpz.
 
-    Raises InvalidGroupElementError naming the first invalid value (``what(i)``
-    describes value i). Equivalent to :meth:`GroupParams.check_element` on each.
+    Raises InvalidGroupElementError naming an invalid value (``what(i)`` describes
+    value i): the first that fails screening, else the first that fails the
+    subgroup test. Accepts exactly what :meth:`GroupParams.check_element` accepts.
     """
     screened = [screen_element(group, v, what(i)) for i, v in enumerate(values)]
     bad = invalid_elements(group, screened)

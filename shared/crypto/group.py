@@ -56,7 +56,7 @@ __all__ = [
 
 #: Default modulus size (NIST SP 800-57 Part 1 Rev. 5, Table 2: 112-bit security).
 DEFAULT_P_BITS = 2048
-#: Sizes ``generate_group`` produces (those OpenSSL's DSA parameter generation supports).
+#: Sizes ``generate_group`` produces.
 SUPPORTED_P_BITS = (2048, 3072, 4096)
 #: Smallest modulus accepted outside the explicitly insecure test constructor.
 MIN_P_BITS = 2048

@@ -193,6 +193,50 @@ async def test_a_member_that_stops_mid_round_is_dropped_at_the_timeout(
     assert all(fed.log.commits[c][:2] == [1, 2] for c in survivors)
 
 
+class CheatingEdge(ProbeEdge):
+    """A real edge whose round-1 upload carries B_i times an element of order q' = (p-1)/2q:
+    a quadratic residue, so it passes the per-message screen and only the batch test sees it."""
+
+    async def _dispatch(self, msg: Signed) -> list[Outgoing]:
+        outgoing = await super()._dispatch(msg)
+        cheated = []
+        for out in outgoing:
+            if isinstance(out.body, Upload) and out.round == 1:
+                assert self.machine is not None
+                group = self.machine.params.group
+                stray = pow(3, 2 * int(group.q), int(group.p))
+                body = dataclasses.replace(out.body, second=out.body.second * stray % int(group.p))
+                out = dataclasses.replace(out, body=body)
+            cheated.append(out)
+        return cheated
+
+
+async def test_a_member_caught_by_the_batch_check_is_counted_and_left_out(federation: MakeFederation) -> None:
+    """A member uploads (validly signed) a B_i outside the order-q subgroup in round 1.
+
+    Proves: the aggregator's batch check catches it as soon as every member uploaded (no
+    timeout), counts one invalid_group_element rejection for it, and retries the attempt at
+    once with the three honest members; round 1's model is the plaintext step over them.
+    """
+    fed = federation(4, rounds=_rounds(4, upload_timeout_s=60.0))
+    cheater = fed.ids[2]
+    honest = tuple(c for c in fed.ids if c != cheater)
+    await fed.start_keyserver()
+    aggregator = fed.aggregator()
+    await aggregator.start()
+    await fed.start_edges(honest, ProbeEdge)
+    await fed.start_edges([cheater], CheatingEdge)
+    before = rejected("aggregator", "invalid_group_element")
+    retries = sample("fedcast_round_retries_total", service="aggregator")
+    fed.run_aggregator(aggregator, asyncio.Event())
+
+    first = await fed.wait_round(1)  # well inside the 60 s upload timeout
+    assert first.members == honest
+    fed.assert_matches_replay(1)
+    assert rejected("aggregator", "invalid_group_element") == before + 1
+    assert sample("fedcast_round_retries_total", service="aggregator") == retries + 1
+
+
 # -- 3. a malicious aggregator ----------------------------------------------------------------------
 
 

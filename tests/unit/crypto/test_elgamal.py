@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import gmpy2
@@ -404,6 +405,76 @@ def test_aggregator_rejects_malformed_uploads_without_poisoning(small_group: Gro
     sums = fed.params.layout.unpack(aggregation.decrypt(fed.secret), 10, n_clients=3)
     expected = expected + fed.params.encoding.encode(vectors["c2"], np.random.default_rng(9)).values
     assert np.array_equal(sums, expected)
+
+
+def _q_prime_part(group: GroupParams) -> mpz:
+    """An element of order q' = (p-1)/2q: a quadratic residue that is not in the order-q subgroup."""
+    return gmpy2.powmod(mpz(3), 2 * group.q, group.p)
+
+
+@pytest.mark.parametrize("component", ["first", "second"])
+def test_an_upload_element_outside_the_subgroup_is_caught_by_the_batch_check(
+    small_group: GroupParams, component: str
+) -> None:
+    fed = Federation.create(small_group, 4, 10)
+    vectors = _vectors(4, 10)
+    aggregation, _, _, _ = fed.upload_all({k: v for k, v in vectors.items() if k != "c3"})
+    ct, _ = fed.clients["c3"].encrypt(
+        fed.params.layout.pack(fed.params.encoding.encode(vectors["c3"]).values),
+        fed.online,
+        client_id="c3",
+        claimed_aggregate_key=fed.online.aggregate_key,
+    )
+    z = _q_prime_part(small_group)
+    bad = getattr(ct, component) * z % small_group.p
+    assert gmpy2.jacobi(bad, small_group.p) == 1  # passes the per-element screen ...
+    tampered = dataclasses.replace(ct, **{component: bad})
+    aggregation.add_upload("c3", tampered)  # ... so it is folded in, pending the batch test
+    assert aggregation.verify_uploads() == {
+        "c3": f"{'A' if component == 'first' else 'B'} of 'c3' is not in the order-q subgroup"
+    }
+    assert aggregation.culprits.keys() == {"c3"}
+    with pytest.raises(InvalidGroupElementError, match="c3"):
+        aggregation.challenge()  # the attempt cannot complete: the protocol retries without c3
+    # The honest members' elements were all in the batch and passed.
+    assert aggregation.verify_uploads() == {}
+
+
+def test_a_response_outside_the_subgroup_is_caught_before_decryption(small_group: GroupParams) -> None:
+    fed = Federation.create(small_group, 3, 10)
+    aggregation, attempts, _, _ = fed.upload_all(_vectors(3, 10))
+    challenge, firsts = aggregation.challenge()
+    for cid, attempt in attempts.items():
+        t = fed.clients[cid].respond(attempt, challenge, firsts)
+        aggregation.add_response(cid, t * _q_prime_part(small_group) % small_group.p if cid == "c1" else t)
+    assert aggregation.verify_responses().keys() == {"c1"}
+    with pytest.raises(InvalidGroupElementError, match="c1"):
+        aggregation.decrypt(fed.secret)
+
+
+def test_client_refuses_a_first_component_outside_the_subgroup(small_group: GroupParams) -> None:
+    fed = Federation.create(small_group, 3, 10)
+    aggregation, attempts, _, _ = fed.upload_all(_vectors(3, 10))
+    _, firsts = aggregation.challenge()
+    # A quadratic residue with an order-q' component: only the batch test can see it.
+    bad = {**firsts, "c2": firsts["c2"] * _q_prime_part(small_group) % small_group.p}
+    with pytest.raises(InvalidGroupElementError, match="c2"):
+        fed.clients["c0"].respond(attempts["c0"], compute_challenge(small_group, bad.values()), bad)
+    assert not attempts["c0"].answered  # refused before answering: it may still answer the honest one
+
+
+def test_a_round_in_a_dsa_group_checks_elements_one_by_one(group_2048_dsa: GroupParams) -> None:
+    """Groups generated before p = 2qq' + 1 (DSA parameters) keep working, without batch tests."""
+    fed = Federation.create(group_2048_dsa, 3, 100)
+    vectors = _vectors(3, 100)
+    aggregation, attempts, cts, expected = fed.upload_all(vectors)
+    fed.respond_all(aggregation, attempts)
+    sums = fed.params.layout.unpack(aggregation.decrypt(fed.secret), 100, n_clients=3)
+    assert np.array_equal(sums, expected)
+    stray = gmpy2.powmod(2, group_2048_dsa.q, group_2048_dsa.p)  # order divides (p-1)/q
+    tampered = dataclasses.replace(cts["c0"], first=cts["c0"].first * stray % group_2048_dsa.p)
+    with pytest.raises(InvalidGroupElementError):  # caught on arrival, nothing folded
+        Aggregation(fed.online, fed.secret.n_segments).add_upload("c0", tampered)
 
 
 def test_aggregation_refuses_too_small_sets(small_group: GroupParams) -> None:

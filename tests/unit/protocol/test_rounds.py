@@ -21,9 +21,10 @@ from shared.protocol.aggregator import RoundConfig
 from shared.protocol.outgoing import Outgoing
 from shared.protocol.stages import AggregatorStage
 from shared.transport.base import client_endpoint
+from shared.wire import serde
 from shared.wire.messages import Challenge, MemberEnvelope, MessageType, Signed
 
-from .harness import Federation
+from .harness import FED, Federation
 
 QUANTUM = 2.0**-16
 
@@ -226,3 +227,48 @@ def test_illegal_transitions_are_refused(small_group: GroupParams) -> None:
         fed.aggregator.finish()
     with pytest.raises(ProtocolOrderError):
         fed.aggregator.checkpointed()
+
+
+def _q_prime_part(group: GroupParams) -> int:
+    """An element of order q' = (p-1)/2q: passes the Legendre screen, fails the batch test."""
+    return int(pow(3, 2 * int(group.q), int(group.p)))
+
+
+@pytest.mark.parametrize(
+    ("culprit", "what", "phase"),
+    [("line-1", "first", "upload"), ("line-2", "second", "upload"), ("line-3", "share", "response")],
+)
+def test_a_member_caught_by_the_batch_check_is_left_out_of_the_retry(
+    small_group: GroupParams, culprit: str, what: str, phase: str
+) -> None:
+    fed = Federation.create(small_group, 4)
+    z = _q_prime_part(small_group)
+    p = int(small_group.p)
+
+    def cheat(src: str, msg: Signed) -> Signed:
+        body = msg.body
+        if src != culprit or not hasattr(body, what):
+            return msg
+        value = getattr(body, what) * z % p
+        changes: dict[str, object] = {what: value}
+        if what == "first":  # a cheating member signs its bad A itself: the signature is valid
+            h = msg.header
+            signer = fed.signers[culprit]
+            changes["first_signature"] = serde.sign_first(
+                signer, FED, h.round, h.attempt, culprit, value, fed.ctx
+            )
+        return dataclasses.replace(msg, body=dataclasses.replace(body, **changes))  # type: ignore[type-var]
+
+    fed.tamper = cheat
+    survivors = sorted(set(fed.clients) - {culprit})
+    expected = _expected_model(fed, survivors)
+    fed.run(fed.aggregator.start_round())
+    # No timeout needed: the batch check names the culprit as soon as the set is complete.
+    assert fed.completed and fed.completed[-1][1] == tuple(survivors)
+    np.testing.assert_allclose(fed.completed[-1][2], expected, rtol=0, atol=_tolerance(fed, 3))
+    events = fed.aggregator.drain_events()
+    caught = [e for e in events if e.kind == "invalid_element"]
+    assert [e.data["member"] for e in caught] == [culprit]
+    failed = [e for e in events if e.kind == "attempt_failed"]
+    assert len(failed) == 1 and failed[0].data == {"phase": phase, "dropouts": 1, "survivors": 3}
+    assert fed.rejected == []  # nothing was refused on arrival: the screen cannot see a q' component
