@@ -134,11 +134,15 @@ def _crypto(quick: bool, progress: Progress) -> Section:
         )
         section.prose.append(
             "Answering the challenge is a separate client cost (`respond s`): the client validates all N "
-            "first components before computing T_i, so it grows linearly with N."
+            "first components before computing T_i (a Legendre symbol each plus one batch test), so it "
+            "grows linearly with N. The aggregate column includes the batch tests of every A_i and B_i; "
+            "the decrypt column includes the batch test of every T_i."
         )
         section.prose.append(
-            "Client tables are built once per deployment (about 1,400 comb tables, ~200 MB, for 100,000 "
-            "parameters); `--table-memory-mb` caps them and bases beyond the cap use plain powmod."
+            "Client tables are built once per deployment (about 1,600 comb tables, ~230 MB, for 100,000 "
+            "parameters); `--table-memory-mb` caps them: the fastest comb shape (h=8 with 4, 2 or 1 "
+            "columns) whose tables for every base fit is used, and if none fits, bases beyond the cap "
+            "use plain powmod."
         )
         match = [
             p

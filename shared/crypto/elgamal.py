@@ -87,6 +87,11 @@ class OnlineSet:
     group: GroupParams
     members: tuple[str, ...]
     public_keys: tuple[mpz, ...]
+    _index: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # key_of runs once per message: a dict, not a scan of |S| ids
+        object.__setattr__(self, "_index", {m: i for i, m in enumerate(self.members)})
 
     @classmethod
     def from_registry(cls, group: GroupParams, keys: Mapping[str, Any]) -> OnlineSet:
@@ -110,10 +115,10 @@ class OnlineSet:
         return len(self.members)
 
     def key_of(self, client_id: str) -> mpz:
-        try:
-            return self.public_keys[self.members.index(client_id)]
-        except ValueError:
-            raise NotAMemberError(f"{client_id!r} is not in the online set") from None
+        index = self._index.get(client_id)
+        if index is None:
+            raise NotAMemberError(f"{client_id!r} is not in the online set")
+        return self.public_keys[index]
 
 
 @dataclass(frozen=True)
@@ -313,6 +318,15 @@ class Aggregation:
         return frozenset(self.online.members) - self.responded
 
     @property
+    def all_uploaded(self) -> bool:
+        """Every member uploaded (O(1): checked on every message)."""
+        return len(self._first) == len(self.online)
+
+    @property
+    def all_responded(self) -> bool:
+        return len(self._shares) == len(self.online)
+
+    @property
     def culprits(self) -> dict[str, str]:
         """Members caught sending an invalid group element, with what was invalid."""
         return dict(self._culprits)
@@ -361,7 +375,7 @@ class Aggregation:
 
     def challenge(self) -> tuple[mpz, dict[str, mpz]]:
         """R and every member's first component A_i (what clients check before answering)."""
-        if self.missing_uploads:
+        if not self.all_uploaded:
             raise ProtocolOrderError(f"uploads missing from {sorted(self.missing_uploads)}")
         self.verify_uploads()
         self._refuse_culprits()
@@ -371,7 +385,7 @@ class Aggregation:
     def add_response(self, client_id: str, response: Any) -> None:
         """Screen T_i (range, quadratic residue) and fold it in; batch-checked before decryption."""
         self.online.key_of(client_id)
-        if self.missing_uploads:
+        if not self.all_uploaded:
             raise ProtocolOrderError("responses before the challenge")
         if client_id in self._shares:
             raise ProtocolOrderError(f"{client_id!r} already responded")
@@ -395,7 +409,7 @@ class Aggregation:
 
     def decrypt(self, key: AggregatorSecretKey | Decryptor) -> list[mpz]:
         """The segment sums M_j = sum_i m_ij; raises DecryptionError if anything is off."""
-        if self.missing_responses:
+        if not self.all_responded:
             raise ProtocolOrderError(f"responses missing from {sorted(self.missing_responses)}")
         self.verify_responses()
         self._refuse_culprits()

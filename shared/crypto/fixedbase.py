@@ -33,7 +33,7 @@ from numpy.typing import NDArray
 
 from shared.errors import ConfigurationError
 
-__all__ = ["CombDigits", "CombShape", "CombTable", "FixedBaseSet", "pow_many_exponents"]
+__all__ = ["AUTO_SHAPES", "CombDigits", "CombShape", "CombTable", "FixedBaseSet", "pow_many_exponents"]
 
 
 @dataclass(frozen=True)
@@ -127,23 +127,15 @@ class CombTable:
         # row_bases[i] = base^(2^(i*a)): the generator of row i.
         row_bases = [mpz(base) % m]
         for _ in range(1, shape.h):
-            x = row_bases[-1]
-            for _ in range(shape.a):
-                x = x * x % m
-            row_bases.append(x)
+            row_bases.append(gmpy2.powmod(row_bases[-1], 1 << shape.a, m))
         first = [mpz(1)] * (1 << shape.h)
         for idx in range(1, 1 << shape.h):
             low = idx & -idx
             first[idx] = first[idx ^ low] * row_bases[low.bit_length() - 1] % m
         columns = [first]
         for _ in range(1, shape.v):
-            prev = columns[-1]
-            nxt = [mpz(1)]
-            for x in prev[1:]:
-                for _ in range(shape.b):
-                    x = x * x % m
-                nxt.append(x)
-            columns.append(nxt)
+            shift = 1 << shape.b
+            columns.append([mpz(1), *(gmpy2.powmod(x, shift, m) for x in columns[-1][1:])])
         self._columns = columns
 
     def pow(self, steps: Sequence[Sequence[tuple[int, int]]]) -> mpz:
@@ -170,12 +162,20 @@ def _entry_bytes(modulus: Any) -> int:
     return int(sys.getsizeof(mpz(modulus) - 1)) + 8  # + the list slot pointing at it
 
 
+#: Comb shapes a FixedBaseSet may pick, fastest first: h = 8 rows and v = 4, 2, 1 columns
+#: (39, 47, 63 multiplications per 256-bit exponent; 4, 2, 1 x 255 stored elements per base).
+AUTO_SHAPES = (CombShape(8, 4), CombShape(8, 2), CombShape(8, 1))
+
+
 class FixedBaseSet:
     """Many fixed bases raised to one shared exponent per call, tables under a memory cap.
 
-    Bases beyond what ``memory_budget_bytes`` allows fall back to
-    ``gmpy2.powmod`` (4-5x slower per base, no memory), so a Pi-class device can
-    trade speed for RAM with one number.
+    Without an explicit ``shape``, the fastest of :data:`AUTO_SHAPES` whose tables
+    for *every* base fit in ``memory_budget_bytes`` is used (a client's bases are
+    fixed for the deployment, so the larger tables are built once and pay for
+    themselves over the rounds). If even the smallest shape does not fit all,
+    the bases beyond the budget fall back to ``gmpy2.powmod`` (4-5x slower per
+    base, no memory), so a Pi-class device can trade speed for RAM with one number.
     """
 
     def __init__(
@@ -189,11 +189,11 @@ class FixedBaseSet:
     ) -> None:
         if memory_budget_bytes < 0:
             raise ConfigurationError("memory budget must be >= 0")
-        self.shape = shape or CombShape(bits=exponent_bits)
-        if self.shape.bits < exponent_bits:
-            raise ConfigurationError("comb shape is narrower than the exponents")
         self._modulus = mpz(modulus)
         self._bases = [mpz(b) for b in bases]
+        self.shape = shape or _auto_shape(len(self._bases), exponent_bits, modulus, memory_budget_bytes)
+        if self.shape.bits < exponent_bits:
+            raise ConfigurationError("comb shape is narrower than the exponents")
         per_table = self.shape.entries * _entry_bytes(modulus)
         n_tables = min(len(self._bases), memory_budget_bytes // per_table)
         self._tables = [CombTable(b, self._modulus, self.shape) for b in self._bases[:n_tables]]
@@ -215,6 +215,12 @@ class FixedBaseSet:
         m = self._modulus
         out.extend(gmpy2.powmod(b, e, m) for b in self._bases[len(self._tables) :])
         return out
+
+
+def _auto_shape(n_bases: int, bits: int, modulus: Any, budget: int) -> CombShape:
+    shapes = [CombShape(s.h, s.v, bits) for s in AUTO_SHAPES]
+    fits = [s for s in shapes if n_bases * s.entries * _entry_bytes(modulus) <= budget]
+    return fits[0] if fits else shapes[-1]
 
 
 def pow_many_exponents(

@@ -259,7 +259,7 @@ class AggregatorMachine:
         ciphertext = ClientCiphertext(tuple(upload.segments), upload.first, upload.second)
         self._aggregation.add_upload(sender, ciphertext)
         self._signatures[sender] = upload.first_signature
-        if self._aggregation.missing_uploads:
+        if not self._aggregation.all_uploaded:
             return []
         if self._caught(self._aggregation.verify_uploads()):
             return self._attempt_failed("upload", self._aggregation.uploaded, cause="invalid upload")
@@ -278,7 +278,7 @@ class AggregatorMachine:
         self._check_current(round_id, attempt, Stage.COLLECTING_RESPONSES)
         assert self._aggregation is not None
         self._aggregation.add_response(sender, response.share)
-        if not self._aggregation.missing_responses:
+        if self._aggregation.all_responded:
             if self._caught(self._aggregation.verify_responses()):
                 return self._attempt_failed("response", self._aggregation.responded, cause="invalid response")
             self._to(Stage.DECRYPTING)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.crypto.fixedbase import CombShape, CombTable, FixedBaseSet, pow_many_exponents
+from shared.crypto.fixedbase import AUTO_SHAPES, CombShape, CombTable, FixedBaseSet, pow_many_exponents
 from shared.crypto.group import GroupParams
 from shared.errors import ConfigurationError
 
@@ -28,10 +28,20 @@ def test_fixed_base_set_respects_memory_budget(small_group: GroupParams) -> None
     bases = [small_group.lift(small_group.power(i + 2)) for i in range(10)]
     full = FixedBaseSet(bases, small_group.p2, exponent_bits=128, memory_budget_bytes=1 << 30)
     none = FixedBaseSet(bases, small_group.p2, exponent_bits=128, memory_budget_bytes=0)
+    smallest = FixedBaseSet(
+        bases, small_group.p2, exponent_bits=128, memory_budget_bytes=1 << 30, shape=AUTO_SHAPES[-1]
+    )
     some = FixedBaseSet(
-        bases, small_group.p2, exponent_bits=128, memory_budget_bytes=full.estimated_memory_bytes // 3
+        bases, small_group.p2, exponent_bits=128, memory_budget_bytes=smallest.estimated_memory_bytes // 3
     )
     assert full.n_tabulated == 10 and none.n_tabulated == 0 and 0 < some.n_tabulated < 10
+    # With room for all, the fastest shape; with less, the smallest shape on as many bases as fit.
+    assert (full.shape.h, full.shape.v) == (8, 4) and (some.shape.h, some.shape.v) == (8, 1)
+    half = FixedBaseSet(
+        bases, small_group.p2, exponent_bits=128, memory_budget_bytes=full.estimated_memory_bytes // 2
+    )
+    assert (half.shape.v, half.n_tabulated) == (2, 10)
+    assert full.shape.eval_cost < half.shape.eval_cost < smallest.shape.eval_cost
     e = small_group.random_exponent()
     expected = [gmpy2.powmod(b, e, small_group.p2) for b in bases]
     assert full.pow_all(e) == expected == none.pow_all(e) == some.pow_all(e)
