@@ -92,6 +92,7 @@ class GroupParams:
     insecure: bool = False
     _p2: mpz = field(init=False, repr=False, compare=False)
     _q_inv_mod_p: mpz = field(init=False, repr=False, compare=False)
+    _derived: dict[str, bool] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("p", "q", "g"):
@@ -170,7 +171,10 @@ class GroupParams:
         Derived from p and q alone, so it needs no field on the wire; the primality
         test of q' (~50 ms at 2048 bits) runs once per process and group.
         """
-        return _cofactor_is_prime(int(self.p), int(self.q))
+        cached = self._derived.get("batch")
+        if cached is None:  # screen_element asks once per received element: cache on the instance
+            cached = self._derived["batch"] = _cofactor_is_prime(int(self.p), int(self.q))
+        return cached
 
     # -- elements ----------------------------------------------------------------------
 
@@ -292,7 +296,7 @@ def _lim_lee_group(
                 alive[(-int((two_q_prime * start + 1) % s) * pow(inverse, -1, s)) % s :: s] = False
         for k in np.flatnonzero(alive).tolist():
             q = start + 2 * k
-            if not gmpy2.is_strong_prp(q, 2):
+            if q == q_prime or not gmpy2.is_strong_prp(q, 2):  # q = q' only in tiny test groups
                 continue
             p = two_q_prime * q + 1
             if not gmpy2.is_strong_prp(p, 2):
