@@ -10,8 +10,8 @@ and the same model size (FedMF on the seeded synthetic data; the item matrix is
   clients pin the key service's verify key (``fedcast keyserver verify-key``).
   A round is the full protocol: announce, ready, sealed model per member, encrypted
   upload (signed first component), challenge, response, decrypt, checkpoint, result.
-* ``plaintext``: a deliberately small FedAvg-style runner in this module
-  (``python -m fedcast.bench.e2e plaintext-aggregator|plaintext-edge``) over
+* ``plaintext``: a deliberately small FedAvg-style runner (:mod:`fedcast.bench.e2e_plaintext`)
+  (``python -m fedcast.bench.e2e_plaintext plaintext-aggregator|plaintext-edge``) over
   :class:`shared.transport.amqp.AmqpTransport` (same queues, exchanges, quorum
   queues, publisher confirms): the aggregator broadcasts the float32 model with
   the announcement, each edge trains the same FedMF client task and sends its
@@ -40,32 +40,40 @@ processes are removed afterwards, also on failure or Ctrl-C.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
-import os
 import re
 import secrets
 import shutil
 import signal
-import socket
-import struct
 import sys
 import tempfile
 import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
-from shared.errors import FedcastError
+from fedcast.bench.procs import (
+    Cell,
+    CountingRelay,
+    E2EBenchError,
+    base_env,
+    delete_topology,
+    free_port,
+    peak_rss_mb,
+    proxied,
+    run_cli,
+    tail_log,
+    watch_children,
+)
 
 __all__ = [
     "JSON_KEYS",
@@ -73,7 +81,6 @@ __all__ = [
     "TABLE_COLUMNS",
     "E2EBenchConfig",
     "E2EBenchError",
-    "main",
     "notes",
     "run_e2e_bench",
 ]
@@ -121,12 +128,6 @@ _STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 _ROUND_METRIC = "fedcast_round_duration_seconds"
 
 
-class E2EBenchError(FedcastError):
-    """A cell of the end-to-end bench failed (a process died, a timeout); the message says which."""
-
-    reason = "bench_failed"
-
-
 @dataclass(frozen=True)
 class E2EBenchConfig:
     """One cell per (client count, scheme); every cell runs its own federation."""
@@ -163,220 +164,6 @@ class E2EBenchConfig:
     def quick(cls) -> E2EBenchConfig:
         """3 clients, 2,000 parameters, 2 measured rounds: a smoke run of a minute or so."""
         return cls(n_clients=(3,), n_items=400, rounds=2, table_memory_mb=8.0, cell_timeout_s=300.0)
-
-
-# -- the byte counter ----------------------------------------------------------------------------
-
-
-class _CountingRelay:
-    """A TCP relay to the broker that counts bytes in both directions (all connections)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self._host, self._port = host, port
-        self.published = 0  # processes -> broker
-        self.delivered = 0  # broker -> processes
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
-
-    def snapshot(self) -> tuple[int, int]:
-        return self.published, self.delivered
-
-    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.ensure_future(self._relay(reader, writer))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            broker_reader, broker_writer = await asyncio.open_connection(self._host, self._port)
-        except OSError:
-            writer.close()
-            return
-        await asyncio.gather(
-            self._pump(reader, broker_writer, up=True), self._pump(broker_reader, writer, up=False)
-        )
-
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, up: bool) -> None:
-        try:
-            while data := await reader.read(1 << 16):
-                if up:
-                    self.published += len(data)
-                else:
-                    self.delivered += len(data)
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.close()
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-# -- processes -------------------------------------------------------------------------------------
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: the child gets SIGTERM if the bench process dies (no orphans after a kill -9)."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-@dataclass
-class _Child:
-    name: str
-    process: asyncio.subprocess.Process
-    log_path: Path
-
-
-@dataclass
-class _Cell:
-    """Everything one cell started, so that it can all be stopped and removed."""
-
-    root: Path
-    federation: str
-    children: list[_Child] = field(default_factory=list)
-    files: list[IO[bytes]] = field(default_factory=list)
-    endpoints: list[str] = field(default_factory=list)
-    tasks: list[asyncio.Future[Any]] = field(default_factory=list)  # cancelled after the children stop
-
-    async def spawn(
-        self, name: str, argv: Sequence[str], env: dict[str, str], *, pipe: str | None = None
-    ) -> _Child:
-        """Start ``argv``; its output goes to ``<root>/logs/<name>.log`` except the piped stream."""
-        log_path = self.root / "logs" / f"{name}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = log_path.open("wb")
-        self.files.append(log)
-        process = await asyncio.create_subprocess_exec(
-            *argv,
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE if pipe == "stdout" else log,
-            stderr=asyncio.subprocess.PIPE if pipe == "stderr" else log,
-            start_new_session=True,  # a Ctrl-C reaches the bench, which stops the children in order
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-        )
-        child = _Child(name, process, log_path)
-        self.children.append(child)
-        return child
-
-    async def stop(self) -> None:
-        """SIGTERM every running child (services shut down cleanly), SIGKILL after 15 s."""
-        running = [c for c in self.children if c.process.returncode is None]
-        for child in running:
-            with contextlib.suppress(ProcessLookupError):
-                child.process.send_signal(signal.SIGTERM)
-        if running:
-            done, pending = await asyncio.wait(
-                [asyncio.ensure_future(c.process.wait()) for c in running], timeout=15
-            )
-            del done
-            for child in running:
-                if child.process.returncode is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        child.process.kill()
-            await asyncio.gather(*pending, return_exceptions=True)
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        for log in self.files:
-            log.close()
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
-    return "\n".join(text[-lines:])
-
-
-async def _watch(children: Sequence[_Child]) -> None:
-    """Raise as soon as any of ``children`` exits (they should run until stopped)."""
-    waits = {asyncio.ensure_future(c.process.wait()): c for c in children}
-    try:
-        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        child = waits[next(iter(done))]
-        raise E2EBenchError(
-            f"{child.name} exited early with code {child.process.returncode}; "
-            f"last lines of {child.log_path}:\n{_tail(child.log_path)}"
-        )
-    finally:
-        for task in waits:
-            task.cancel()
-
-
-async def _run_cli(argv: Sequence[str], env: dict[str, str]) -> str:
-    """Run a short ``fedcast`` command; its stdout, or E2EBenchError with its stderr."""
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate()
-    if process.returncode != 0:
-        raise E2EBenchError(f"{' '.join(argv[2:])} failed: {err.decode(errors='replace').strip()}")
-    return out.decode().strip()
-
-
-def _base_env() -> dict[str, str]:
-    """This environment without any FEDCAST_* variable (each child gets exactly its own)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FEDCAST_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _proxied(url: str, port: int) -> str:
-    parts = urlsplit(url)
-    userinfo = parts.netloc.rpartition("@")[0]
-    netloc = f"{userinfo}@127.0.0.1:{port}" if userinfo else f"127.0.0.1:{port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
-async def _delete_topology(url: str, federation: str, endpoints: Sequence[str]) -> None:
-    """Remove the federation's queues and both exchanges from the broker (best effort)."""
-    import aio_pika
-
-    try:
-        connection = await aio_pika.connect(url, timeout=10)
-    except Exception:
-        return
-    async with connection:
-        for name in [f"fedcast.{federation}.{e}" for e in endpoints] + [
-            f"fedcast.{federation}.broadcast",
-            f"fedcast.{federation}",
-        ]:
-            try:
-                channel = await connection.channel()
-                if name.endswith(".broadcast") or name == f"fedcast.{federation}":
-                    await channel.exchange_delete(name)
-                else:
-                    await channel.queue_delete(name)
-                await channel.close()
-            except Exception:  # noqa: S112 - an absent queue or exchange is fine
-                continue
 
 
 # -- measurement -------------------------------------------------------------------------------------
@@ -449,17 +236,6 @@ def _summarize(
     }
 
 
-def _peak_rss_mb(children: Sequence[_Child]) -> float:
-    """The largest VmHWM (peak resident set) among running ``children``, in MiB (0 if unknown)."""
-    peak = 0
-    for child in children:
-        with contextlib.suppress(OSError, ValueError):
-            for line in Path(f"/proc/{child.process.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peak = max(peak, int(line.split()[1]))
-    return peak / 1024
-
-
 # -- the fedcast cell ------------------------------------------------------------------------------
 
 
@@ -477,14 +253,14 @@ def _task_env(config: E2EBenchConfig) -> dict[str, str]:
 
 
 async def _fedcast_cell(
-    config: E2EBenchConfig, n_clients: int, cell: _Cell, relay: _CountingRelay, url: str, say: Any
+    config: E2EBenchConfig, n_clients: int, cell: Cell, relay: CountingRelay, url: str, say: Any
 ) -> dict[str, Any]:
     started = time.perf_counter()
     total_rounds = config.warmup_rounds + config.rounds
     ids = [f"edge-{i:03d}" for i in range(n_clients)]
     cell.endpoints += ["keyserver", "aggregator", *[f"client.{cid}" for cid in ids]]
     common = {
-        **_base_env(),
+        **base_env(),
         "FEDCAST_FEDERATION": cell.federation,
         "FEDCAST_AMQP_URL": url,
         "FEDCAST_METRICS_PORT": "0",  # no /metrics endpoint (N processes would share port 9100) ...
@@ -504,18 +280,18 @@ async def _fedcast_cell(
     deadline = time.monotonic() + 60
     while not verify_file.exists():
         if keyserver.process.returncode is not None or time.monotonic() > deadline:
-            raise E2EBenchError(f"the key service did not start:\n{_tail(keyserver.log_path)}")
+            raise E2EBenchError(f"the key service did not start:\n{tail_log(keyserver.log_path)}")
         await asyncio.sleep(0.2)
-    verify_key = await _run_cli([*_fedcast_cli(), "keyserver", "verify-key"], ks_env)
+    verify_key = await run_cli([*_fedcast_cli(), "keyserver", "verify-key"], ks_env)
     say(f"fedcast N={n_clients}: provisioning {n_clients} devices (fedcast keyserver add-device)")
     gate = asyncio.Semaphore(2)
 
     async def provision(cid: str) -> str:
         async with gate:
-            return await _run_cli([*_fedcast_cli(), "keyserver", "add-device", cid], ks_env)
+            return await run_cli([*_fedcast_cli(), "keyserver", "add-device", cid], ks_env)
 
     tokens = dict(zip(ids, await asyncio.gather(*(provision(c) for c in ids)), strict=True))
-    metrics_port = _free_port()
+    metrics_port = free_port()
     agg_env = {
         **common,
         **_task_env(config),
@@ -587,22 +363,22 @@ async def _fedcast_cell(
                 if len(marks) >= total_rounds:
                     enough.set()
         if not enough.is_set():
-            raise E2EBenchError(f"the aggregator exited after {len(marks)} rounds:\n{_tail(log_file)}")
+            raise E2EBenchError(f"the aggregator exited after {len(marks)} rounds:\n{tail_log(log_file)}")
 
     reader = asyncio.ensure_future(read_rounds())
     cell.tasks.append(reader)  # follows the log until the aggregator is stopped
-    watcher = asyncio.ensure_future(_watch([keyserver, *edges]))
+    watcher = asyncio.ensure_future(watch_children([keyserver, *edges]))
     waiter = asyncio.ensure_future(enough.wait())
     try:
         async with asyncio.timeout(config.cell_timeout_s):
             done, _ = await asyncio.wait({reader, watcher, waiter}, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 task.result()  # raises the failure
-            rss = _peak_rss_mb(edges)
+            rss = peak_rss_mb(edges)
     except TimeoutError:
         raise E2EBenchError(
             f"fedcast N={n_clients}: timed out after {config.cell_timeout_s:.0f} s with {len(marks)} "
-            f"rounds; last lines of the aggregator log:\n{_tail(log_file)}"
+            f"rounds; last lines of the aggregator log:\n{tail_log(log_file)}"
         ) from None
     finally:
         watcher.cancel()
@@ -622,34 +398,17 @@ async def _fedcast_cell(
     return row
 
 
-# -- the plaintext cell and its runner ---------------------------------------------------------------
-
-_HELLO, _ANNOUNCE, _UPLOAD, _RESULT = range(1, 5)
-_HEADER = struct.Struct(">4sBIB")  # magic, type, round, sender length; then sender, then payload
-_MAGIC = b"FCPT"
-
-
-def _encode(kind: int, round_id: int, sender: str, payload: bytes = b"") -> bytes:
-    name = sender.encode()
-    return _HEADER.pack(_MAGIC, kind, round_id, len(name)) + name + payload
-
-
-def _decode(data: bytes) -> tuple[int, int, str, bytes]:
-    magic, kind, round_id, length = _HEADER.unpack_from(data)
-    if magic != _MAGIC:
-        raise E2EBenchError("not a plaintext-runner message")
-    start = _HEADER.size
-    return kind, round_id, data[start : start + length].decode(), data[start + length :]
+# -- the plaintext cell (its processes: fedcast.bench.e2e_plaintext) ------------------------
 
 
 async def _plaintext_cell(
-    config: E2EBenchConfig, n_clients: int, cell: _Cell, relay: _CountingRelay, url: str, say: Any
+    config: E2EBenchConfig, n_clients: int, cell: Cell, relay: CountingRelay, url: str, say: Any
 ) -> dict[str, Any]:
     started = time.perf_counter()
     total_rounds = config.warmup_rounds + config.rounds
     ids = [f"edge-{i:03d}" for i in range(n_clients)]
     cell.endpoints += ["aggregator", *[f"client.{cid}" for cid in ids]]
-    runner = [sys.executable, "-m", "fedcast.bench.e2e"]
+    runner = [sys.executable, "-m", "fedcast.bench.e2e_plaintext"]
     shared_args = [
         "--amqp",
         url,
@@ -666,7 +425,7 @@ async def _plaintext_cell(
         "--seed",
         str(config.seed),
     ]
-    env = _base_env()
+    env = base_env()
     say(f"plaintext N={n_clients}: aggregator and {n_clients} edge processes")
     aggregator = await cell.spawn(
         "aggregator",
@@ -688,7 +447,7 @@ async def _plaintext_cell(
         while len(marks) < total_rounds:
             line = await aggregator.process.stdout.readline()
             if not line:
-                raise E2EBenchError(f"the plaintext aggregator exited:\n{_tail(aggregator.log_path)}")
+                raise E2EBenchError(f"the plaintext aggregator exited:\n{tail_log(aggregator.log_path)}")
             published, delivered = relay.snapshot()
             record = json.loads(line)
             marks.append(
@@ -697,13 +456,13 @@ async def _plaintext_cell(
             say(f"plaintext N={n_clients}: round {record['round']} complete")
 
     reader = asyncio.ensure_future(read_rounds())
-    watcher = asyncio.ensure_future(_watch(edges))
+    watcher = asyncio.ensure_future(watch_children(edges))
     try:
         async with asyncio.timeout(config.cell_timeout_s):
             done, _ = await asyncio.wait({reader, watcher}, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 task.result()
-            rss = _peak_rss_mb(edges)
+            rss = peak_rss_mb(edges)
             await asyncio.wait_for(aggregator.process.wait(), timeout=60)
     except TimeoutError:
         raise E2EBenchError(
@@ -723,119 +482,6 @@ async def _plaintext_cell(
     return row
 
 
-def _runner_spec(args: argparse.Namespace) -> Any:
-    from shared.learning.tasks import TaskSpec
-
-    return TaskSpec(name="fedmf", n_items=args.n_items, latent_dim=args.latent_dim, seed=args.seed)
-
-
-async def _runner_aggregator(args: argparse.Namespace) -> None:
-    """Announce (with the float32 model) -> N float32 uploads -> sum, apply -> result; repeat."""
-    from shared.learning.tasks import FedMFServerTask
-    from shared.transport.amqp import AmqpTransport
-    from shared.transport.base import AGGREGATOR, Delivery
-
-    server = FedMFServerTask(_runner_spec(args))
-    model = server.initial_model()
-    transport = AmqpTransport(args.amqp, args.federation, connection_name="fedcast-bench-aggregator")
-    await transport.connect()
-    hello: set[str] = set()
-    uploads: dict[str, np.ndarray] = {}
-    current = 0
-    wake = asyncio.Event()
-
-    async def on_delivery(delivery: Delivery) -> None:
-        kind, round_id, sender, payload = _decode(delivery.body)
-        if kind == _HELLO:
-            hello.add(sender)
-        elif kind == _UPLOAD and round_id == current:
-            uploads[sender] = np.frombuffer(payload, dtype="<f4")
-        wake.set()
-
-    async def until(condition: Callable[[], bool]) -> None:
-        while not condition():
-            await wake.wait()
-            wake.clear()
-
-    try:
-        await transport.consume(AGGREGATOR, on_delivery)
-        await until(lambda: len(hello) >= args.clients)
-        for round_id in range(1, args.rounds + 1):
-            current = round_id
-            start = time.monotonic()
-            await transport.broadcast(
-                _encode(_ANNOUNCE, round_id, "aggregator", model.astype("<f4").tobytes())
-            )
-            await until(lambda: len(uploads) >= args.clients)
-            total = np.sum([u.astype(np.float64) for u in uploads.values()], axis=0)
-            model = server.apply(model, total, len(uploads))
-            seconds = time.monotonic() - start
-            members = len(uploads)
-            uploads.clear()
-            await transport.broadcast(_encode(_RESULT, round_id, "aggregator"))
-            print(json.dumps({"round": round_id, "members": members, "seconds": seconds}), flush=True)
-    finally:
-        await transport.close()
-
-
-async def _runner_edge(args: argparse.Namespace) -> None:
-    """Train the FedMF client task on each announced model; send the float32 update."""
-    from services.edge_client.data import DataSource, client_task
-    from services.runtime import install_stop_signals
-    from shared.transport.amqp import AmqpTransport
-    from shared.transport.base import AGGREGATOR, Delivery, client_endpoint
-
-    source = DataSource(
-        shard=args.shard, n_shards=args.clients, users_per_client=args.users_per_client, seed=args.seed
-    )
-    task = await asyncio.to_thread(client_task, _runner_spec(args), source)
-    transport = AmqpTransport(args.amqp, args.federation, connection_name=f"fedcast-bench-{args.client_id}")
-    await transport.connect()
-    stop = asyncio.Event()
-    install_stop_signals(stop)
-    lock = asyncio.Lock()
-    pending: dict[int, Any] = {}
-
-    async def on_delivery(delivery: Delivery) -> None:
-        kind, round_id, _, payload = _decode(delivery.body)
-        async with lock:
-            if kind == _ANNOUNCE:
-                model = np.frombuffer(payload, dtype="<f4").astype(np.float64)
-                update = await asyncio.to_thread(task.local_update, model)
-                pending[round_id] = update.pending
-                body = np.asarray(update.vector, dtype="<f4").tobytes()
-                await transport.send(AGGREGATOR, _encode(_UPLOAD, round_id, args.client_id, body))
-            elif kind == _RESULT and round_id in pending:
-                task.commit(pending.pop(round_id))
-
-    try:
-        await transport.consume(client_endpoint(args.client_id), on_delivery, broadcast=True, prefetch=4)
-        await transport.send(AGGREGATOR, _encode(_HELLO, 0, args.client_id))
-        await stop.wait()
-    finally:
-        await transport.close()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fedcast.bench.e2e plaintext-aggregator|plaintext-edge ...``: the plaintext runner."""
-    parser = argparse.ArgumentParser(prog="python -m fedcast.bench.e2e")
-    parser.add_argument("role", choices=("plaintext-aggregator", "plaintext-edge"))
-    parser.add_argument("--amqp", required=True)
-    parser.add_argument("--federation", required=True)
-    parser.add_argument("--clients", type=int, required=True)
-    parser.add_argument("--n-items", type=int, required=True)
-    parser.add_argument("--latent-dim", type=int, required=True)
-    parser.add_argument("--users-per-client", type=int, default=6)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--client-id", default="")
-    parser.add_argument("--shard", type=int, default=0)
-    args = parser.parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_runner_aggregator(args) if args.role == "plaintext-aggregator" else _runner_edge(args))
-    return 0
-
-
 # -- the bench ----------------------------------------------------------------------------------------
 
 
@@ -846,10 +492,10 @@ async def _run_cell(config: E2EBenchConfig, scheme: str, n_clients: int, say: An
         root.mkdir(parents=True, exist_ok=True)
     else:
         root = Path(tempfile.mkdtemp(prefix=f"fedcast-{federation}-"))
-    cell = _Cell(root, federation)
+    cell = Cell(root, federation)
     broker = urlsplit(config.amqp_url)
-    relay = _CountingRelay(broker.hostname or "127.0.0.1", broker.port or 5672)
-    url = _proxied(config.amqp_url, await relay.start())
+    relay = CountingRelay(broker.hostname or "127.0.0.1", broker.port or 5672)
+    url = proxied(config.amqp_url, await relay.start())
     try:
         if scheme == "fedcast":
             return await _fedcast_cell(config, n_clients, cell, relay, url, say)
@@ -859,10 +505,10 @@ async def _run_cell(config: E2EBenchConfig, scheme: str, n_clients: int, say: An
         await asyncio.shield(_cleanup(cell, relay, config))
 
 
-async def _cleanup(cell: _Cell, relay: _CountingRelay, config: E2EBenchConfig) -> None:
+async def _cleanup(cell: Cell, relay: CountingRelay, config: E2EBenchConfig) -> None:
     await cell.stop()
     await relay.close()
-    await _delete_topology(config.amqp_url, cell.federation, cell.endpoints)
+    await delete_topology(config.amqp_url, cell.federation, cell.endpoints)
     if config.keep_dir is None:
         shutil.rmtree(cell.root, ignore_errors=True)
 
@@ -912,7 +558,3 @@ def notes(config: E2EBenchConfig) -> Sequence[str]:
         "latency: aggregator round start to completion, p50/p95 (linear interpolation) over measured "
         "rounds; B/round: all bytes between processes and the broker, both directions (TCP relay)",
     ]
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

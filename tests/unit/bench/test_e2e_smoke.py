@@ -14,12 +14,11 @@ from fedcast.bench.e2e import (
     SCHEMES,
     E2EBenchConfig,
     E2EBenchError,
-    _decode,
-    _encode,
-    _proxied,
     _RoundMark,
     _summarize,
 )
+from fedcast.bench.e2e_plaintext import decode_message, encode_message
+from fedcast.bench.procs import proxied
 from fedcast.cli import main
 
 AMQP_URL = os.environ.get("FEDCAST_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -54,9 +53,9 @@ def test_summary_refuses_a_round_without_every_member() -> None:
 
 
 def test_plaintext_runner_messages_and_relay_url() -> None:
-    assert _decode(_encode(3, 7, "edge-001", b"\x00\x01")) == (3, 7, "edge-001", b"\x00\x01")
-    assert _proxied("amqp://guest:guest@127.0.0.1:5672/", 4242) == "amqp://guest:guest@127.0.0.1:4242/"
-    assert _proxied("amqp://broker/vhost", 1) == "amqp://127.0.0.1:1/vhost"
+    assert decode_message(encode_message(3, 7, "edge-001", b"\x00\x01")) == (3, 7, "edge-001", b"\x00\x01")
+    assert proxied("amqp://guest:guest@127.0.0.1:5672/", 4242) == "amqp://guest:guest@127.0.0.1:4242/"
+    assert proxied("amqp://broker/vhost", 1) == "amqp://127.0.0.1:1/vhost"
     with pytest.raises(E2EBenchError):
         E2EBenchConfig(warmup_rounds=0)
 
