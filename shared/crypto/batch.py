@@ -66,12 +66,7 @@ def screen_element(group: GroupParams, value: Any, what: str = "group element") 
     """
     if not group.batch_verifiable:
         return group.check_element(value, what)
-    try:
-        x = mpz(value)
-    except (TypeError, ValueError) as exc:
-        raise InvalidGroupElementError(f"{what} is not an integer") from exc
-    if not 1 < x < group.p:
-        raise InvalidGroupElementError(f"{what} is outside 1 < x < p")
+    x = group.check_range(value, what)
     if gmpy2.jacobi(x, group.p) != 1:  # p is prime: the Legendre symbol
         raise InvalidGroupElementError(f"{what} is not a quadratic residue, so not in the order-q subgroup")
     return x

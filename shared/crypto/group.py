@@ -178,18 +178,24 @@ class GroupParams:
 
     # -- elements ----------------------------------------------------------------------
 
-    def check_element(self, x: Any, what: str = "group element") -> mpz:
-        """Return ``x`` as an mpz if 1 < x < p and x^q = 1 mod p, else raise.
-
-        Every group element received from another party goes through here:
-        public keys, both E_i2 components, the challenge R, responses T_i.
-        """
+    def check_range(self, x: Any, what: str = "group element") -> mpz:
+        """Return ``x`` as an mpz if it is an integer with 1 < x < p, else raise."""
         try:
             value = mpz(x)
         except (TypeError, ValueError) as exc:
             raise InvalidGroupElementError(f"{what} is not an integer") from exc
         if not 1 < value < self.p:
             raise InvalidGroupElementError(f"{what} is outside 1 < x < p")
+        return value
+
+    def check_element(self, x: Any, what: str = "group element") -> mpz:
+        """Return ``x`` as an mpz if 1 < x < p and x^q = 1 mod p, else raise.
+
+        Every group element received from another party goes through here or
+        through the batch checks of :mod:`shared.crypto.batch` (same acceptance):
+        public keys, both E_i2 components, the challenge's A_i, responses T_i.
+        """
+        value = self.check_range(x, what)
         if gmpy2.powmod(value, self.q, self.p) != 1:
             raise InvalidGroupElementError(f"{what} is not in the order-q subgroup")
         return value

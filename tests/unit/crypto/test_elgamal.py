@@ -348,15 +348,35 @@ def test_tampered_ciphertext_does_not_decrypt_to_the_true_sum(small_group: Group
     assert honest != aggregation2.decrypt(fed.secret)
 
 
-def test_wrong_share_fails_decryption(small_group: GroupParams) -> None:
+def _q_prime_part(group: GroupParams) -> mpz:
+    """An element of order q' = (p-1)/2q: a quadratic residue that is not in the order-q subgroup."""
+    return gmpy2.powmod(mpz(3), 2 * group.q, group.p)
+
+
+@pytest.mark.parametrize("bad", ["wrong_share", "outside_subgroup"])
+def test_a_bad_share_never_decrypts(small_group: GroupParams, bad: str) -> None:
+    """A valid element that is not R^sk_i fails decryption; an element outside the order-q
+    subgroup (a quadratic residue, so it passes the screen) is caught before decrypting."""
     fed = Federation.create(small_group, 3, 10)
     aggregation, attempts, _, _ = fed.upload_all(_vectors(3, 10))
     challenge, firsts = aggregation.challenge()
     for cid, attempt in attempts.items():
         t = fed.clients[cid].respond(attempt, challenge, firsts)
-        aggregation.add_response(cid, t if cid != "c1" else small_group.power(5))
-    with pytest.raises(DecryptionError):
-        aggregation.decrypt(fed.secret)
+        if cid == "c1":
+            t = (
+                small_group.power(5)
+                if bad == "wrong_share"
+                else t * _q_prime_part(small_group) % small_group.p
+            )
+        aggregation.add_response(cid, t)
+    if bad == "wrong_share":
+        assert aggregation.verify_responses() == {}
+        with pytest.raises(DecryptionError):
+            aggregation.decrypt(fed.secret)
+    else:
+        assert aggregation.verify_responses().keys() == {"c1"}
+        with pytest.raises(InvalidGroupElementError, match="c1"):
+            aggregation.decrypt(fed.secret)
 
 
 def test_aggregator_rejects_malformed_uploads_without_poisoning(small_group: GroupParams) -> None:
@@ -407,11 +427,6 @@ def test_aggregator_rejects_malformed_uploads_without_poisoning(small_group: Gro
     assert np.array_equal(sums, expected)
 
 
-def _q_prime_part(group: GroupParams) -> mpz:
-    """An element of order q' = (p-1)/2q: a quadratic residue that is not in the order-q subgroup."""
-    return gmpy2.powmod(mpz(3), 2 * group.q, group.p)
-
-
 @pytest.mark.parametrize("component", ["first", "second"])
 def test_an_upload_element_outside_the_subgroup_is_caught_by_the_batch_check(
     small_group: GroupParams, component: str
@@ -438,18 +453,6 @@ def test_an_upload_element_outside_the_subgroup_is_caught_by_the_batch_check(
         aggregation.challenge()  # the attempt cannot complete: the protocol retries without c3
     # The honest members' elements were all in the batch and passed.
     assert aggregation.verify_uploads() == {}
-
-
-def test_a_response_outside_the_subgroup_is_caught_before_decryption(small_group: GroupParams) -> None:
-    fed = Federation.create(small_group, 3, 10)
-    aggregation, attempts, _, _ = fed.upload_all(_vectors(3, 10))
-    challenge, firsts = aggregation.challenge()
-    for cid, attempt in attempts.items():
-        t = fed.clients[cid].respond(attempt, challenge, firsts)
-        aggregation.add_response(cid, t * _q_prime_part(small_group) % small_group.p if cid == "c1" else t)
-    assert aggregation.verify_responses().keys() == {"c1"}
-    with pytest.raises(InvalidGroupElementError, match="c1"):
-        aggregation.decrypt(fed.secret)
 
 
 def test_client_refuses_a_first_component_outside_the_subgroup(small_group: GroupParams) -> None:
