@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from fedcast.cli_common import add_group_args as _add_group_args
@@ -96,9 +98,9 @@ def _add_plot_arg(parser: argparse.ArgumentParser) -> None:
 
 def _plot_rows(name: str, rows: Any, directory: str | None) -> None:
     if directory:
-        from fedcast.bench.plots import plot_bench, require_matplotlib
+        from fedcast.bench.plots import plot_bench
 
-        require_matplotlib()  # a clear error before anything else is written
+        _require_plots(directory)  # a clear error before anything else is written
         for path in plot_bench(name, rows, directory):
             print(f"plot: {path}", file=sys.stderr)
 
@@ -117,84 +119,53 @@ def _show(rows: Any) -> list[dict[str, Any]]:
 
 
 def _cmd_bench_fedmf(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from fedcast.bench.fedmf import TABLE_COLUMNS, FedMFBenchConfig, fedmf_notes, run_fedmf_bench
-    from fedcast.bench.report import format_table
 
-    config = (
+    changes = _overrides(
+        args,
+        ("n_users", "latent_dim", "iterations", "paillier_budget_s", "movielens", "p_bits"),
+        items="item_counts",
+        paillier_bits="paillier_bits",
+        texts="paillier_texts",
+    )
+    base = (
         FedMFBenchConfig.small()
         if args.small
         else FedMFBenchConfig.quick()
         if args.quick
         else FedMFBenchConfig()
     )
-    changes: dict[str, Any] = {"seed": args.seed}
-    for key in ("n_users", "latent_dim", "iterations", "paillier_budget_s", "movielens", "p_bits"):
-        if getattr(args, key) is not None:
-            changes[key] = getattr(args, key)
-    if args.items:
-        changes["item_counts"] = tuple(args.items)
-    if args.paillier_bits is not None:
-        changes["paillier_bits"] = tuple(args.paillier_bits)
-    if args.texts:
-        changes["paillier_texts"] = tuple(args.texts)
-    if args.insecure_test_group:
-        changes["insecure_group"] = True
-    config = replace(config, **changes)
-    if args.plot:
-        from fedcast.bench.plots import require_matplotlib
-
-        require_matplotlib()
+    config = replace(base, **changes)
+    _require_plots(args.plot)
     rows = run_fedmf_bench(config, progress=_progress(args.quiet))
-    _write_rows(rows, args.json)
-    _plot_rows("fedmf", rows, args.plot)
-    print(format_table(_show(rows), TABLE_COLUMNS))
-    for line in fedmf_notes(config, rows):
-        print(f"  * {line}")
+    _emit("fedmf", rows, TABLE_COLUMNS, fedmf_notes(config, rows), json_path=args.json, plot_dir=args.plot)
     return 0
 
 
 def _cmd_bench_scale(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from fedcast.bench.report import format_table
     from fedcast.bench.scale import TABLE_COLUMNS, ScaleBenchConfig, run_scale_bench, scale_notes
 
-    config = (
+    changes = _overrides(
+        args,
+        ("cell_budget_s", "p_bits", "pi_params", "pi_address_space_mb", "challenge_members"),
+        table_bytes=True,
+        clients="n_clients",
+        params="n_params",
+        pi_table_mb="pi_table_budgets_mb",
+    )
+    if args.no_pi:
+        changes["pi"] = False
+    base = (
         ScaleBenchConfig.small()
         if args.small
         else ScaleBenchConfig.quick()
         if args.quick
         else ScaleBenchConfig()
     )
-    changes: dict[str, Any] = {"seed": args.seed}
-    if args.clients:
-        changes["n_clients"] = tuple(args.clients)
-    if args.params:
-        changes["n_params"] = tuple(args.params)
-    for key in ("cell_budget_s", "p_bits", "pi_params", "pi_address_space_mb", "challenge_members"):
-        if getattr(args, key) is not None:
-            changes[key] = getattr(args, key)
-    if args.table_memory_mb is not None:
-        changes["table_memory_bytes"] = args.table_memory_mb * 1024 * 1024
-    if args.pi_table_mb:
-        changes["pi_table_budgets_mb"] = tuple(args.pi_table_mb)
-    if args.no_pi:
-        changes["pi"] = False
-    if args.insecure_test_group:
-        changes["insecure_group"] = True
-    config = replace(config, **changes)
-    if args.plot:
-        from fedcast.bench.plots import require_matplotlib
-
-        require_matplotlib()
+    config = replace(base, **changes)
+    _require_plots(args.plot)
     rows = run_scale_bench(config, progress=_progress(args.quiet))
-    _write_rows(rows, args.json)
-    _plot_rows("scale", rows, args.plot)
-    print(format_table(_show(rows), TABLE_COLUMNS))
-    for line in scale_notes(config):
-        print(f"  * {line}")
+    _emit("scale", rows, TABLE_COLUMNS, scale_notes(config), json_path=args.json, plot_dir=args.plot)
     for row in rows:
         if row["detail"] and row["status"] != "ok":
             print(
@@ -205,65 +176,79 @@ def _cmd_bench_scale(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_e2e(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from fedcast.bench.e2e import JSON_KEYS, TABLE_COLUMNS, E2EBenchConfig, notes, run_e2e_bench
-    from fedcast.bench.report import format_table
 
-    config = E2EBenchConfig.quick() if args.quick else E2EBenchConfig()
-    changes: dict[str, Any] = {"seed": args.seed}
-    if args.clients:
-        changes["n_clients"] = tuple(args.clients)
-    if args.schemes:
-        changes["schemes"] = tuple(args.schemes)
-    for key in ("rounds", "n_items", "latent_dim", "table_memory_mb", "amqp_url", "p_bits", "cell_timeout_s"):
-        if getattr(args, key) is not None:
-            changes[key] = getattr(args, key)
-    config = replace(config, **changes)
+    keys = ("rounds", "n_items", "latent_dim", "table_memory_mb", "amqp_url", "p_bits", "cell_timeout_s")
+    changes = _overrides(args, keys, clients="n_clients", schemes="schemes")
+    config = replace(E2EBenchConfig.quick() if args.quick else E2EBenchConfig(), **changes)
     rows = run_e2e_bench(config, progress=_progress(args.quiet))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump([{k: row.get(k) for k in JSON_KEYS} for row in rows], handle, indent=1)
-    print(format_table([{k: "-" if v is None else v for k, v in r.items()} for r in rows], TABLE_COLUMNS))
-    for line in notes(config):
-        print(f"  * {line}")
+    _emit("e2e", rows, TABLE_COLUMNS, notes(config), json_path=args.json, json_keys=JSON_KEYS)
     return 0
 
 
 def _cmd_bench_peers(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from fedcast.bench.peers import JSON_KEYS, TABLE_COLUMNS, PeersBenchConfig, notes, run_peers_bench
+
+    changes = _overrides(
+        args, ("p_bits",), table_bytes=True, clients="n_clients", params="n_params", settings="settings"
+    )
+    config = replace(PeersBenchConfig.quick() if args.quick else PeersBenchConfig(), **changes)
+    rows = run_peers_bench(config, progress=_progress(args.quiet))
+    _emit("peers", rows, TABLE_COLUMNS, notes(config), json_path=args.json, json_keys=JSON_KEYS)
+    return 0
+
+
+def _overrides(
+    args: argparse.Namespace, names: Sequence[str], *, table_bytes: bool = False, **lists: str
+) -> dict[str, Any]:
+    """Config fields the command line sets: ``--seed`` always; ``names`` when given; the
+    multi-value options in ``lists`` (option -> field) as tuples when given (an empty
+    ``--paillier-bits`` is kept: it means none); with ``table_bytes``, ``--table-memory-mb``
+    as ``table_memory_bytes``; ``--insecure-test-group`` where the command has it."""
+    changes: dict[str, Any] = {"seed": args.seed}
+    changes.update({name: getattr(args, name) for name in names if getattr(args, name) is not None})
+    for option, field in lists.items():
+        if getattr(args, option) is not None:
+            changes[field] = tuple(getattr(args, option))
+    if table_bytes and args.table_memory_mb is not None:
+        changes["table_memory_bytes"] = args.table_memory_mb * 1024 * 1024
+    if getattr(args, "insecure_test_group", False):
+        changes["insecure_group"] = True
+    return changes
+
+
+def _emit(
+    name: str,
+    rows: list[dict[str, Any]],
+    columns: Sequence[tuple[str, str]],
+    notes: Iterable[str],
+    *,
+    json_path: str | None,
+    json_keys: Sequence[str] | None = None,
+    plot_dir: str | None = None,
+) -> None:
+    """The rows as JSON (``--json PATH``) and PNG plots (``--plot DIR``), then the table and notes."""
     from fedcast.bench.report import format_table
 
-    config = PeersBenchConfig.quick() if args.quick else PeersBenchConfig()
-    changes: dict[str, Any] = {"seed": args.seed, "p_bits": args.p_bits}
-    if args.clients:
-        changes["n_clients"] = tuple(args.clients)
-    if args.params:
-        changes["n_params"] = tuple(args.params)
-    if args.settings:
-        changes["settings"] = tuple(args.settings)
-    if args.table_memory_mb is not None:
-        changes["table_memory_bytes"] = args.table_memory_mb * 1024 * 1024
-    config = replace(config, **changes)
-    rows = run_peers_bench(config, progress=_progress(args.quiet))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump([{k: row.get(k) for k in JSON_KEYS} for row in rows], handle, indent=1)
-    print(format_table(rows, TABLE_COLUMNS))
-    for line in notes(config):
+    _write_rows(rows if json_keys is None else [{k: r.get(k) for k in json_keys} for r in rows], json_path)
+    _plot_rows(name, rows, plot_dir)
+    print(format_table(_show(rows), columns))
+    for line in notes:
         print(f"  * {line}")
-    return 0
+
+
+def _require_plots(directory: str | None) -> None:
+    """Fail on a missing matplotlib before a long run, not after it."""
+    if directory:
+        from fedcast.bench.plots import require_matplotlib
+
+        require_matplotlib()
 
 
 def _cmd_bench_report(args: argparse.Namespace) -> int:
     from fedcast.bench.docs import run_report
 
-    if not args.no_plots:
-        from fedcast.bench.plots import require_matplotlib
-
-        require_matplotlib()
+    _require_plots(None if args.no_plots else args.plot_dir)
     sections = run_report(
         quick=args.quick,
         out=args.out,
