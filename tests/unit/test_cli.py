@@ -95,3 +95,40 @@ def test_bench_masks_reports_bad_data_as_an_error(tmp_path: Path, capsys: pytest
     (tmp_path / "u.data").write_text("1\tnot-a-number\t3\t0\n")
     assert main(["bench", "masks", "--ml100k", str(tmp_path), "--seeds", "0"]) == 2
     assert "data_error" in capsys.readouterr().err
+
+
+def test_bench_options_become_config_fields() -> None:
+    """The shared override builder: given options only, lists as tuples, an empty list kept."""
+    import argparse
+
+    from fedcast.bench_cli import _overrides
+
+    args = argparse.Namespace(
+        seed=3,
+        n_users=None,
+        p_bits=3072,
+        items=[40, 80],
+        paillier_bits=[],
+        texts=None,
+        table_memory_mb=64,
+        insecure_test_group=True,
+    )
+    changes = _overrides(
+        args,
+        ("n_users", "p_bits"),
+        table_bytes=True,
+        items="item_counts",
+        paillier_bits="paillier_bits",
+        texts="paillier_texts",
+    )
+    assert changes == {
+        "seed": 3,
+        "p_bits": 3072,
+        "item_counts": (40, 80),
+        "paillier_bits": (),  # `--paillier-bits` alone: no Paillier run, not the default
+        "table_memory_bytes": 64 * 1024 * 1024,
+        "insecure_group": True,
+    }
+    args.table_memory_mb, args.insecure_test_group = None, False
+    assert "table_memory_bytes" not in _overrides(args, (), table_bytes=True)
+    assert "insecure_group" not in _overrides(args, ())
