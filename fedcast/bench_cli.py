@@ -24,7 +24,7 @@ def _cmd_bench_crypto(args: argparse.Namespace) -> int:
     config = CryptoBenchConfig(
         n_params=tuple(args.params) if args.params else base.n_params,
         n_clients=tuple(args.clients) if args.clients else base.n_clients,
-        p_bits=args.p_bits,
+        modulus_bits=args.modulus_bits,
         paillier_sample=base.paillier_sample,
         table_memory_bytes=args.table_memory_mb * 1024 * 1024,
         seed=args.seed,
@@ -46,7 +46,7 @@ def _cmd_bench_learning(args: argparse.Namespace) -> int:
 
     report = _progress(args.json)
     secure = _elgamal_scheme(args, args.clip)
-    report(f"parity run: {args.rounds} rounds, secure scheme {secure.name} |p|={args.p_bits}")
+    report(f"parity run: {args.rounds} rounds, secure scheme {secure.name} |p|={args.modulus_bits}")
     result = run_learning_parity(secure, seed=args.seed, rounds=args.rounds)
     if args.json:
         print(json.dumps(result))
@@ -123,7 +123,7 @@ def _cmd_bench_fedmf(args: argparse.Namespace) -> int:
 
     changes = _overrides(
         args,
-        ("n_users", "latent_dim", "iterations", "paillier_budget_s", "movielens", "p_bits"),
+        ("n_users", "latent_dim", "iterations", "paillier_budget_s", "movielens", "modulus_bits"),
         items="item_counts",
         paillier_bits="paillier_bits",
         texts="paillier_texts",
@@ -147,7 +147,7 @@ def _cmd_bench_scale(args: argparse.Namespace) -> int:
 
     changes = _overrides(
         args,
-        ("cell_budget_s", "p_bits", "pi_params", "pi_address_space_mb", "challenge_members"),
+        ("cell_budget_s", "modulus_bits", "pi_params", "pi_address_space_mb", "challenge_members"),
         table_bytes=True,
         clients="n_clients",
         params="n_params",
@@ -178,7 +178,7 @@ def _cmd_bench_scale(args: argparse.Namespace) -> int:
 def _cmd_bench_e2e(args: argparse.Namespace) -> int:
     from fedcast.bench.e2e import JSON_KEYS, TABLE_COLUMNS, E2EBenchConfig, notes, run_e2e_bench
 
-    keys = ("rounds", "n_items", "latent_dim", "table_memory_mb", "amqp_url", "p_bits", "cell_timeout_s")
+    keys = ("rounds", "n_items", "latent_dim", "table_memory_mb", "amqp_url", "modulus_bits", "cell_timeout_s")
     changes = _overrides(args, keys, clients="n_clients", schemes="schemes")
     config = replace(E2EBenchConfig.quick() if args.quick else E2EBenchConfig(), **changes)
     rows = run_e2e_bench(config, progress=_progress(args.quiet))
@@ -190,7 +190,7 @@ def _cmd_bench_peers(args: argparse.Namespace) -> int:
     from fedcast.bench.peers import JSON_KEYS, TABLE_COLUMNS, PeersBenchConfig, notes, run_peers_bench
 
     changes = _overrides(
-        args, ("p_bits",), table_bytes=True, clients="n_clients", params="n_params", settings="settings"
+        args, ("modulus_bits",), table_bytes=True, clients="n_clients", params="n_params", settings="settings"
     )
     config = replace(PeersBenchConfig.quick() if args.quick else PeersBenchConfig(), **changes)
     rows = run_peers_bench(config, progress=_progress(args.quiet))
@@ -253,7 +253,7 @@ def _cmd_bench_report(args: argparse.Namespace) -> int:
         quick=args.quick,
         out=args.out,
         plot_dir=args.plot_dir,
-        p_bits=args.p_bits,
+        modulus_bits=args.modulus_bits,
         movielens=args.movielens,
         plots=not args.no_plots,
         progress=_progress(False),
@@ -271,7 +271,7 @@ def add_bench_commands(commands: Any) -> None:
     crypto.add_argument("--json", action="store_true", help="print a JSON list of rows instead of a table")
     crypto.add_argument("--params", type=int, nargs="+", help="parameter counts (default 10000 100000)")
     crypto.add_argument("--clients", type=int, nargs="+", help="client counts (default 10 100)")
-    crypto.add_argument("--p-bits", type=int, default=2048, choices=(2048, 3072), help="group size")
+    crypto.add_argument("--modulus-bits", type=int, default=2048, choices=(2048, 3072), help="group size")
     crypto.add_argument(
         "--table-memory-mb", type=int, default=256, help="client fixed-base table budget (MiB)"
     )
@@ -315,7 +315,7 @@ def add_bench_commands(commands: Any) -> None:
         "--paillier-budget-s", type=float, help="seconds of whole users measured per Paillier setting (20)"
     )
     fedmf.add_argument("--movielens", metavar="PATH", help="ml-latest-small ratings.csv (default: synthetic)")
-    fedmf.add_argument("--p-bits", type=int, choices=(2048, 3072), help="ElGamal group size (default 2048)")
+    fedmf.add_argument("--modulus-bits", type=int, choices=(2048, 3072), help="ElGamal group size (default 2048)")
     fedmf.add_argument("--insecure-test-group", action="store_true", help="512-bit INSECURE group (tests)")
     fedmf.add_argument("--json", metavar="PATH", help="also write the rows as JSON to PATH")
     fedmf.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -336,7 +336,7 @@ def add_bench_commands(commands: Any) -> None:
     scale.add_argument("--pi-params", type=int, help="Pi run parameters (default 100000)")
     scale.add_argument("--pi-as-mb", dest="pi_address_space_mb", type=int, help="Pi RLIMIT_AS, MiB (512)")
     scale.add_argument("--pi-table-mb", type=int, nargs="+", help="Pi table budgets, MiB (default 64 256)")
-    scale.add_argument("--p-bits", type=int, choices=(2048, 3072), help="group size (default 2048)")
+    scale.add_argument("--modulus-bits", type=int, choices=(2048, 3072), help="group size (default 2048)")
     scale.add_argument("--insecure-test-group", action="store_true", help="512-bit INSECURE group (tests)")
     scale.add_argument("--json", metavar="PATH", help="also write the rows as JSON to PATH")
     scale.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -357,7 +357,7 @@ def add_bench_commands(commands: Any) -> None:
     e2e.add_argument(
         "--amqp", dest="amqp_url", help="broker URL (default amqp://guest:guest@127.0.0.1:5672/)"
     )
-    e2e.add_argument("--p-bits", type=int, choices=(2048, 3072), help="group size (default 2048)")
+    e2e.add_argument("--modulus-bits", type=int, choices=(2048, 3072), help="group size (default 2048)")
     e2e.add_argument("--cell-timeout-s", type=float, help="give up on a cell after this long (default 600)")
     e2e.add_argument("--json", metavar="PATH", help="also write the rows as JSON to PATH")
     e2e.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -371,7 +371,7 @@ def add_bench_commands(commands: Any) -> None:
     peers.add_argument(
         "--settings", nargs="+", choices=("flower-3/2", "flower-all/half", "fedcast"), help="default all"
     )
-    peers.add_argument("--p-bits", type=int, default=2048, choices=(2048, 3072), help="fedcast group size")
+    peers.add_argument("--modulus-bits", type=int, default=2048, choices=(2048, 3072), help="fedcast group size")
     peers.add_argument("--table-memory-mb", type=int, help="fedcast client table budget, MiB (default 256)")
     peers.add_argument("--json", metavar="PATH", help="also write the rows as JSON to PATH")
     peers.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -386,5 +386,5 @@ def add_bench_commands(commands: Any) -> None:
     report.add_argument("--plot-dir", default="docs/bench", help="plots and JSON rows (default docs/bench)")
     report.add_argument("--no-plots", action="store_true", help="skip the PNG plots (no matplotlib needed)")
     report.add_argument("--movielens", metavar="PATH", help="ml-latest-small ratings.csv for the fedmf bench")
-    report.add_argument("--p-bits", type=int, default=2048, choices=(2048, 3072), help="group size")
+    report.add_argument("--modulus-bits", type=int, default=2048, choices=(2048, 3072), help="group size")
     report.set_defaults(handler=_cmd_bench_report)

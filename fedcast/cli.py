@@ -43,7 +43,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         n_clients=args.clients,
         rounds=args.rounds,
         amqp_url=args.amqp,
-        p_bits=args.p_bits,
+        modulus_bits=args.modulus_bits,
         seed=args.seed,
     )
     report = _progress(args.json)

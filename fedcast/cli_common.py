@@ -21,16 +21,16 @@ def progress(quiet: bool) -> Any:
 
 
 def elgamal_scheme(args: argparse.Namespace, clip: float) -> Any:
-    from shared.crypto.group import generate_group
+    from shared.crypto.modulus import generate_group
     from shared.encoding import FixedPointEncoding
     from shared.params import SystemParams
     from shared.schemes import ElGamalSum
 
-    params = SystemParams(generate_group(args.p_bits), FixedPointEncoding(args.frac_bits, clip))
+    params = SystemParams(generate_group(args.modulus_bits), FixedPointEncoding(args.frac_bits, clip))
     return ElGamalSum(params, seed=args.seed)
 
 
 def add_group_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--p-bits", type=int, default=2048, choices=(2048, 3072), help="group size")
+    parser.add_argument("--modulus-bits", type=int, default=2048, choices=(2048, 3072), help="group size")
     parser.add_argument("--frac-bits", type=int, default=16, help="fixed-point fraction bits")
     parser.add_argument("--seed", type=int, default=0)

@@ -36,6 +36,8 @@ from services.edge_client.service import EdgeClientService, EdgeConfig
 from services.keyserver.service import KeyServer, KeyServerConfig
 from services.observability import MetricsServer, ObservabilityConfig, initialize_series
 from services.runtime import make_transport
+from shared.crypto.elgamal import DEFAULT_MIN_ONLINE
+from shared.errors import ConfigurationError
 from shared.learning.tasks import FedMFClientTask, FedMFServerTask, TaskSpec
 from shared.metrics import PHASE_SECONDS
 from shared.protocol.aggregator import RoundConfig, RoundOutcome
@@ -64,12 +66,21 @@ class DemoConfig:
     latent_dim: int = 5
     learning_rate: float = 0.004
     clip: float = 16.0  # item gradients of 6 lines per node reach ~10 in the first rounds
-    p_bits: int = 2048
+    modulus_bits: int = 2048
     amqp_url: str | None = None
     seed: int = 0
     state_dir: Path | None = None
-    insecure_small_group: bool = False  # tests only: a 512-bit group for speed
+    insecure_small_group: bool = False  # tests only: a 512-bit modulus for speed
     federation: str | None = None  # default: "demo" in-process, a fresh "demo-<hex>" on RabbitMQ
+
+    def __post_init__(self) -> None:
+        if self.n_clients < DEFAULT_MIN_ONLINE:
+            raise ConfigurationError(
+                f"the demo needs at least {DEFAULT_MIN_ONLINE} clients: every client refuses an online set "
+                f"below {DEFAULT_MIN_ONLINE} members (with fewer, colluders could isolate one client's update)"
+            )
+        if self.rounds < 1:
+            raise ConfigurationError("the demo needs at least one round")
 
 
 @dataclass
@@ -203,14 +214,14 @@ async def run_demo(
             stack.enter_context(tempfile.TemporaryDirectory(prefix="fedcast-demo-"))
         )
         start = time.perf_counter()
-        say(f"generating a {config.p_bits}-bit group and starting the key service")
+        say(f"generating a {config.modulus_bits}-bit RSA modulus and starting the key service")
         ks_transport = transport("keyserver")
         await ks_transport.connect()
         keyserver = KeyServer(
             KeyServerConfig(
                 root / "keyserver",
                 federation=federation,
-                p_bits=config.p_bits,
+                modulus_bits=config.modulus_bits,
                 clip=config.clip,
                 max_clients=max(64, config.n_clients),
                 admin_token=_ADMIN_TOKEN,
@@ -273,7 +284,7 @@ async def run_demo(
                 aggregator_token=_AGGREGATOR_TOKEN,
                 keyserver_verify_key=keyserver.verify_key,
                 task=spec,
-                rounds=RoundConfig(min_online=2, expected_clients=config.n_clients, ready_window_s=10.0),
+                rounds=RoundConfig(expected_clients=config.n_clients, ready_window_s=10.0),
                 allow_insecure_test_group=config.insecure_small_group,
             ),
             transport("aggregator"),

@@ -8,7 +8,6 @@ from pathlib import Path
 from shared.crypto.group import GroupParams
 from shared.crypto.keys import AggregatorSecretKey, ClientKeyPair
 from shared.crypto.signing import SigningKeyPair
-from shared.errors import InvalidKeyError
 from shared.keystore import read_secret_json, write_json_atomic
 
 __all__ = ["load_or_create_aggregator_key", "load_or_create_client_key", "load_or_create_signing_key"]
@@ -38,20 +37,15 @@ def load_or_create_client_key(
 
 
 def load_or_create_aggregator_key(
-    path: Path, group: GroupParams, n_segments: int, *, check_permissions: bool = True
+    path: Path, group: GroupParams, *, check_permissions: bool = True
 ) -> AggregatorSecretKey:
-    """The aggregator's alpha_1..alpha_u and delivery secret (from a file or a mounted Secret)."""
+    """The aggregator's alpha and delivery secret (from a file or a mounted Secret).
+
+    A key file written by protocol version 1 is refused (LegacyStateError), never reused.
+    """
     if path.exists():
-        key = AggregatorSecretKey.from_secret_dict(
-            read_secret_json(path, check_permissions=check_permissions), group
-        )
-        if key.n_segments != n_segments:
-            raise InvalidKeyError(
-                f"{path} holds {key.n_segments} segment keys, the model needs {n_segments}: "
-                "a different model size needs a new aggregator key"
-            )
-        return key
-    key = AggregatorSecretKey.generate(group, n_segments)
+        return AggregatorSecretKey.from_secret_dict(read_secret_json(path, check_permissions=check_permissions), group)
+    key = AggregatorSecretKey.generate(group)
     write_json_atomic(path, key.to_secret_dict(), secret=True)
-    log.info("created aggregator key %s (%d segment keys)", path, n_segments)
+    log.info("created aggregator key %s", path)
     return key

@@ -17,13 +17,16 @@ boundary with ``raise ... from exc``; callers never need to catch them.
     │   │   └── InsecureParametersError
     │   ├── InvalidGroupElementError
     │   ├── InvalidKeyError
+    │   ├── InvalidProofError
     │   ├── KeyStorageError
+    │   │   └── LegacyStateError
     │   ├── CiphertextShapeError
     │   ├── OnlineSetError
     │   │   ├── OnlineSetTooSmallError
     │   │   ├── NotAMemberError
     │   │   └── AggregateKeyMismatchError
     │   ├── ChallengeRejectedError
+    │   │   └── ModelAlreadyAnsweredError
     │   ├── ProtocolOrderError
     │   ├── DecryptionError
     │   └── DeliveryError
@@ -67,8 +70,11 @@ __all__ = [
     "InvalidGroupElementError",
     "InvalidKeyError",
     "InvalidParametersError",
+    "InvalidProofError",
     "KeyStorageError",
+    "LegacyStateError",
     "MalformedMessageError",
+    "ModelAlreadyAnsweredError",
     "NotAMemberError",
     "NotAuthorizedError",
     "OnlineSetError",
@@ -130,10 +136,22 @@ class InvalidKeyError(CryptoError):
     reason = "invalid_key"
 
 
+class InvalidProofError(CryptoError):
+    """A zero-knowledge proof (of a key, a first component or a decryption share) does not verify."""
+
+    reason = "invalid_proof"
+
+
 class KeyStorageError(CryptoError):
     """A key file could not be read or written, or has unsafe permissions."""
 
     reason = "key_storage"
+
+
+class LegacyStateError(KeyStorageError):
+    """State written by a protocol-version-1 service (prime-modulus group): refused, never converted."""
+
+    reason = "legacy_state"
 
 
 class CiphertextShapeError(CryptoError):
@@ -170,6 +188,12 @@ class ChallengeRejectedError(CryptoError):
     """A challenge R failed the client's checks (crypto note section 5), or was already answered."""
 
     reason = "challenge_rejected"
+
+
+class ModelAlreadyAnsweredError(ChallengeRejectedError):
+    """The client already answered a challenge for this model (crypto note 0.3): no second answer/upload."""
+
+    reason = "model_already_answered"
 
 
 class ProtocolOrderError(CryptoError):

@@ -15,6 +15,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
     "AGGREGATE_SECONDS",
+    "CHALLENGE_RESENDS",
     "CLIENT_ENCRYPT_SECONDS",
     "CLIENT_TRAIN_SECONDS",
     "CLIPPED_VALUES",
@@ -71,6 +72,11 @@ ROUND_RETRIES = Counter(
     "fedcast_round_retries_total", "Round attempts that failed and were retried.", ["service"]
 )
 ROUNDS_COMPLETED = Counter("fedcast_rounds_completed_total", "Rounds completed.", ["service"])
+CHALLENGE_RESENDS = Counter(
+    "fedcast_challenge_resends_total",
+    "Challenges sent again to members that had not answered in time (the attempt stays open).",
+    ["service"],
+)
 CURRENT_ROUND = Gauge("fedcast_current_round", "Round id in progress.", ["service"])
 CLIENT_ENCRYPT_SECONDS = Histogram(
     "fedcast_client_encrypt_seconds", "Client encode + pack + encrypt time.", ["service"], buckets=_SECONDS

@@ -13,7 +13,7 @@ from typing import Any
 
 from shared.crypto.group import GroupParams
 from shared.encoding import FixedPointEncoding
-from shared.errors import ConfigurationError, InvalidParametersError
+from shared.errors import ConfigurationError, InvalidParametersError, LegacyStateError
 from shared.packing import PackingLayout
 
 __all__ = ["DEFAULT_MAX_CLIENTS", "SystemParams"]
@@ -22,7 +22,7 @@ __all__ = ["DEFAULT_MAX_CLIENTS", "SystemParams"]
 #: 70 slots per 2048-bit segment, ~7.3 bytes per parameter).
 DEFAULT_MAX_CLIENTS = 1000
 _FORMAT = "fedcast.system-params"
-_VERSION = 1
+_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,12 @@ class SystemParams:
     def from_dict(cls, data: Any, *, allow_insecure: bool = False) -> SystemParams:
         if not isinstance(data, dict) or data.get("format") != _FORMAT:
             raise InvalidParametersError("not a fedcast system-parameters document")
+        if data.get("version") == 1:
+            raise LegacyStateError(
+                "these system parameters were written by fedcast protocol version 1 (a public prime "
+                "modulus, which hides nothing): refused. Start the key service with a new state "
+                "directory to generate an RSA modulus, then re-provision devices (docs/SECURITY.md)"
+            )
         if data.get("version") != _VERSION:
             raise InvalidParametersError(f"unsupported system-parameters version {data.get('version')!r}")
         group = GroupParams.from_dict(data.get("group"), allow_insecure=allow_insecure)

@@ -8,6 +8,7 @@ report client, aggregate and decrypt seconds separately.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,14 +18,15 @@ import numpy as np
 from shared.crypto.elgamal import (
     DEFAULT_TABLE_MEMORY_BYTES,
     Aggregation,
+    AttemptContext,
+    ClientTables,
     Decryptor,
     ElGamalClient,
     OnlineSet,
-    lifted_bases,
 )
-from shared.crypto.fixedbase import FixedBaseSet
-from shared.crypto.keys import AggregatorSecretKey, ClientKeyPair
+from shared.crypto.keys import AggregatorPublicKey, AggregatorSecretKey, ClientKeyPair
 from shared.crypto.paillier import DEFAULT_PAILLIER_BITS, PaillierKeys
+from shared.crypto.proofs import RESPONSE_BITS
 from shared.encoding import FixedPointEncoding
 from shared.errors import ConfigurationError
 from shared.params import SystemParams
@@ -32,24 +34,27 @@ from shared.secure_sum import FloatArray, RoundStats, check_vectors
 
 __all__ = ["ElGamalSum", "PaillierSum"]
 
+_FEDERATION = "simulation"
+_VERIFY_KEY = bytes(32)  # the simulated aggregator's Ed25519 key: only binds the key proofs
+
 
 @dataclass
 class _Deployment:
-    """Aggregator keys for one vector length, their tables, and the clients built on them."""
+    """Decryptor and client tables for one vector length, and the clients built on them."""
 
-    secret: AggregatorSecretKey
     decryptor: Decryptor
-    bases: FixedBaseSet
+    tables: ClientTables
     clients: list[ElGamalClient]
 
 
 class ElGamalSum:
-    """fedcast's scheme: packed multi-key ElGamal with challenge-response decryption.
+    """fedcast's scheme (v2): multi-key ElGamal on an RSA modulus with challenge-response decryption.
 
-    Keys are generated on first use: one aggregator key set per vector length
-    (u segment keys) and one key pair per simulated client, reused across rounds
-    as a deployment would. Uploads are folded as they are produced; the online
-    set is every client that was handed a vector.
+    Keys are generated on first use: one aggregator key, its decryptor and the
+    client tables per vector length, and one key pair per simulated client, reused
+    across rounds as a deployment would. Uploads are folded as they are produced;
+    the online set is every client that was handed a vector. Each call is one round
+    for a fresh model digest, so the one-answer-per-model rule never interferes.
     """
 
     def __init__(
@@ -63,8 +68,11 @@ class ElGamalSum:
         self._table_memory = table_memory_bytes
         self._rng = np.random.default_rng(seed)  # stochastic rounding only; keys use the OS CSPRNG
         self._clients: list[ClientKeyPair] = []
+        self._secret = AggregatorSecretKey.generate(params.group)
+        self._public: AggregatorPublicKey = self._secret.public(federation=_FEDERATION, verify_key=_VERIFY_KEY)
         self._by_segments: dict[int, _Deployment] = {}
         self._last = RoundStats()
+        self._rounds = 0
         self.clipped_total = 0  # over every round, for reports
 
     @property
@@ -80,15 +88,23 @@ class ElGamalSum:
         while len(self._clients) < n_clients:
             self._clients.append(ClientKeyPair.generate(group))
         if n_segments not in self._by_segments:
-            secret = AggregatorSecretKey.generate(group, n_segments)
-            # One table set per aggregator key, shared by every simulated client.
-            bases = lifted_bases(secret.public, self._table_memory)
-            self._by_segments[n_segments] = _Deployment(secret, Decryptor(secret), bases, [])
+            decryptor = Decryptor(
+                self._secret,
+                federation=_FEDERATION,
+                n_segments=n_segments,
+                max_members=self.params.max_clients,
+                table_memory_bytes=self._table_memory,
+            )
+            # One table set per deployment, shared by every simulated client.
+            tables = ClientTables(
+                self._public, federation=_FEDERATION, n_segments=n_segments, table_memory_bytes=self._table_memory
+            )
+            self._by_segments[n_segments] = _Deployment(decryptor, tables, [])
         deployment = self._by_segments[n_segments]
         clients = deployment.clients
         while len(clients) < n_clients:
             keypair = self._clients[len(clients)]
-            clients.append(ElGamalClient(keypair, deployment.secret.public, bases=deployment.bases))
+            clients.append(ElGamalClient(keypair, self._public, deployment.tables))
         return deployment.decryptor, clients[:n_clients]
 
     def sum(self, vectors: Sequence[FloatArray]) -> FloatArray:
@@ -102,17 +118,21 @@ class ElGamalSum:
         online = OnlineSet.from_registry(
             group, {i: c.keypair.public for i, c in zip(ids, clients, strict=True)}
         )
+        self._rounds += 1
+        digest = hashlib.sha256(b"simulated model %d" % self._rounds).digest()
+        context = AttemptContext(_FEDERATION, digest, self._rounds, 0, online.members)
         pk_s = online.aggregate_key
         stats = RoundStats(n_clients=len(vectors), n_params=n)
-        aggregation = Aggregation(online, u)
+        aggregation = Aggregation(online, context, u)
         attempts = {}
-        upload_bytes = u * group.ciphertext_bytes + 2 * group.element_bytes
+        # Upload = K_i + u segments (mod N^2), A_i and B_i (mod N), A_i's proof (t mod N, z of 81 bytes).
+        upload_bytes = (u + 1) * group.ciphertext_bytes + 3 * group.element_bytes + (RESPONSE_BITS + 7) // 8
         for cid, client, vector in zip(ids, clients, vectors, strict=True):
             start = time.perf_counter()
             encoded = encoding.encode(vector, self._rng)
             segments = layout.pack(encoded.values)
             ciphertext, attempts[cid] = client.encrypt(
-                segments, online, client_id=cid, claimed_aggregate_key=pk_s
+                segments, online, context, client_id=cid, claimed_aggregate_key=pk_s, min_online=2
             )
             stats.client_seconds.append(time.perf_counter() - start)
             stats.upload_bytes.append(upload_bytes)
@@ -125,10 +145,10 @@ class ElGamalSum:
         stats.aggregate_seconds += time.perf_counter() - start
         for cid, client in zip(ids, clients, strict=True):
             start = time.perf_counter()
-            response = client.respond(attempts[cid], challenge, firsts)
+            share, proof = client.respond(attempts[cid], challenge, firsts)
             stats.respond_seconds.append(time.perf_counter() - start)
             start = time.perf_counter()
-            aggregation.add_response(cid, response)
+            aggregation.add_response(cid, share, proof)
             stats.aggregate_seconds += time.perf_counter() - start
         start = time.perf_counter()
         sums = layout.unpack(aggregation.decrypt(decryptor), n, n_clients=len(vectors))

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from shared.crypto.elgamal import DEFAULT_TABLE_MEMORY_BYTES
-from shared.crypto.group import DEFAULT_P_BITS, generate_group
+from shared.crypto.group import DEFAULT_MODULUS_BITS
+from shared.crypto.modulus import generate_group
 from shared.crypto.paillier import DEFAULT_PAILLIER_BITS, PaillierKeys
 from shared.encoding import FixedPointEncoding
 from shared.params import SystemParams
@@ -70,7 +71,7 @@ TABLE_COLUMNS = [
 class CryptoBenchConfig:
     n_params: tuple[int, ...] = (10_000, 100_000)
     n_clients: tuple[int, ...] = (10, 100)
-    p_bits: int = DEFAULT_P_BITS
+    modulus_bits: int = DEFAULT_MODULUS_BITS
     paillier_bits: int = DEFAULT_PAILLIER_BITS
     paillier_sample: int = 40  # values actually encrypted with Paillier per measurement
     table_memory_bytes: int = DEFAULT_TABLE_MEMORY_BYTES
@@ -143,7 +144,7 @@ def _paillier_row(
 def run_crypto_bench(config: CryptoBenchConfig, *, progress: Any = None) -> list[dict[str, Any]]:
     """Run every (scheme, n, N) cell; returns one row per cell."""
     rng = np.random.default_rng(config.seed)
-    group = generate_group(config.p_bits)
+    group = generate_group(config.modulus_bits)
     params = SystemParams(group, max_clients=max(1000, *config.n_clients))
     elgamal = ElGamalSum(params, table_memory_bytes=config.table_memory_bytes, seed=config.seed)
     plaintext = PlaintextSum()
@@ -171,7 +172,7 @@ def machine_description() -> str:
 def notes(config: CryptoBenchConfig) -> Sequence[str]:
     """Footnotes printed under the table: what was measured, and what was scaled."""
     return [
-        f"group |p|={config.p_bits}, |q|=256; Paillier n={config.paillier_bits} bits; "
+        f"group |p|={config.modulus_bits}, |q|=256; Paillier n={config.paillier_bits} bits; "
         f"one core, {machine_description()}",
         "elgamal/plaintext: every cell fully measured "
         "(N real clients encrypt, aggregate, challenge, decrypt)",

@@ -164,15 +164,15 @@ def _crypto(quick: bool, progress: Progress) -> Section:
 _LEARNING_COLUMNS = [("run", "run"), ("rmse", "test RMSE"), ("mae", "test MAE")]
 
 
-def _learning(quick: bool, p_bits: int, progress: Progress) -> Section:
-    from shared.crypto.group import generate_group
+def _learning(quick: bool, modulus_bits: int, progress: Progress) -> Section:
+    from shared.crypto.modulus import generate_group
     from shared.encoding import FixedPointEncoding
     from shared.learning.experiments import run_learning_parity
     from shared.params import SystemParams
     from shared.schemes import ElGamalSum
 
     rounds = 20 if quick else 200
-    secure = ElGamalSum(SystemParams(generate_group(p_bits), FixedPointEncoding(16, 8.0)), seed=0)
+    secure = ElGamalSum(SystemParams(generate_group(modulus_bits), FixedPointEncoding(16, 8.0)), seed=0)
     progress(f"learning parity: {rounds} rounds")
     result = run_learning_parity(secure, seed=0, rounds=rounds)
     rows: list[dict[str, Any]] = [
@@ -199,7 +199,7 @@ def _learning(quick: bool, p_bits: int, progress: Progress) -> Section:
         [
             f"synthetic IIoT data (48 production lines x 60 part types, rank 3, 30 ratings per line, "
             f"20% held out per line), latent dimension 5, {rounds} rounds, every client online, seed 0",
-            f"secure run: the real |p|={p_bits} ElGamal scheme, 16 fraction bits, clip 8; "
+            f"secure run: the real |p|={modulus_bits} ElGamal scheme, 16 fraction bits, clip 8; "
             f"{secure.clipped_total} values clipped over all rounds",
         ],
     )
@@ -391,7 +391,7 @@ def run_report(
     quick: bool = False,
     out: str | Path = "docs/BENCHMARKS.md",
     plot_dir: str | Path = "docs/bench",
-    p_bits: int = 2048,
+    modulus_bits: int = 2048,
     movielens: str | None = None,
     plots: bool = True,
     progress: Progress | None = None,
@@ -405,7 +405,7 @@ def run_report(
     sections: list[Section] = []
     builders: list[tuple[str, Callable[[], Section | None]]] = [
         ("crypto", lambda: _crypto(quick, say)),
-        ("learning", lambda: _learning(quick, p_bits, say)),
+        ("learning", lambda: _learning(quick, modulus_bits, say)),
         ("masks", lambda: _masks(quick, say)),
         ("fedmf", lambda: _fedmf(quick, movielens, say)),
         ("scale", lambda: _scale(quick, say)),

@@ -139,7 +139,7 @@ class E2EBenchConfig:
     rounds: int = 5  # measured rounds per cell
     warmup_rounds: int = 1  # discarded first (round 1 also waits for every edge to start)
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
-    p_bits: int = 2048
+    modulus_bits: int = 2048
     table_memory_mb: float = 48.0  # per edge: all ~290 fixed-base tables of 20,000 params (~41 MB)
     users_per_client: int = 6
     cell_timeout_s: float = 600.0
@@ -270,11 +270,11 @@ async def _fedcast_cell(
     ks_env = {
         **common,
         "FEDCAST_STATE_DIR": str(cell.root / "keyserver"),
-        "FEDCAST_P_BITS": str(config.p_bits),
+        "FEDCAST_MODULUS_BITS": str(config.modulus_bits),
         "FEDCAST_AGGREGATOR_TOKEN": aggregator_token,
         "FEDCAST_LOG_LEVEL": "INFO",
     }
-    say(f"fedcast N={n_clients}: key service ({config.p_bits}-bit group)")
+    say(f"fedcast N={n_clients}: key service ({config.modulus_bits}-bit group)")
     keyserver = await cell.spawn("keyserver", [*_fedcast_cli(), "keyserver"], ks_env)
     verify_file = cell.root / "keyserver" / "verify-key.json"
     deadline = time.monotonic() + 60
@@ -551,7 +551,7 @@ def notes(config: E2EBenchConfig) -> Sequence[str]:
         f"FedMF, {config.n_items:,} items x {config.latent_dim} = {config.n_params:,} parameters; "
         f"{config.rounds} measured rounds after {config.warmup_rounds} warm-up; every party its own "
         f"process, one broker ({urlsplit(config.amqp_url).netloc.rpartition('@')[2]})",
-        f"fedcast: keyserver + aggregator + N edges (fedcast CLI), |p|={config.p_bits}, "
+        f"fedcast: keyserver + aggregator + N edges (fedcast CLI), |p|={config.modulus_bits}, "
         f"FEDCAST_TABLE_MEMORY_MB={config.table_memory_mb:g} per edge; full protocol per round",
         "plaintext: N edges + 1 aggregator over AmqpTransport, announce(float32 model) -> float32 upload "
         "-> sum -> result; no signatures, key service, ready phase, sealed model, challenge or checkpoint",

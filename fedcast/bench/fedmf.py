@@ -61,7 +61,8 @@ from shared.crypto.elgamal import (
     OnlineSet,
     lifted_bases,
 )
-from shared.crypto.group import DEFAULT_P_BITS, GroupParams, generate_group, insecure_test_group
+from shared.crypto.group import DEFAULT_MODULUS_BITS, GroupParams
+from shared.crypto.modulus import generate_group, insecure_test_group
 from shared.crypto.keys import AggregatorSecretKey, ClientKeyPair
 from shared.crypto.paillier import PaillierKeys
 from shared.crypto.signing import SigningKeyPair
@@ -170,7 +171,7 @@ class FedMFBenchConfig:
     item_counts: tuple[int, ...] = (40, 80, 160)
     latent_dim: int = 100
     iterations: int = 1
-    p_bits: int = DEFAULT_P_BITS
+    modulus_bits: int = DEFAULT_MODULUS_BITS
     insecure_group: bool = False  # tests only: a 512-bit insecure_test_group
     paillier_bits: tuple[int, ...] = (1024, 2048)
     paillier_texts: tuple[str, ...] = ("full", "part")
@@ -391,7 +392,7 @@ def _group(config: FedMFBenchConfig) -> GroupParams:
     return (
         insecure_test_group(512, 128, seed=config.seed)
         if config.insecure_group
-        else generate_group(config.p_bits)
+        else generate_group(config.modulus_bits)
     )
 
 

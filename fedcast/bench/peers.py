@@ -40,7 +40,8 @@ from typing import Any
 import numpy as np
 
 from shared.crypto.elgamal import DEFAULT_TABLE_MEMORY_BYTES, MIN_ONLINE
-from shared.crypto.group import DEFAULT_P_BITS, generate_group
+from shared.crypto.group import DEFAULT_MODULUS_BITS
+from shared.crypto.modulus import generate_group
 from shared.errors import ConfigurationError
 from shared.params import SystemParams
 from shared.schemes import ElGamalSum
@@ -106,7 +107,7 @@ class PeersBenchConfig:
     n_clients: tuple[int, ...] = (10, 50, 100)
     n_params: tuple[int, ...] = (10_000, 100_000)
     settings: tuple[str, ...] = ("flower-3/2", "flower-all/half", "fedcast")
-    p_bits: int = DEFAULT_P_BITS
+    modulus_bits: int = DEFAULT_MODULUS_BITS
     table_memory_bytes: int = DEFAULT_TABLE_MEMORY_BYTES
     seed: int = 0
 
@@ -400,8 +401,8 @@ def run_peers_bench(
     fl = _Flower() if wants_flower else None
     scheme: ElGamalSum | None = None
     if "fedcast" in config.settings:
-        say(f"generating a {config.p_bits}-bit group")
-        params = SystemParams(generate_group(config.p_bits), max_clients=max(1000, *config.n_clients))
+        say(f"generating a {config.modulus_bits}-bit group")
+        params = SystemParams(generate_group(config.modulus_bits), max_clients=max(1000, *config.n_clients))
         scheme = ElGamalSum(params, table_memory_bytes=config.table_memory_bytes, seed=config.seed)
     rng = np.random.default_rng(config.seed)
     rows: list[dict[str, Any]] = []
@@ -444,7 +445,7 @@ def notes(config: PeersBenchConfig, version: str | None = None) -> Sequence[str]
         "message, not counted: serde_s in --json)",
         "flower-3/2: num_shares=3, reconstruction_threshold=2 (Flower's example); "
         "flower-all/half: num_shares=1.0 (all N), threshold 0.5 (N/2)",
-        f"fedcast: shared.schemes.ElGamalSum, |p|={config.p_bits}, "
+        f"fedcast: shared.schemes.ElGamalSum, |p|={config.modulus_bits}, "
         f"max_clients={max(1000, *config.n_clients)}; "
         "client s = encrypt + respond, server s = fold + decrypt; tables prebuilt (not counted)",
         "client s: mean per client per round; upload B: the vector upload of one client; "

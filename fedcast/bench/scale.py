@@ -62,7 +62,8 @@ from shared.crypto.elgamal import (
     OnlineSet,
     lifted_bases,
 )
-from shared.crypto.group import DEFAULT_P_BITS, GroupParams, generate_group, insecure_test_group
+from shared.crypto.group import DEFAULT_MODULUS_BITS, GroupParams
+from shared.crypto.modulus import generate_group, insecure_test_group
 from shared.crypto.keys import AggregatorPublicKey, AggregatorSecretKey, ClientKeyPair
 from shared.encoding import FixedPointEncoding
 from shared.learning.data import RatingData
@@ -124,7 +125,7 @@ _LATENT_DIM = 100
 class ScaleBenchConfig:
     n_clients: tuple[int, ...] = (10, 100, 1000)
     n_params: tuple[int, ...] = (10_000, 100_000, 1_000_000)
-    p_bits: int = DEFAULT_P_BITS
+    modulus_bits: int = DEFAULT_MODULUS_BITS
     insecure_group: bool = False  # tests only
     table_memory_bytes: int = DEFAULT_TABLE_MEMORY_BYTES
     #: A cell is skipped when N x (measured client encryption) exceeds this.
@@ -191,7 +192,7 @@ def _current_rss_bytes() -> int:
 def _group(config: ScaleBenchConfig) -> GroupParams:
     if config.insecure_group:
         return insecure_test_group(512, 128, seed=config.seed)
-    return generate_group(config.p_bits)
+    return generate_group(config.modulus_bits)
 
 
 def _group_from_dict(data: dict[str, Any]) -> GroupParams:

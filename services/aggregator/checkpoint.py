@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.errors import DataError, KeyStorageError
+from shared.errors import DataError, KeyStorageError, LegacyStateError
 from shared.keystore import read_json, write_bytes_atomic, write_json_atomic
 from shared.learning.data import FloatArray
 from shared.learning.tasks import model_from_bytes, model_to_bytes
@@ -24,7 +24,7 @@ from shared.learning.tasks import model_from_bytes, model_to_bytes
 __all__ = ["Checkpoint", "CheckpointStore"]
 
 _FORMAT = "fedcast.checkpoint"
-_VERSION = 1
+_VERSION = 2  # protocol version 2; a version-1 checkpoint is refused
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,12 @@ class CheckpointStore:
         if not self._meta.exists():
             return None
         meta = read_json(self._meta)
+        if isinstance(meta, dict) and meta.get("format") == _FORMAT and meta.get("version") == 1:
+            raise LegacyStateError(
+                f"{self._meta} was written by a fedcast protocol-version-1 aggregator: refused. A version-2 "
+                "federation starts afresh (new modulus, new keys): move the old state directory away "
+                "(docs/SECURITY.md)"
+            )
         if not isinstance(meta, dict) or meta.get("format") != _FORMAT or meta.get("version") != _VERSION:
             raise KeyStorageError(f"{self._meta} is not a fedcast checkpoint")
         try:

@@ -1,10 +1,13 @@
 """The aggregator service: an asyncio shell around :class:`AggregatorMachine`.
 
 Start-up: connect, fetch the system parameters from the key service (retrying
-until it answers), load or create the aggregator's secret keys (alpha_j and the
+until it answers), load or create the aggregator's secret keys (alpha and the
 delivery key; from a file or a mounted Secret, 0600, never logged) and its
-Ed25519 key, register the public halves at the key service, resume from the
-last checkpoint, and announce the next round. Then: verified messages go to the
+Ed25519 key, register the public halves with their proofs at the key service,
+resume from the last checkpoint, and announce the next round, or, if it stopped
+after sending a challenge, take that attempt up again (``attempt-state.json``:
+members will not upload again for a model they answered for, so the attempt
+must be finished, not restarted). Then: verified messages go to the
 machine, the machine's deadlines drive a timer, decryption runs in an executor,
 and every completed round is checkpointed durably before it is announced as
 complete. SIGTERM (the ``stop`` event) ends the loop between steps.
@@ -25,17 +28,20 @@ from services.envconfig import env_float, env_hex, env_int, env_optional_int, en
 from services.keyfiles import load_or_create_aggregator_key, load_or_create_signing_key
 from services.keyserver.client import KeyServiceClient
 from services.runtime import MessageGate, Outbox, retry_while_unreachable
+from shared.crypto.elgamal import DEFAULT_MIN_ONLINE, DEFAULT_TABLE_MEMORY_BYTES
 from shared.errors import (
     ConfigurationError,
     FedcastError,
-    InvalidGroupElementError,
+    InvalidProofError,
     KeyStorageError,
+    ProtocolOrderError,
     TransportError,
 )
 from shared.keystore import read_json, write_json_atomic
 from shared.learning.tasks import FedAvgServerTask, FedMFServerTask, ServerTask, TaskSpec
 from shared.metrics import (
     AGGREGATE_SECONDS,
+    CHALLENGE_RESENDS,
     CURRENT_ROUND,
     DECRYPT_SECONDS,
     DROPOUTS,
@@ -56,6 +62,7 @@ __all__ = ["AggregatorConfig", "AggregatorService", "server_task"]
 log = logging.getLogger(__name__)
 SERVICE = "aggregator"
 ATTEMPT_FILE = "attempt.json"
+ATTEMPT_STATE_FILE = "attempt-state.json"
 _OPENING = frozenset({MessageType.ANNOUNCE, MessageType.ENVELOPE})
 _UNKNOWN_TTL_S = 30.0  # an enrolling device is looked up again after this
 _UNKNOWN_CACHE_SIZE = 10_000
@@ -82,10 +89,13 @@ class AggregatorConfig:
     check_key_permissions: bool = True
     keyserver_timeout_s: float = 10.0
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    table_memory_bytes: int = DEFAULT_TABLE_MEMORY_BYTES
     allow_insecure_test_group: bool = False  # tests only
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state_dir", Path(self.state_dir))
+        if self.table_memory_bytes < 0:
+            raise ConfigurationError("table memory must be >= 0")
         if not self.aggregator_token:
             raise ConfigurationError("the aggregator needs FEDCAST_AGGREGATOR_TOKEN to register its keys")
         if self.keyserver_verify_key is not None and len(self.keyserver_verify_key) != 32:
@@ -101,7 +111,7 @@ class AggregatorConfig:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> AggregatorConfig:
         env = os.environ if environ is None else environ
         rounds = RoundConfig(
-            min_online=env_int(env, "FEDCAST_MIN_ONLINE", 2),
+            min_online=env_int(env, "FEDCAST_MIN_ONLINE", DEFAULT_MIN_ONLINE),
             max_online=env_int(env, "FEDCAST_MAX_ONLINE", 1000),
             ready_window_s=env_float(env, "FEDCAST_READY_WINDOW_S", 10.0),
             upload_timeout_s=env_float(env, "FEDCAST_UPLOAD_TIMEOUT_S", 120.0),
@@ -120,6 +130,7 @@ class AggregatorConfig:
             "max_rounds": env_optional_int(env, "FEDCAST_ROUNDS"),
             "secret_key_file": env_path(env, "FEDCAST_AGGREGATOR_KEY_FILE"),
             "check_key_permissions": env_str(env, "FEDCAST_CHECK_KEY_PERMISSIONS", "1") != "0",
+            "table_memory_bytes": int(env_float(env, "FEDCAST_TABLE_MEMORY_MB", 256.0) * 1024 * 1024),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -173,16 +184,12 @@ class AggregatorService:
             allow_insecure_test_group=cfg.allow_insecure_test_group,
         )
         params, _, min_online = await retry_while_unreachable(self._keys.get_params)
-        n_upload = cfg.task.upload_size
         secret = await asyncio.to_thread(
-            load_or_create_aggregator_key,
-            cfg.key_path,
-            params.group,
-            params.n_segments(n_upload),
-            check_permissions=cfg.check_key_permissions,
+            load_or_create_aggregator_key, cfg.key_path, params.group, check_permissions=cfg.check_key_permissions
         )
+        public = secret.public(federation=cfg.federation, verify_key=self._signer.verify_key)
         info = AggregatorInfo(
-            tuple(int(b) for b in secret.public.betas), int(secret.public.delivery), self._signer.verify_key
+            int(public.beta), public.beta_proof, int(public.delivery), public.delivery_proof, self._signer.verify_key
         )
         await retry_while_unreachable(lambda: self._keys.register_aggregator(cfg.aggregator_token, info))
         checkpoint = await asyncio.to_thread(self._checkpoints.load)
@@ -195,17 +202,22 @@ class AggregatorService:
             rounds = RoundConfig(**{**rounds.__dict__, "min_online": min_online})
         self._ctx = WireContext.from_group(params.group)
         resume_round = 1 if checkpoint is None else checkpoint.round + 1
-        self.machine = AggregatorMachine(
-            federation=cfg.federation,
-            params=params,
-            secret=secret,
-            task=server_task(cfg.task),
-            config=rounds,
-            verify_first=self._verify_first,
-            model=None if checkpoint is None else checkpoint.model,
-            round_id=resume_round,
-            attempt=self._first_attempt(resume_round),
-        )
+
+        def build() -> AggregatorMachine:  # the decryptor's comb tables: seconds for large models
+            return AggregatorMachine(
+                federation=cfg.federation,
+                params=params,
+                secret=secret,
+                task=server_task(cfg.task),
+                config=rounds,
+                verify_first=self._verify_first,
+                model=None if checkpoint is None else checkpoint.model,
+                round_id=resume_round,
+                attempt=self._first_attempt(resume_round),
+                table_memory_bytes=cfg.table_memory_bytes,
+            )
+
+        self.machine = await asyncio.to_thread(build)
         if checkpoint is not None:
             log.info("resuming after round %d from %s", checkpoint.round, self._checkpoints.directory)
         self._gate = MessageGate(
@@ -228,7 +240,7 @@ class AggregatorService:
             if not self._started:
                 await self.start()
             assert self.machine is not None
-            await self._send(self.machine.start_round())
+            await self._send(self._resumed_attempt() or self.machine.start_round())
             await self._loop(stop)
         finally:
             await self.close()
@@ -270,6 +282,7 @@ class AggregatorService:
         self._fold_seconds = 0.0
         machine.adopt(outcome)
         await asyncio.to_thread(self._checkpoints.save, outcome.round, self.config.task.name, outcome.model)
+        await asyncio.to_thread(self._drop_attempt_state)
         self._registry.clear()  # re-read keys (revocations) for the next round
         if self._on_round is not None:  # before the RESULT goes out: observers see rounds in order
             self._on_round(outcome)
@@ -291,9 +304,20 @@ class AggregatorService:
                 ROUND_RETRIES.labels(SERVICE).inc()
                 DROPOUTS.labels(SERVICE, str(event.data["phase"])).inc(int(event.data["dropouts"]))
                 log.warning("round %d attempt %d failed: %s", event.round, event.attempt, event.data)
-            elif event.kind == "invalid_element":  # caught by the batch check after it was admitted
+            elif event.kind == "invalid_proof":  # a proof (of r2, or of a share) failed after admission
                 detail, member = str(event.data["detail"]), str(event.data["member"])
-                self._gate.rejected.record(InvalidGroupElementError.reason, detail, member)
+                self._gate.rejected.record(InvalidProofError.reason, detail, member)
+            elif event.kind == "challenge_resent":
+                CHALLENGE_RESENDS.labels(SERVICE).inc()
+                log.warning(
+                    "round %d attempt %d: %s member(s) have not answered; challenge sent again (the attempt "
+                    "stays open: members that answered will not upload again for this model)",
+                    event.round,
+                    event.attempt,
+                    event.data["members"],
+                )
+            elif event.kind == "attempt_resumed":
+                log.info("round %d attempt %d resumed after a restart", event.round, event.attempt)
             elif event.kind == "round_failed":  # the aggregate did not decrypt: the round restarts
                 ROUND_RETRIES.labels(SERVICE).inc()
                 log.warning("round %d attempt %d restarted: %s", event.round, event.attempt, event.data)
@@ -335,7 +359,7 @@ class AggregatorService:
             return
         start = time.perf_counter()
         try:
-            outgoing = self._dispatch(msg)
+            outgoing = self._dispatch(msg, delivery.body)
         except FedcastError as exc:
             self._gate.rejected(exc, msg.header.sender)
             return
@@ -344,7 +368,7 @@ class AggregatorService:
         await self._send(outgoing)
         self._wake.set()
 
-    def _dispatch(self, msg: Signed) -> list[Outgoing]:
+    def _dispatch(self, msg: Signed, raw: bytes) -> list[Outgoing]:
         machine = self.machine
         assert machine is not None
         h = msg.header
@@ -354,7 +378,7 @@ class AggregatorService:
             assert isinstance(msg.body, Upload)
             return machine.on_upload(h.sender, h.round, h.attempt, msg.body)
         assert isinstance(msg.body, Response)
-        return machine.on_response(h.sender, h.round, h.attempt, msg.body)
+        return machine.on_response(h.sender, h.round, h.attempt, msg.body, raw=bytes(raw))
 
     def _first_attempt(self, round_id: int) -> int:
         """One past the last attempt this aggregator opened in ``round_id`` before a restart."""
@@ -385,8 +409,38 @@ class AggregatorService:
             secret=False,
         )
 
+    def _resumed_attempt(self) -> list[Outgoing]:
+        """The challenge of an attempt this aggregator had sent before it stopped, if any."""
+        assert self.machine is not None
+        path = self.config.state_dir / ATTEMPT_STATE_FILE
+        if not path.exists():
+            return []
+        try:
+            return self.machine.resume_attempt(read_json(path))
+        except ProtocolOrderError as exc:  # another round's or model's: nothing to finish
+            log.info("not resuming %s: %s", path, exc)
+            self._drop_attempt_state()
+            return []
+
+    def _drop_attempt_state(self) -> None:
+        (self.config.state_dir / ATTEMPT_STATE_FILE).unlink(missing_ok=True)
+
+    async def _persist_challenge(self, outgoing: list[Outgoing]) -> None:
+        # Written before the challenge leaves: once members answer, they will not upload again
+        # for this model, so a restarted aggregator must take this attempt up, not open another.
+        if not any(o.type == MessageType.CHALLENGE for o in outgoing):
+            return
+        assert self.machine is not None
+        if self.machine.stage.value != "collecting_responses":
+            return  # a re-send of a challenge already persisted
+        snapshot = self.machine.attempt_snapshot()
+        await asyncio.to_thread(
+            write_json_atomic, self.config.state_dir / ATTEMPT_STATE_FILE, snapshot, secret=True
+        )
+
     async def _send(self, outgoing: list[Outgoing]) -> None:
         await self._persist_attempt(outgoing)
+        await self._persist_challenge(outgoing)
         try:
             await self._outbox.send(outgoing)
         except TransportError as exc:

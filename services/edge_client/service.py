@@ -11,6 +11,10 @@ Per message: only the aggregator's signature is accepted; envelopes are checked
 against member keys fetched fresh from the key service; training and
 encryption run in a worker thread so the event loop (heartbeats, other
 messages) is never blocked for long. Messages are handled one at a time.
+
+The model ledger (:mod:`services.edge_client.ledger`, in the state directory)
+makes the client answer at most one challenge per model across restarts, and
+lets it answer late the attempt it uploaded for before a restart.
 """
 
 from __future__ import annotations
@@ -23,13 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.edge_client.data import DataSource, client_task
+from services.edge_client.ledger import FileLedger
 from services.edge_client.state import load_local_state, save_local_state
 from services.envconfig import env_float, env_hex, env_int, env_path, env_str, task_from_env
 from services.keyfiles import load_or_create_client_key, load_or_create_signing_key
 from services.keyserver.client import KeyServiceClient
 from services.runtime import MessageGate, Outbox, retry_while_unreachable
-from shared.crypto.elgamal import DEFAULT_TABLE_MEMORY_BYTES, MIN_ONLINE
-from shared.crypto.keys import AggregatorPublicKey
+from shared.crypto.elgamal import DEFAULT_MIN_ONLINE, DEFAULT_TABLE_MEMORY_BYTES, MIN_ONLINE
 from shared.errors import ConfigurationError, FedcastError, TransportError
 from shared.learning.tasks import TaskSpec
 from shared.metrics import (
@@ -42,7 +46,15 @@ from shared.metrics import (
 from shared.protocol.client import ClientMachine
 from shared.protocol.outgoing import Outgoing
 from shared.transport.base import Delivery, Transport, client_endpoint
-from shared.wire.messages import Announce, Challenge, MemberEnvelope, MessageType, RoundResult, Signed
+from shared.wire.messages import (
+    Announce,
+    Challenge,
+    MemberEnvelope,
+    MessageType,
+    RegistryEntry,
+    RoundResult,
+    Signed,
+)
 from shared.wire.serde import DEFAULT_MAX_MESSAGE_BYTES, WireContext, sign_first, verify_first
 
 __all__ = ["EdgeClientService", "EdgeConfig"]
@@ -64,7 +76,7 @@ class EdgeConfig:
     enrollment_token: str = field(default="", repr=False)
     task: TaskSpec = field(default_factory=TaskSpec)
     data: DataSource = field(default_factory=DataSource)
-    min_online: int = MIN_ONLINE
+    min_online: int = DEFAULT_MIN_ONLINE
     table_memory_bytes: int = DEFAULT_TABLE_MEMORY_BYTES
     check_key_permissions: bool = True
     keyserver_timeout_s: float = 10.0
@@ -102,7 +114,7 @@ class EdgeConfig:
             "enrollment_token": env_str(env, "FEDCAST_ENROLLMENT_TOKEN"),
             "task": task_from_env(env),
             "data": data,
-            "min_online": env_int(env, "FEDCAST_MIN_ONLINE", MIN_ONLINE),
+            "min_online": env_int(env, "FEDCAST_MIN_ONLINE", DEFAULT_MIN_ONLINE),
             "table_memory_bytes": int(env_float(env, "FEDCAST_TABLE_MEMORY_MB", 256.0) * 1024 * 1024),
             "check_key_permissions": env_str(env, "FEDCAST_CHECK_KEY_PERMISSIONS", "1") != "0",
         }
@@ -151,11 +163,12 @@ class EdgeClientService:
         self._keys = keys
         params, aggregator, min_online = await retry_while_unreachable(keys.get_params)
         delay = 0.5
-        while aggregator is None:  # the aggregator registers its keys when it starts
+        while aggregator is None or keys.aggregator_key is None:  # the aggregator registers on start
             log.info("waiting for the aggregator to register at the key service")
             await asyncio.sleep(delay)
             delay = min(2 * delay, 10.0)
             params, aggregator, min_online = await retry_while_unreachable(keys.get_params)
+        public = keys.aggregator_key
         group = params.group
         keypair = await asyncio.to_thread(
             load_or_create_client_key,
@@ -166,7 +179,9 @@ class EdgeClientService:
         await retry_while_unreachable(lambda: keys.enroll(cfg.enrollment_token, keypair))
         self._ctx = WireContext.from_group(group)
         self._aggregator_vk = aggregator.verify_key
-        public = AggregatorPublicKey(group, tuple(aggregator.betas), aggregator.delivery)
+        ledger = await asyncio.to_thread(
+            FileLedger, cfg.state_dir / "ledger", check_permissions=cfg.check_key_permissions
+        )
         task = await asyncio.to_thread(client_task, cfg.task, cfg.data)
         saved = await asyncio.to_thread(load_local_state, self._state_path)
         if saved is not None:
@@ -188,6 +203,7 @@ class EdgeClientService:
                 ),
                 min_online=max(cfg.min_online, min_online),
                 table_memory_bytes=cfg.table_memory_bytes,
+                ledger=ledger,
             )
 
         self.machine = await asyncio.to_thread(build)  # fixed-base tables: CPU heavy, off the loop
@@ -237,7 +253,8 @@ class EdgeClientService:
         if isinstance(body, Announce):
             return machine.on_announce(h.round, h.attempt, body)
         if isinstance(body, MemberEnvelope):
-            registry = await self._keys.get_keys(body.members)
+            # Evidence against a dropped member is checked with its registered keys too.
+            registry = await self._keys.get_keys([*body.members, *sorted(machine.evidence_senders(body))])
             job = machine.on_envelope(h.round, h.attempt, body, registry)
             for metric, value in machine.task.quality(job.model).items():
                 MODEL_QUALITY.labels(SERVICE, metric).set(value)
@@ -247,7 +264,10 @@ class EdgeClientService:
             CLIPPED_VALUES.labels(SERVICE).inc(prepared.clipped)
             return machine.uploaded(prepared)
         if isinstance(body, Challenge):
-            return machine.on_challenge(h.round, h.attempt, body)
+            members: Mapping[str, RegistryEntry] | None = None
+            if machine.needs_registry(h.round, h.attempt):  # restarted since the upload
+                members = await self._keys.get_keys([f.member for f in body.firsts])
+            return machine.on_challenge(h.round, h.attempt, body, members)
         assert isinstance(body, RoundResult)
         committed = machine.on_result(h.round, h.attempt, body)
         if committed:

@@ -2,7 +2,8 @@
 
 Every reply is decoded, checked to come from the key service of this
 federation, and its signature verified before anything in it is used; every
-group element in it is checked with :meth:`GroupParams.check_element`. A
+group element in it passes the received-element rule and every proof in it is
+verified (:mod:`shared.crypto.proofs`). A
 refusal (:class:`ErrorReply`) is raised as the :mod:`shared.errors` class
 whose ``reason`` it carries. Only timeouts are retried (with exponential
 backoff): every key-service request is idempotent, so a retry after a lost
@@ -12,9 +13,9 @@ Pinning. Pass the key service's verify key (``verify-key.json`` in its state
 directory) as ``keyserver_verify_key``. With None the client trusts on first
 use: it adopts the key the first PARAMS reply advertises, exposes it as
 :attr:`KeyServiceClient.keyserver_verify_key` for the caller to persist and
-pass next time, and holds every later reply to it. Protocol v1's ParamsReply
-does not advertise the key yet, so until it does, TOFU is refused with a
-SignatureError and a pinned key is required.
+pass next time, and holds every later reply to it. The ParamsReply does not
+advertise the key, so TOFU is refused with a SignatureError and a pinned key is
+required.
 """
 
 from __future__ import annotations
@@ -26,9 +27,8 @@ from typing import TypeVar
 
 from services.keyserver.handlers import KEYSERVER_SENDER, check_aggregator_info
 from shared import errors
-from shared.crypto.batch import check_elements
 from shared.crypto.group import GroupParams
-from shared.crypto.keys import ClientKeyPair
+from shared.crypto.keys import AggregatorPublicKey, ClientKeyPair
 from shared.crypto.pok import enrollment_context, prove_possession
 from shared.crypto.signing import VERIFY_KEY_BYTES, SigningKeyPair
 from shared.encoding import FixedPointEncoding
@@ -118,6 +118,7 @@ class KeyServiceClient:
         self._allow_insecure = allow_insecure_test_group
         self._params: SystemParams | None = None
         self._ctx: WireContext | None = None
+        self._aggregator_key: AggregatorPublicKey | None = None
 
     def __repr__(self) -> str:
         return f"KeyServiceClient(federation={self.federation!r}, sender={self.sender_id!r})"
@@ -153,16 +154,16 @@ class KeyServiceClient:
         if keypair.group != group:
             raise ConfigurationError("the client key belongs to another group")
         context = enrollment_context(self.federation, self.sender_id, self._signer.verify_key)
-        commitment, response = prove_possession(keypair, context)
-        request = EnrollRequest(token, int(keypair.public), self._signer.verify_key, commitment, response)
+        proof = prove_possession(keypair, context)
+        request = EnrollRequest(token, int(keypair.public), self._signer.verify_key, proof)
         await self._call(MessageType.ENROLL, request, Ack, ctx=ctx)
 
     async def register_aggregator(self, token: str, info: AggregatorInfo) -> None:
-        """Publish the aggregator's betas, D and verify key (the signer must hold that verify key)."""
+        """Publish the aggregator's beta, D (with proofs) and verify key (the signer must hold that key)."""
         if info.verify_key != self._signer.verify_key:
             raise ConfigurationError("register_aggregator must be signed by the key it registers")
         ctx = await self._context()
-        check_aggregator_info(self._group(), info)
+        check_aggregator_info(self._group(), info, self.federation)
         await self._call(MessageType.REGISTER_AGGREGATOR, RegisterAggregator(token, info), Ack, ctx=ctx)
 
     async def revoke(self, token: str, client_id: str) -> None:
@@ -181,12 +182,17 @@ class KeyServiceClient:
         assert self._params is not None
         return self._params.group
 
+    @property
+    def aggregator_key(self) -> AggregatorPublicKey | None:
+        """The aggregator's public key from the last PARAMS reply, its proofs verified (None before)."""
+        return self._aggregator_key
+
     def _validate_params(self, body: ParamsReply) -> SystemParams:
         known = self._params.group if self._params is not None else None
-        if known is not None and (body.p, body.q, body.g) == (known.p, known.q, known.g):
-            group = known  # validated on first receipt: skip the prime tests when polling
+        if known is not None and body.modulus == known.n:
+            group = known  # validated on first receipt: skip the checks when polling
         else:
-            group = GroupParams.from_ints(body.p, body.q, body.g, allow_insecure=self._allow_insecure)
+            group = GroupParams.from_modulus(body.modulus, allow_insecure=self._allow_insecure)
         try:
             params = SystemParams(group, FixedPointEncoding(body.frac_bits, body.clip), body.max_clients)
         except ConfigurationError as exc:
@@ -194,7 +200,7 @@ class KeyServiceClient:
         if not 2 <= body.min_online <= params.max_clients:
             raise InvalidParametersError(f"min_online {body.min_online} is outside [2, max_clients]")
         if body.aggregator is not None:
-            check_aggregator_info(group, body.aggregator)
+            self._aggregator_key = check_aggregator_info(group, body.aggregator, self.federation)
         return params
 
     def _validate_entries(self, body: KeysReply, wanted: frozenset[str]) -> dict[str, RegistryEntry]:
@@ -204,10 +210,8 @@ class KeyServiceClient:
             if entry.client_id not in wanted:
                 raise MalformedMessageError(f"key service sent an entry for unrequested {entry.client_id!r}")
             entries[entry.client_id] = entry
-        listed = body.entries
-        check_elements(
-            group, [e.elgamal_public for e in listed], lambda i: f"public key of {listed[i].client_id}"
-        )
+        for entry in body.entries:
+            group.received_square(entry.elgamal_public, f"public key of {entry.client_id}")
         return entries
 
     async def _call(

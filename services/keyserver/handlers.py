@@ -9,11 +9,18 @@ same reply), because an RPC whose reply was lost is retried.
 Who may do what:
 
 * ENROLL: whoever holds the device's token, proving possession of the Ed25519
-  key it registers by signing the request with it; ``header.sender`` is the
-  client id.
-* GET_PARAMS, GET_KEYS: anyone on the broker (the answers are public keys).
-* REGISTER_AGGREGATOR: the aggregator token, and a signature by the verify key
-  being registered.
+  key it registers by signing the request with it, and of the ElGamal key by a
+  proof of knowledge; ``header.sender`` is the client id.
+* GET_PARAMS, GET_KEYS: anyone on the broker, **without** checking the request's
+  signature or sender id. This is deliberate and safe: the answers are public
+  values (N, public keys, verify keys, revocation flags, the aggregator's public
+  keys with their proofs), every reply is signed by the key service and checked
+  by the requester against its pinned verify key, and a request changes nothing.
+  A requester that has not enrolled yet (a new device, the aggregator before it
+  registers) has no registered key to sign with. Who may *reach* the key service
+  is the broker's business (docs/DEPLOY.md).
+* REGISTER_AGGREGATOR: the aggregator token, a signature by the verify key being
+  registered, and proofs of knowledge of alpha and delta bound to that key.
 * REVOKE: the admin token.
 """
 
@@ -23,11 +30,12 @@ import hmac
 import logging
 
 from services.keyserver.store import RegistryStore
-from shared.crypto.batch import check_elements
 from shared.crypto.group import GroupParams
+from shared.crypto.keys import AggregatorPublicKey
 from shared.crypto.pok import enrollment_context, verify_possession
 from shared.errors import (
     FedcastError,
+    InvalidGroupElementError,
     InvalidKeyError,
     MalformedMessageError,
     NotAuthorizedError,
@@ -65,7 +73,7 @@ log = logging.getLogger(__name__)
 
 #: ``header.sender`` of every key-service reply.
 KEYSERVER_SENDER = "keyserver"
-#: Ids one GET_KEYS may ask for: bounds the reply (about 300 bytes per entry at |p| = 2048).
+#: Ids one GET_KEYS may ask for: bounds the reply (about 300 bytes per entry at |N| = 2048).
 MAX_KEYS_PER_REQUEST = 10_000
 _MAX_ERROR_TEXT = 500
 
@@ -105,18 +113,25 @@ def _token_ok(presented: str, expected: str) -> bool:
     return hmac.compare_digest(presented.encode("utf-8"), expected.encode("utf-8"))
 
 
-def check_aggregator_info(group: GroupParams, info: AggregatorInfo) -> None:
-    """Every beta and D must be group elements, and the betas pairwise distinct.
+def check_aggregator_info(group: GroupParams, info: AggregatorInfo, federation: str) -> AggregatorPublicKey:
+    """beta and D must pass the element rule and come with proofs of knowledge bound to the verify key.
 
-    Two equal betas would let the aggregator divide two segment ciphertexts and
-    learn m_j - m_k (the reason for one key per segment).
+    The proofs mean the aggregator knows alpha and delta: beta cannot be -1 (refused by the
+    element rule anyway: it would expose every s and m) nor any value chosen to relate to
+    the clients' keys.
     """
-    if not info.betas:
-        raise InvalidKeyError("aggregator info has no segment keys")
-    elements = [*info.betas, info.delivery]
-    check_elements(group, elements, lambda i: "delivery key D" if i == len(info.betas) else f"beta_{i + 1}")
-    if len(set(info.betas)) != len(info.betas):
-        raise InvalidKeyError("aggregator segment keys are not pairwise distinct")
+    try:
+        return AggregatorPublicKey.verified(
+            group,
+            info.beta,
+            info.delivery,
+            info.beta_proof,
+            info.delivery_proof,
+            federation=federation,
+            verify_key=info.verify_key,
+        )
+    except InvalidGroupElementError as exc:
+        raise InvalidKeyError(str(exc)) from exc
 
 
 class KeyServiceHandler:
@@ -176,9 +191,7 @@ class KeyServiceHandler:
     def _params_reply(self) -> ParamsReply:
         group, encoding = self._params.group, self._params.encoding
         return ParamsReply(
-            p=int(group.p),
-            q=int(group.q),
-            g=int(group.g),
+            modulus=int(group.n),
             frac_bits=encoding.frac_bits,
             clip=encoding.clip,
             max_clients=self._params.max_clients,
@@ -195,10 +208,10 @@ class KeyServiceHandler:
         # Proof of possession first (cheap): only the holder of the key may register it.
         verify(msg, body.verify_key, self._ctx)
         group = self._params.group
-        group.check_element(body.elgamal_public, "ElGamal public key")
-        # ... and of the ElGamal key: no rogue keys (g^x / pk_A) in anyone's pk_S.
+        group.received_square(body.elgamal_public, "ElGamal public key")
+        # ... and of the ElGamal key: no rogue keys (g^x / pk_A) in anyone's pkbar_S.
         context = enrollment_context(self._federation, msg.header.sender, body.verify_key)
-        verify_possession(group, body.elgamal_public, (body.proof_commitment, body.proof_response), context)
+        verify_possession(group, body.elgamal_public, body.proof, context)
         self._store.enroll(msg.header.sender, body.token, body.elgamal_public, body.verify_key)
         return Ack()
 
@@ -206,7 +219,7 @@ class KeyServiceHandler:
         if not _token_ok(body.token, self._aggregator_token):
             raise NotAuthorizedError("wrong aggregator token")
         verify(msg, body.info.verify_key, self._ctx)
-        check_aggregator_info(self._params.group, body.info)
+        check_aggregator_info(self._params.group, body.info, self._federation)
         self._store.set_aggregator(body.info)
         return Ack()
 

@@ -2,8 +2,10 @@
 
 State directory (``FEDCAST_STATE_DIR``), created 0700:
 
-* ``system-params.json`` (0644): the federation's SystemParams, generated once on
-  the first start and loaded and re-validated on every later one;
+* ``system-params.json`` (0644): the federation's SystemParams (the RSA modulus
+  N, never its factors), generated once on the first start (or taken from
+  ``FEDCAST_MODULUS``) and loaded and re-validated on every later one. Files
+  written by protocol version 1 are refused with what to do, never converted;
 * ``signing-key.json`` (0600): the key service's Ed25519 key, which signs every
   reply; ``verify-key.json`` (0644) holds its public half for clients to pin;
 * ``registry.sqlite3`` (0600): devices and the aggregator (:mod:`.store`).
@@ -13,11 +15,14 @@ Environment (:meth:`KeyServerConfig.from_env`); unset means the default shown:
 =================================  ==========================================================
 ``FEDCAST_STATE_DIR``              state directory (``/var/lib/fedcast/keyserver``)
 ``FEDCAST_FEDERATION``             federation id, 1-64 of ``[A-Za-z0-9._-]`` (``default``)
-``FEDCAST_P_BITS``                 modulus size for a new group: 2048 or 3072 (2048)
+``FEDCAST_MODULUS_BITS``           size of a generated modulus N: 2048 or 3072 (2048)
+``FEDCAST_MODULUS``                an operator-supplied N in hex (e.g. from a multi-party
+                                   ceremony) instead of generating one; validated (none)
+``FEDCAST_MODULUS_FILE``           ... or a file holding it
 ``FEDCAST_FRAC_BITS``              fixed-point fraction bits (16)
 ``FEDCAST_CLIP``                   clip bound C of the encoding (4.0)
 ``FEDCAST_MAX_CLIENTS``            largest online set the packing is sized for (1000)
-``FEDCAST_MIN_ONLINE``             smallest online set clients accept (2; at least 2)
+``FEDCAST_MIN_ONLINE``             smallest online set clients accept (3; at least 2)
 ``FEDCAST_ADMIN_TOKEN``            admin token for REVOKE (unset: revocation over the wire off)
 ``FEDCAST_ADMIN_TOKEN_FILE``       ... or a file holding it (a mounted Kubernetes Secret)
 ``FEDCAST_AGGREGATOR_TOKEN``       token the aggregator registers with (unset: registration off)
@@ -39,6 +44,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,10 +53,17 @@ from services.keyfiles import load_or_create_signing_key
 from services.keyserver.handlers import KEYSERVER_SENDER, KeyServiceHandler, error_reply, reply_type
 from services.keyserver.store import RegistryStore, check_token
 from services.runtime import RejectLog
-from shared.crypto.group import generate_group, insecure_test_group
+from shared.crypto.group import DEFAULT_MODULUS_BITS, SUPPORTED_MODULUS_BITS, GroupParams, validate_modulus
+from shared.crypto.modulus import generate_group, insecure_test_group
 from shared.crypto.signing import SigningKeyPair
 from shared.encoding import DEFAULT_CLIP, DEFAULT_FRAC_BITS, FixedPointEncoding
-from shared.errors import ConfigurationError, FedcastError, InternalError, KeyStorageError
+from shared.errors import (
+    ConfigurationError,
+    FedcastError,
+    InternalError,
+    InvalidParametersError,
+    KeyStorageError,
+)
 from shared.keystore import read_json, write_json_atomic
 from shared.metrics import (
     MESSAGE_BYTES_RECEIVED,
@@ -58,6 +71,7 @@ from shared.metrics import (
     MESSAGES_RECEIVED,
     MESSAGES_SENT,
 )
+from shared.crypto.elgamal import DEFAULT_MIN_ONLINE
 from shared.params import DEFAULT_MAX_CLIENTS, SystemParams
 from shared.transport.base import KEYSERVER, Delivery, Transport
 from shared.wire.codec import ID_PATTERN, WireContext
@@ -81,7 +95,6 @@ SIGNING_KEY_FILE = "signing-key.json"
 VERIFY_KEY_FILE = "verify-key.json"
 REGISTRY_FILE = "registry.sqlite3"
 _SERVICE = "keyserver"  # the metrics' service label
-_P_BITS = (2048, 3072)
 _MAX_MESSAGE_BYTES = 128 * 1024 * 1024  # RabbitMQ's own ceiling
 
 
@@ -91,11 +104,12 @@ class KeyServerConfig:
 
     state_dir: Path
     federation: str = "default"
-    p_bits: int = 2048
+    modulus_bits: int = DEFAULT_MODULUS_BITS
+    modulus: int | None = None  # operator-supplied N; None: generate one on the first start
     frac_bits: int = DEFAULT_FRAC_BITS
     clip: float = DEFAULT_CLIP
     max_clients: int = DEFAULT_MAX_CLIENTS
-    min_online: int = 2
+    min_online: int = DEFAULT_MIN_ONLINE
     admin_token: str = field(default="", repr=False)
     aggregator_token: str = field(default="", repr=False)
     device_tokens: Path | None = None
@@ -107,8 +121,15 @@ class KeyServerConfig:
         object.__setattr__(self, "state_dir", Path(self.state_dir))
         if not ID_PATTERN.fullmatch(self.federation):
             raise ConfigurationError(f"federation id must be 1-64 of [A-Za-z0-9._-]: {self.federation!r}")
-        if self.p_bits not in _P_BITS:
-            raise ConfigurationError(f"p_bits must be one of {_P_BITS}, got {self.p_bits}")
+        if self.modulus is not None:
+            try:
+                validate_modulus(self.modulus, allow_insecure=self.allow_insecure_test_group)
+            except InvalidParametersError as exc:
+                raise ConfigurationError(f"FEDCAST_MODULUS is not usable: {exc}") from exc
+        if self.modulus_bits not in SUPPORTED_MODULUS_BITS:
+            raise ConfigurationError(
+                f"modulus_bits must be one of {SUPPORTED_MODULUS_BITS}, got {self.modulus_bits}"
+            )
         FixedPointEncoding(self.frac_bits, self.clip)  # raises ConfigurationError when out of range
         if type(self.max_clients) is not int or self.max_clients < 2:
             raise ConfigurationError("max_clients must be an int >= 2")
@@ -128,7 +149,7 @@ class KeyServerConfig:
 
         return (
             f"KeyServerConfig(state_dir={str(self.state_dir)!r}, federation={self.federation!r}, "
-            f"p_bits={self.p_bits}, frac_bits={self.frac_bits}, clip={self.clip}, "
+            f"modulus_bits={self.modulus_bits}, modulus={'supplied' if self.modulus else None}, frac_bits={self.frac_bits}, clip={self.clip}, "
             f"max_clients={self.max_clients}, min_online={self.min_online}, "
             f"admin_token={mask(self.admin_token)}, aggregator_token={mask(self.aggregator_token)}, "
             f"device_tokens={self.device_tokens!r}, max_message_bytes={self.max_message_bytes}, "
@@ -157,14 +178,24 @@ class KeyServerConfig:
         except ValueError:
             raise ConfigurationError(f"FEDCAST_CLIP must be a number, got {raw_clip!r}") from None
         tokens = env.get("FEDCAST_DEVICE_TOKENS", "").strip()
+        if env.get("FEDCAST_P_BITS", "").strip():
+            raise ConfigurationError(
+                "FEDCAST_P_BITS is protocol version 1's setting (a prime modulus); use FEDCAST_MODULUS_BITS"
+            )
+        raw_modulus = _secret_from_env(env, "FEDCAST_MODULUS")
+        try:
+            modulus = int(raw_modulus.removeprefix("0x"), 16) if raw_modulus else None
+        except ValueError:
+            raise ConfigurationError("FEDCAST_MODULUS must be a hexadecimal integer") from None
         return cls(
             state_dir=Path(env.get("FEDCAST_STATE_DIR", "").strip() or "/var/lib/fedcast/keyserver"),
             federation=env.get("FEDCAST_FEDERATION", "").strip() or "default",
-            p_bits=number("FEDCAST_P_BITS", 2048),
+            modulus_bits=number("FEDCAST_MODULUS_BITS", DEFAULT_MODULUS_BITS),
+            modulus=modulus,
             frac_bits=number("FEDCAST_FRAC_BITS", DEFAULT_FRAC_BITS),
             clip=clip,
             max_clients=number("FEDCAST_MAX_CLIENTS", DEFAULT_MAX_CLIENTS),
-            min_online=number("FEDCAST_MIN_ONLINE", 2),
+            min_online=number("FEDCAST_MIN_ONLINE", DEFAULT_MIN_ONLINE),
             admin_token=_secret_from_env(env, "FEDCAST_ADMIN_TOKEN"),
             aggregator_token=_secret_from_env(env, "FEDCAST_AGGREGATOR_TOKEN"),
             device_tokens=Path(tokens) if tokens else None,
@@ -260,6 +291,7 @@ class KeyServer:
         store = RegistryStore(cfg.registry_path)
         try:
             store.bind_federation(cfg.federation)
+            store.bind_modulus(int(self._params.group.n))
             if cfg.device_tokens is not None:
                 store.import_tokens(load_device_tokens(cfg.device_tokens))
         except BaseException:
@@ -277,9 +309,9 @@ class KeyServer:
         )
         await self._transport.consume(KEYSERVER, self._on_delivery)
         log.info(
-            "key service of federation %s serving (|p| = %d, verify key %s)",
+            "key service of federation %s serving (|N| = %d, verify key %s)",
             cfg.federation,
-            self._params.group.p.bit_length(),
+            self._params.group.modulus_bits,
             self._signer.verify_key.hex(),
         )
 
@@ -307,18 +339,33 @@ class KeyServer:
             params = SystemParams.from_dict(read_json(path), allow_insecure=cfg.allow_insecure_test_group)
             self._check_params_match(params)
             return params
-        log.info("generating the federation's group (|p| = %d); this happens once", cfg.p_bits)
-        group = insecure_test_group() if cfg.allow_insecure_test_group else generate_group(cfg.p_bits)
+        group = self._new_group()
         params = SystemParams(group, FixedPointEncoding(cfg.frac_bits, cfg.clip), cfg.max_clients)
         write_json_atomic(path, params.to_dict(), secret=False)
         return params
 
+    def _new_group(self) -> GroupParams:
+        """The operator's N (validated), or a new one whose factors die in generate_group."""
+        cfg = self.config
+        if cfg.modulus is not None:
+            log.info("using the operator-supplied modulus (%d bits)", cfg.modulus.bit_length())
+            return GroupParams.from_modulus(cfg.modulus, allow_insecure=cfg.allow_insecure_test_group)
+        if cfg.allow_insecure_test_group:
+            return insecure_test_group()
+        log.info("generating the federation's RSA modulus (|N| = %d) from two safe primes; once", cfg.modulus_bits)
+        started = time.monotonic()
+        group = generate_group(cfg.modulus_bits, progress=lambda line: log.info("modulus generation: %s", line))
+        log.info("modulus generated in %.1f s; its factors were never stored", time.monotonic() - started)
+        return group
+
     def _check_params_match(self, params: SystemParams) -> None:
         cfg, enc = self.config, params.encoding
-        stored = {"frac_bits": enc.frac_bits, "clip": enc.clip, "max_clients": params.max_clients}
-        wanted = {"frac_bits": cfg.frac_bits, "clip": cfg.clip, "max_clients": cfg.max_clients}
-        if not params.group.insecure:
-            stored["p_bits"], wanted["p_bits"] = params.group.p.bit_length(), cfg.p_bits
+        stored: dict[str, object] = {"frac_bits": enc.frac_bits, "clip": enc.clip, "max_clients": params.max_clients}
+        wanted: dict[str, object] = {"frac_bits": cfg.frac_bits, "clip": cfg.clip, "max_clients": cfg.max_clients}
+        if cfg.modulus is not None:
+            stored["modulus"], wanted["modulus"] = "stored N", "stored N" if params.group.n == cfg.modulus else "other N"
+        elif not params.group.insecure:
+            stored["modulus_bits"], wanted["modulus_bits"] = params.group.modulus_bits, cfg.modulus_bits
         diff = {k: (stored[k], wanted[k]) for k in stored if stored[k] != wanted[k]}
         if diff:
             detail = ", ".join(f"{k}: stored {s}, configured {w}" for k, (s, w) in diff.items())

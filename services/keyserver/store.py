@@ -40,7 +40,14 @@ from pathlib import Path
 from types import TracebackType
 
 from shared.crypto.signing import VERIFY_KEY_BYTES
-from shared.errors import ConfigurationError, EnrollmentRefusedError, KeyStorageError, RegistryError
+from shared.crypto.proofs import DlogProof
+from shared.errors import (
+    ConfigurationError,
+    EnrollmentRefusedError,
+    KeyStorageError,
+    LegacyStateError,
+    RegistryError,
+)
 from shared.wire.codec import ID_PATTERN, MAX_TOKEN_CHARS
 from shared.wire.messages import AggregatorInfo, RegistryEntry
 
@@ -62,7 +69,7 @@ log = logging.getLogger(__name__)
 MIN_TOKEN_LENGTH = 16
 # What the wire accepts as a token (shared.wire.codec.TokenCodec): printable ASCII, no spaces.
 _TOKEN = re.compile(rf"[\x21-\x7e]{{{MIN_TOKEN_LENGTH},{MAX_TOKEN_CHARS}}}", re.ASCII)
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # sqlite's default host-parameter limit is 999 in old builds; stay well below it per query.
 _CHUNK = 500
 
@@ -133,8 +140,38 @@ def _migrate_0_to_1(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
 
 
+def _migrate_1_to_2(db: sqlite3.Connection) -> None:
+    """Protocol version 2: keys live mod an RSA modulus, and the aggregator has one beta with proofs.
+
+    Keys enrolled under version 1 are elements of a prime-modulus group that hides
+    nothing: they cannot be carried over. A registry holding any is refused (nothing
+    is changed); one with provisioned devices only keeps their tokens.
+    """
+    enrolled = db.execute("SELECT COUNT(*) FROM devices WHERE elgamal_public IS NOT NULL").fetchone()[0]
+    aggregators = db.execute("SELECT COUNT(*) FROM aggregator").fetchone()[0]
+    if enrolled or aggregators:
+        raise LegacyStateError(
+            f"the registry holds {enrolled} device key(s) and {aggregators} aggregator key(s) enrolled under "
+            "fedcast protocol version 1, whose group hides nothing; they are refused. Start the version-2 key "
+            "service with a new state directory and re-provision the devices (fedcast keyserver add-device, "
+            "or FEDCAST_DEVICE_TOKENS); see docs/SECURITY.md"
+        )
+    db.execute("DROP TABLE aggregator")
+    db.execute(
+        """CREATE TABLE aggregator (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            beta TEXT NOT NULL,
+            beta_proof TEXT NOT NULL,
+            delivery TEXT NOT NULL,
+            delivery_proof TEXT NOT NULL,
+            verify_key TEXT NOT NULL,
+            registered_at REAL NOT NULL
+        )"""
+    )
+
+
 # _MIGRATIONS[v] turns a version-v file into version v+1; append, never edit, to evolve the schema.
-_MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migrate_0_to_1,)
+_MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migrate_0_to_1, _migrate_1_to_2)
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 
@@ -162,6 +199,15 @@ def migrate(db: sqlite3.Connection) -> int:
         version += 1
         log.info("registry schema migrated to version %d", version)
     return version
+
+
+def _proof_json(proof: DlogProof) -> str:
+    return json.dumps([format(proof.commitment, "x"), format(proof.response, "x")])
+
+
+def _proof_from_json(text: str) -> DlogProof:
+    commitment, response = json.loads(text)
+    return DlogProof(int(commitment, 16), int(response, 16))
 
 
 # -- the store ------------------------------------------------------------------------------------
@@ -236,6 +282,23 @@ class RegistryStore:
             elif row[0] != federation:
                 raise ConfigurationError(
                     f"registry {self.path} belongs to federation {row[0]!r}, not {federation!r}"
+                )
+
+    def bind_modulus(self, modulus: int) -> None:
+        """Remember the federation's modulus N on first use; refuse keys enrolled under another N.
+
+        Every stored key is an element mod N: a registry kept while the system parameters
+        were replaced would serve keys of another group.
+        """
+        digest = hashlib.sha256(format(modulus, "x").encode()).hexdigest()
+        with self._write() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'modulus'").fetchone()
+            if row is None:
+                db.execute("INSERT INTO meta (key, value) VALUES ('modulus', ?)", (digest,))
+            elif row[0] != digest:
+                raise ConfigurationError(
+                    f"registry {self.path} holds keys for another modulus N than system-params.json: "
+                    "restore the matching system-params.json, or start a new registry"
                 )
 
     # -- devices ---------------------------------------------------------------------------------
@@ -367,41 +430,50 @@ class RegistryStore:
     # -- aggregator ------------------------------------------------------------------------------
 
     def set_aggregator(self, info: AggregatorInfo) -> bool:
-        """Register (or replace) the aggregator's public keys; True if anything changed."""
-        if len(info.verify_key) != VERIFY_KEY_BYTES or not info.betas:
-            raise RegistryError("aggregator info needs at least one beta and a 32-byte verify key")
+        """Register (or replace) the aggregator's public keys; True if anything changed.
+
+        The caller has verified the proofs (the handler does); they are stored so that
+        every client can verify them again from the PARAMS reply.
+        """
+        if len(info.verify_key) != VERIFY_KEY_BYTES:
+            raise RegistryError("aggregator info needs a 32-byte verify key")
         values = (
-            json.dumps([format(b, "x") for b in info.betas]),
+            format(info.beta, "x"),
+            _proof_json(info.beta_proof),
             format(info.delivery, "x"),
+            _proof_json(info.delivery_proof),
             info.verify_key.hex(),
         )
+        columns = "beta, beta_proof, delivery, delivery_proof, verify_key"
         with self._write() as db:
-            row = db.execute("SELECT betas, delivery, verify_key FROM aggregator WHERE id = 1").fetchone()
+            row = db.execute(f"SELECT {columns} FROM aggregator WHERE id = 1").fetchone()  # noqa: S608
             if row is not None and tuple(row) == values:
                 return False
             db.execute(
-                "INSERT OR REPLACE INTO aggregator (id, betas, delivery, verify_key, registered_at) "
-                "VALUES (1, ?, ?, ?, ?)",
+                f"INSERT OR REPLACE INTO aggregator (id, {columns}, registered_at) "  # noqa: S608 - constants
+                "VALUES (1, ?, ?, ?, ?, ?, ?)",
                 (*values, time.time()),
             )
         log.info(
-            "aggregator %s (%d segment keys, verify key %s...)",
+            "aggregator %s (verify key %s...)",
             "registered" if row is None else "re-registered with new keys",
-            len(info.betas),
-            values[2][:16],
+            values[4][:16],
         )
         return True
 
     def aggregator(self) -> AggregatorInfo | None:
         """The registered aggregator, None before registration."""
         with self._read() as db:
-            row = db.execute("SELECT betas, delivery, verify_key FROM aggregator WHERE id = 1").fetchone()
+            row = db.execute(
+                "SELECT beta, beta_proof, delivery, delivery_proof, verify_key FROM aggregator WHERE id = 1"
+            ).fetchone()
         if row is None:
             return None
         try:
-            betas = tuple(int(h, 16) for h in json.loads(row[0]))
-            return AggregatorInfo(betas, int(row[1], 16), bytes.fromhex(row[2]))
-        except (TypeError, ValueError) as exc:
+            return AggregatorInfo(
+                int(row[0], 16), _proof_from_json(row[1]), int(row[2], 16), _proof_from_json(row[3]), bytes.fromhex(row[4])
+            )
+        except (TypeError, ValueError, KeyError) as exc:
             raise KeyStorageError("aggregator row in the registry is corrupt") from exc
 
     # -- internals -------------------------------------------------------------------------------

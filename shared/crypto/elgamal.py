@@ -1,115 +1,176 @@
-"""The multi-private-key additive ElGamal scheme (paper sections 3.2-3.4, crypto note 1 and 5).
+"""The v2 secure-aggregation scheme (crypto note section 1): multi-key ElGamal on an RSA modulus.
 
-Client C_i in online set S, with packed segments m_1..m_u (each < 2^(|p|-1)):
+Client i in the online set S, with packed segments m_1..m_u (each < N / |S|max)
+and fresh s, r1, r2 of 256 bits per attempt::
 
-    E_ij = (1 + m_j * p) * beta_j'^r1          mod p^2   (beta_j' = lift(beta_j))
-    E_i2 = (A_i, B_i) = (g^r2, g^r1 * pk_S^r2)  mod p
+    K_i  = (1 + s N) * B^r1                  mod N^2   key segment, B = lift(beta^2)
+    E_ij = (1 + m_j N) * H_j^s               mod N^2   data segments, H_j = lift(h_j)
+    A_i  = g^r2,  B_i = g^r1 * pkbar_S^r2    mod N     pkbar_S = prod pk_k^2
+    pi_i = proof of knowledge of r2 (A_i^2 = (g^2)^r2), bound to the attempt
 
-Aggregator, after every member uploaded:
+The aggregator sends every member (A_j, pi_j) for all j in S. A member answers
+only a challenge that lists exactly S, carries its own A_i unchanged, whose
+every proof verifies, with no two A's of equal square, and R = prod A_j; it
+answers ``T_i = (R^2)^sk_i`` with a proof that log_{g^2} pk_i^2 = log_{R^2} T_i.
+Then::
 
-    R = prod A_i;  each member answers T_i = R^sk_i after checking R
-    E_agg_j = prod_i E_ij mod p^2;  d = prod B_i;  T = prod T_i
-    x = d / T = g^(sum r1) mod p;   x' = lift(x)     (once per round)
-    M_j = L(E_agg_j * x'^(-alpha_j) mod p^2) = sum_i m_ij,  L(y) = (y - 1) / p
+    K = prod K_i, E_j = prod E_ij (mod N^2);  d = prod B_i, T = prod T_i (mod N)
+    xbar  = (d / T)^2 = g^(2 sum r1)
+    s_sum = L(K * lift(xbar)^-alpha)          (strict L: the value must be 1 mod N)
+    M_j   = L(E_j * H_j^-s_sum) = sum_i m_ij  (refused unless s_sum < |S| 2^256)
 
-The printed formula (d/T)^-alpha mod p^2 does not round-trip; working in the
-order-q subgroup of Z_{p^2}^* through the lift does (crypto note section 1).
+Why each piece: the key segment is the paper's scheme with one segment and one
+alpha (no Euclid relation between segments, crypto note 0.2), and its plaintext
+s is random, so the aggregator learns only sum s. The data masks H_j^s =
+lift(h_j^s) are the DDH key-homomorphic PRF F(s, j) = h_j^s, lifted; their
+product over S is H_j^(sum s), removable only after decrypting sum s. alpha keeps
+the aggregate from eavesdroppers, who can compute xbar too. Nothing can be
+stripped without the factors of N (crypto note 0.1).
 
-This module is pure: ints in, ints out, no I/O. Who talks to whom, signatures
-and retries are the protocol layer's business.
+The proofs of knowledge of r2 stop a colluder's A_c = A_h^-1 g^t (which would make
+R = A_v and decrypt v alone) and copies of a victim's upload under other ids;
+the response proofs name a member that sends a wrong share (docs/SECURITY.md).
+
+Pure: ints in, ints out, no I/O. Signatures, retries and the "one answer per
+model" rule (crypto note 0.3) are the protocol layer's business.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import gmpy2
 from gmpy2 import mpz
 
-from shared.crypto.batch import check_elements, invalid_elements, screen_element
-from shared.crypto.fixedbase import CombShape, FixedBaseSet, pow_many_exponents
-from shared.crypto.group import GroupParams
+from shared.crypto.fixedbase import FixedBaseSet
+from shared.crypto.group import EXPONENT_BITS, GroupParams, frame
 from shared.crypto.keys import AggregatorPublicKey, AggregatorSecretKey, ClientKeyPair
+from shared.crypto.proofs import (
+    DlogProof,
+    DlogStatement,
+    EqualityProof,
+    dlog_failures,
+    prove_dlog,
+    prove_equality,
+    verify_equality,
+)
 from shared.errors import (
     AggregateKeyMismatchError,
     ChallengeRejectedError,
     CiphertextShapeError,
     DecryptionError,
     InvalidGroupElementError,
+    InvalidProofError,
     NotAMemberError,
     OnlineSetTooSmallError,
     PackingError,
     ProtocolOrderError,
 )
 
+_MPZ = type(mpz(0))
+
 __all__ = [
+    "DEFAULT_MIN_ONLINE",
     "DEFAULT_TABLE_MEMORY_BYTES",
     "MIN_ONLINE",
     "Aggregation",
+    "AttemptContext",
     "ClientAttempt",
     "ClientCiphertext",
+    "ClientTables",
     "Decryptor",
     "ElGamalClient",
     "OnlineSet",
-    "aggregate_public_key",
+    "SignedFirst",
+    "challenge_digest",
+    "check_challenge",
     "compute_challenge",
-    "lifted_bases",
-    "respond_to_challenge",
 ]
 
-#: Never fewer than two members: with |S| = 1 the aggregate is one client's input (paper 4.2).
+#: Never fewer than two members: with |S| = 1 the aggregate is one client's input.
 MIN_ONLINE = 2
-#: Memory for the client's fixed-base tables. 100,000 parameters need ~1,400 tables of
-#: ~145 KB (h=8 comb, 2048-bit group), ~210 MB; a Pi-class device sets less and the
-#: remaining bases fall back to powmod.
+#: What a client enforces unless configured otherwise. An honest client is safe while the
+#: corrupt members of S number fewer than (its enforced minimum |S|) - 1: with S = {victim}
+#: plus colluders the sum is the victim's input in any secure aggregation (crypto note 1).
+DEFAULT_MIN_ONLINE = 3
+#: Memory for the fixed-base tables (per party). 100,000 parameters need ~1,430 tables.
 DEFAULT_TABLE_MEMORY_BYTES = 256 * 1024 * 1024
-# Below this many segments a per-round table costs more than it saves.
-_DECRYPT_TABLE_MIN_SEGMENTS = 8
+_TAG_ATTEMPT = b"fedcast/v2/attempt"
+_TAG_CHALLENGE = b"fedcast/v2/challenge"
 
 
-def aggregate_public_key(group: GroupParams, public_keys: Iterable[Any]) -> mpz:
-    """pk_S = prod pk_i mod p (AggPKGen)."""
-    acc = mpz(1)
-    for pk in public_keys:
-        acc = acc * mpz(pk) % group.p
-    return acc
+def _u64(value: int) -> bytes:
+    return int(value).to_bytes(8, "big")
+
+
+@dataclass(frozen=True)
+class AttemptContext:
+    """What every proof of one attempt is bound to: federation, model, round, attempt and S.
+
+    The model digest is SHA-256 of the model bytes each member received; because it is
+    in every member's proof, members that were sent different models cannot verify
+    each other's proofs, so the aggregator cannot hand them different models.
+    """
+
+    federation: str
+    model_digest: bytes
+    round: int
+    attempt: int
+    members: tuple[str, ...]
+
+    @cached_property
+    def digest(self) -> bytes:
+        """SHA-256 over all fields (computed once: the member list can hold thousands of ids)."""
+        parts = [_TAG_ATTEMPT, self.federation.encode(), self.model_digest, _u64(self.round), _u64(self.attempt)]
+        parts.extend(m.encode() for m in self.members)
+        return hashlib.sha256(frame(*parts)).digest()
+
+    def first_context(self, member: str) -> bytes:
+        """The context of member's proof of knowledge of r2."""
+        return frame(b"first", self.digest, member.encode())
+
+    def response_context(self, member: str) -> bytes:
+        """The context of member's response proof."""
+        return frame(b"response", self.digest, member.encode())
+
+
+def challenge_digest(group: GroupParams, challenge: Any) -> bytes:
+    """SHA-256 naming the challenge R a response answers (carried in the signed response)."""
+    return hashlib.sha256(frame(_TAG_CHALLENGE, int(challenge).to_bytes(group.element_bytes, "big"))).digest()
 
 
 @dataclass(frozen=True)
 class OnlineSet:
-    """The online set S of one round attempt: member ids and their registered public keys.
-
-    Members are kept in sorted id order so every party derives the same canonical list.
-    """
+    """The online set S of one attempt: sorted member ids and their registered public keys."""
 
     group: GroupParams
     members: tuple[str, ...]
     public_keys: tuple[mpz, ...]
+    squares: tuple[mpz, ...]
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # key_of runs once per message: a dict, not a scan of |S| ids
         object.__setattr__(self, "_index", {m: i for i, m in enumerate(self.members)})
 
     @classmethod
     def from_registry(cls, group: GroupParams, keys: Mapping[str, Any]) -> OnlineSet:
-        """Build S from {client id: registered pk_i}, validating every key."""
+        """Build S from {client id: registered pk_i}, each key through the element rule."""
         members = tuple(sorted(keys))
-        if len(members) != len(keys):  # pragma: no cover - dict keys are unique
-            raise NotAMemberError("duplicate member ids")
-        pks = tuple(
-            check_elements(group, [keys[m] for m in members], lambda i: f"public key of {members[i]!r}")
-        )
-        if len(set(pks)) != len(pks):
+        publics = tuple(group.check_element(keys[m], f"public key of {m!r}") for m in members)
+        squares = tuple(group.received_square(pk, f"public key of {m!r}") for m, pk in zip(members, publics))
+        if len(set(squares)) != len(squares):
             # Two ids with one key would let one client count as two members.
             raise AggregateKeyMismatchError("two members share a public key")
-        return cls(group, members, pks)
+        return cls(group, members, publics, squares)
 
-    @property
+    @cached_property
     def aggregate_key(self) -> mpz:
-        return aggregate_public_key(self.group, self.public_keys)
+        """pkbar_S = prod pk_i^2 mod N."""
+        return self.group.product(self.squares)
 
     def __len__(self) -> int:
         return len(self.members)
@@ -123,187 +184,299 @@ class OnlineSet:
 
 @dataclass(frozen=True)
 class ClientCiphertext:
-    """One client's upload: u segment ciphertexts mod p^2 and (A_i, B_i) mod p."""
+    """One client's upload: K_i, the u data segments mod N^2, (A_i, B_i) mod N and A_i's proof."""
 
+    key_segment: mpz
     segments: tuple[mpz, ...]
     first: mpz  # A_i = g^r2
-    second: mpz  # B_i = g^r1 * pk_S^r2
+    second: mpz  # B_i = g^r1 * pkbar_S^r2
+    proof: DlogProof
 
     def __repr__(self) -> str:
         return f"ClientCiphertext(n_segments={len(self.segments)})"
 
 
+@dataclass(frozen=True)
+class SignedFirst:
+    """A member's first component as the challenge carries it (signature checked by the caller)."""
+
+    value: int
+    proof: DlogProof
+
+
 @dataclass
 class ClientAttempt:
-    """What a client keeps between uploading and answering the challenge of one attempt.
+    """What a client keeps between uploading and answering: public values only.
 
-    Only public values: the r's are discarded right after encrypting. ``answered``
-    enforces at most one response per attempt.
+    The r's and s are discarded right after encrypting; ``answered`` enforces one
+    response per attempt (the protocol layer enforces one per model).
     """
 
     client_id: str
     online: OnlineSet
+    context: AttemptContext
     first: mpz
     answered: bool = field(default=False)
 
 
-class ElGamalClient:
-    """Client-side encryption and challenge response, with fixed-base tables for beta_j'."""
+class ClientTables:
+    """The client's fixed bases: B = lift(beta^2) and H_j = lift(h_j), with comb tables.
+
+    Built once per deployment (a lift is one |N|-bit exponentiation mod N^2, ~8 ms at
+    2048 bits); simulations share one instance between their clients.
+    """
 
     def __init__(
         self,
-        keypair: ClientKeyPair,
         aggregator: AggregatorPublicKey,
         *,
+        federation: str,
+        n_segments: int,
         table_memory_bytes: int = DEFAULT_TABLE_MEMORY_BYTES,
-        bases: FixedBaseSet | None = None,
     ) -> None:
-        if keypair.group != aggregator.group:
-            raise AggregateKeyMismatchError("client key and aggregator key use different groups")
+        group = aggregator.group
+        if n_segments < 1:
+            raise CiphertextShapeError("need at least one data segment")
+        self.group = group
+        self.federation = federation
+        self.key_base = FixedBaseSet(
+            [group.lift(aggregator.beta_square)],
+            group.n2,
+            exponent_bits=EXPONENT_BITS,
+            memory_budget_bytes=table_memory_bytes,
+        )
+        bases = group.segment_bases(federation, n_segments)
+        self.data_bases = FixedBaseSet(
+            [group.lift(h) for h in bases],
+            group.n2,
+            exponent_bits=EXPONENT_BITS,
+            memory_budget_bytes=max(0, table_memory_bytes - self.key_base.estimated_memory_bytes),
+        )
+
+    @property
+    def n_segments(self) -> int:
+        return len(self.data_bases)
+
+
+def _embed(group: GroupParams, m: mpz, mask: mpz) -> mpz:
+    """(1 + m N) * mask mod N^2, as mask + N * (m * mask mod N)."""
+    n = group.n
+    return (mask + n * (m * mask % n)) % group.n2
+
+
+class ElGamalClient:
+    """Client-side encryption and challenge response over shared :class:`ClientTables`."""
+
+    def __init__(self, keypair: ClientKeyPair, aggregator: AggregatorPublicKey, tables: ClientTables) -> None:
+        if keypair.group != aggregator.group or tables.group != keypair.group:
+            raise AggregateKeyMismatchError("client key, aggregator key and tables use different groups")
         self.keypair = keypair
         self.group = keypair.group
         self.aggregator = aggregator
-        # The tables depend only on the aggregator's betas: simulations share one set.
-        self.bases = bases or lifted_bases(aggregator, table_memory_bytes)
+        self.tables = tables
 
     def encrypt(
         self,
         segments: Sequence[Any],
         online: OnlineSet,
+        context: AttemptContext,
         *,
         client_id: str,
         claimed_aggregate_key: Any,
-        min_online: int = MIN_ONLINE,
-        _randomness: tuple[Any, Any] | None = None,
+        min_online: int = DEFAULT_MIN_ONLINE,
     ) -> tuple[ClientCiphertext, ClientAttempt]:
-        """Encrypt packed segments for S after the client-side checks of paper 3.2.
+        """Encrypt packed segments for S after the client-side checks; fresh s, r1, r2 every call.
 
-        Refuses (typed errors) unless: the client is a member under its own key,
-        |S| >= max(2, min_online), and the claimed pk_S equals the product of the
-        listed members' keys. ``_randomness`` = (r1, r2) exists for known-answer
-        tests only; production calls draw fresh r's every time.
+        Refuses (typed errors) unless: the context lists S, the client is a member under
+        its own key, |S| >= max(2, min_online), and the claimed pkbar_S equals the
+        product of the listed members' keys squared.
         """
         group = self.group
-        if len(online) < max(MIN_ONLINE, min_online):
-            raise OnlineSetTooSmallError(
-                f"|S| = {len(online)} is below the minimum {max(MIN_ONLINE, min_online)}"
-            )
+        minimum = max(MIN_ONLINE, min_online)
+        if len(online) < minimum:
+            raise OnlineSetTooSmallError(f"|S| = {len(online)} is below the minimum {minimum}")
+        if context.members != online.members or context.federation != self.tables.federation:
+            raise NotAMemberError("the attempt context does not describe this online set")
         if online.key_of(client_id) != self.keypair.public:
             raise NotAMemberError(f"S lists {client_id!r} under a key that is not this client's")
         pk_s = online.aggregate_key
         if mpz(claimed_aggregate_key) != pk_s:
-            raise AggregateKeyMismatchError("pk_S is not the product of the members' keys")
-        if len(segments) != len(self.bases):
-            raise CiphertextShapeError(
-                f"expected {len(self.bases)} segments (aggregator keys), got {len(segments)}"
-            )
+            raise AggregateKeyMismatchError("pkbar_S is not the product of the members' keys")
+        if len(segments) != self.tables.n_segments:
+            raise CiphertextShapeError(f"expected {self.tables.n_segments} segments, got {len(segments)}")
         limit = mpz(1) << group.plaintext_bits
         ms = [mpz(m) for m in segments]
         if any(not 0 <= m < limit for m in ms):
-            raise PackingError("a segment plaintext is outside [0, 2^(|p|-1))")
-        if _randomness is None:
-            r1, r2 = group.random_exponent(), group.random_exponent()
-        else:
-            r1, r2 = (mpz(r) for r in _randomness)
-        p, p2 = group.p, group.p2
-        masks = self.bases.pow_all(r1)
-        body = tuple((1 + m * p) * mask % p2 for m, mask in zip(ms, masks, strict=True))
+            raise PackingError("a segment plaintext is outside [0, 2^(|N|-1))")
+        s, r1, r2 = group.random_exponent(), group.random_exponent(), group.random_exponent()
+        n = group.n
+        key_segment = _embed(group, s, self.tables.key_base.pow_all(r1)[0])
+        body = tuple(_embed(group, m, mask) for m, mask in zip(ms, self.tables.data_bases.pow_all(s), strict=True))
         first = group.power(r2)
-        second = group.power(r1) * gmpy2.powmod(pk_s, r2, p) % p
-        del r1, r2  # never kept, never reused
-        return ClientCiphertext(body, first, second), ClientAttempt(client_id, online, first)
+        second = group.power(r1) * gmpy2.powmod(pk_s, r2, n) % n
+        proof = prove_dlog(group, r2, first, context.first_context(client_id))
+        del s, r1, r2  # never kept, never reused
+        ciphertext = ClientCiphertext(key_segment, body, first, second, proof)
+        return ciphertext, ClientAttempt(client_id, online, context, first)
 
-    def respond(self, attempt: ClientAttempt, challenge: Any, first_components: Mapping[str, Any]) -> mpz:
-        """T_i = R^sk_i, only after :func:`respond_to_challenge`'s checks pass."""
-        return respond_to_challenge(self.keypair, attempt, challenge, first_components)
+    def respond(
+        self, attempt: ClientAttempt, challenge: Any, firsts: Mapping[str, SignedFirst]
+    ) -> tuple[mpz, EqualityProof]:
+        """(T_i, proof) for R, only after :func:`check_challenge`; at most once per attempt."""
+        if attempt.answered:
+            raise ChallengeRejectedError("this attempt's challenge was already answered")
+        r_square = check_challenge(self.group, attempt, challenge, firsts)
+        attempt.answered = True
+        return respond_to(self.keypair, attempt, r_square)
 
 
-def lifted_bases(aggregator: AggregatorPublicKey, table_memory_bytes: int) -> FixedBaseSet:
-    """beta_j' = lift(beta_j) with comb tables under the memory cap (once per deployment)."""
-    group = aggregator.group
-    return FixedBaseSet(
-        [group.lift(b) for b in aggregator.betas],
-        group.p2,
-        exponent_bits=group.q.bit_length(),
-        memory_budget_bytes=table_memory_bytes,
+def respond_to(keypair: ClientKeyPair, attempt: ClientAttempt, r_square: Any) -> tuple[mpz, EqualityProof]:
+    """T_i = (R^2)^sk_i with its equality proof, for a challenge already checked."""
+    group = keypair.group
+    share = gmpy2.powmod(r_square, keypair.secret, group.n)
+    proof = prove_equality(
+        group, keypair.secret, keypair.public, r_square, share, attempt.context.response_context(attempt.client_id)
     )
+    return share, proof
 
 
 def compute_challenge(group: GroupParams, first_components: Iterable[Any]) -> mpz:
-    """R = prod A_i mod p (ChelGen)."""
-    acc = mpz(1)
-    for a in first_components:
-        acc = acc * mpz(a) % group.p
-    return acc
+    """R = prod A_i mod N (ChelGen)."""
+    return group.product(list(first_components))
 
 
-def respond_to_challenge(
-    keypair: ClientKeyPair,
-    attempt: ClientAttempt,
-    challenge: Any,
-    first_components: Mapping[str, Any],
-) -> mpz:
-    """Answer R with T_i = R^sk_i after the checks of crypto note section 5.
+def check_challenge(group: GroupParams, attempt: ClientAttempt, challenge: Any, firsts: Mapping[str, SignedFirst]) -> mpz:
+    """The client's checks of a challenge (crypto note section 5); returns R^2 if they pass.
 
-    A response is a decryption share for whatever R it is computed on: if R were
-    client k's own A_k, the shares would unmask k's individual gradient. So the
-    client answers only if the list of first components is exactly S, its own
-    A_i is in it unchanged, every A is a group element, and R is their product;
-    and only once per attempt.
+    A response is a decryption share for whatever R it is computed on: with R = A_k the
+    aggregator would unmask member k alone. So: the list is exactly S; our own A_i is
+    in it unchanged; every A_j passes the element rule; no two have equal squares (a
+    copied upload); every A_j's proof of knowledge of r2 verifies in this attempt's
+    context (a colluder's A_c = A_h^-1 g^t cannot be proven); and R = prod A_j.
+    Signatures are the caller's check (they need the members' verify keys).
     """
-    group = keypair.group
-    if attempt.answered:
-        raise ChallengeRejectedError("this attempt's challenge was already answered")
-    if set(first_components) != set(attempt.online.members):
-        raise ChallengeRejectedError("the challenge's member list is not the online set encrypted for")
-    if mpz(first_components[attempt.client_id]) != attempt.first:
-        raise ChallengeRejectedError("the challenge carries a first component that is not ours")
     members = attempt.online.members
-    checked = check_elements(group, [first_components[m] for m in members], lambda i: f"A of {members[i]!r}")
-    # R must equal the product of elements just validated, which makes it one as well.
-    r = compute_challenge(group, checked)
-    if not isinstance(challenge, int | mpz) or r != challenge:
+    if set(firsts) != set(members) or len(firsts) != len(members):
+        raise ChallengeRejectedError("the challenge's member list is not the online set encrypted for")
+    if mpz(firsts[attempt.client_id].value) != attempt.first:
+        raise ChallengeRejectedError("the challenge carries a first component that is not ours")
+    squares: set[mpz] = set()
+    values: list[mpz] = []
+    for m in members:
+        try:
+            value = group.check_element(firsts[m].value, f"A of {m!r}")
+            square = group.received_square(value, f"A of {m!r}")
+        except InvalidGroupElementError as exc:
+            raise ChallengeRejectedError(str(exc)) from exc
+        if square in squares:
+            raise ChallengeRejectedError(f"A of {m!r} repeats another member's (a copied upload)")
+        squares.add(square)
+        values.append(value)
+    statements = [
+        DlogStatement(values[i], firsts[m].proof, attempt.context.first_context(m)) for i, m in enumerate(members)
+    ]
+    failed = dlog_failures(group, statements)
+    if failed:
+        names = sorted(members[i] for i in failed)
+        raise ChallengeRejectedError(f"first-component proofs of {names} do not verify")
+    r = compute_challenge(group, values)
+    if isinstance(challenge, bool) or not isinstance(challenge, int | _MPZ) or r != challenge:
         raise ChallengeRejectedError("R is not the product of the members' first components")
-    attempt.answered = True
-    return gmpy2.powmod(r, keypair.secret, group.p)
+    return r * r % group.n
+
+
+class Decryptor:
+    """The aggregator's secret key prepared for decryption, built once per process.
+
+    Holds comb tables of the inverted data bases H_j^-1 = lift(h_j^-1), so the
+    per-round unmasking M_j = L(E_j * (H_j^-1)^s_sum) costs one fixed-base
+    exponentiation per segment with the one exponent s_sum (< |S| 2^256).
+    """
+
+    def __init__(
+        self,
+        secret: AggregatorSecretKey,
+        *,
+        federation: str,
+        n_segments: int,
+        max_members: int,
+        table_memory_bytes: int = DEFAULT_TABLE_MEMORY_BYTES,
+    ) -> None:
+        group = secret.group
+        if n_segments < 1:
+            raise CiphertextShapeError("need at least one data segment")
+        self._secret = secret
+        self.group = group
+        self.max_members = max_members
+        inverses = [group.lift(gmpy2.invert(h, group.n)) for h in group.segment_bases(federation, n_segments)]
+        self._unmask = FixedBaseSet(
+            inverses,
+            group.n2,
+            exponent_bits=EXPONENT_BITS + int(max_members).bit_length(),
+            memory_budget_bytes=table_memory_bytes,
+        )
+
+    @property
+    def n_segments(self) -> int:
+        return len(self._unmask)
+
+    def __repr__(self) -> str:
+        return f"Decryptor(n_segments={self.n_segments})"
+
+    def key_unmask(self, x_square: Any) -> mpz:
+        """lift(xbar)^-alpha mod N^2, computed as lift(xbar^alpha)^-1 (one lift per round)."""
+        group = self.group
+        w = gmpy2.powmod(x_square, self._secret.alpha, group.n)
+        return gmpy2.invert(gmpy2.powmod(w, group.n, group.n2), group.n2)
+
+    def data_unmasks(self, s_sum: Any) -> list[mpz]:
+        """[H_j^-s_sum mod N^2 for every segment j]."""
+        return self._unmask.pow_all(s_sum)
 
 
 class Aggregation:
-    """The aggregator's state for one round attempt: fold uploads, challenge, decrypt.
+    """The aggregator's state for one attempt: fold uploads, challenge, fold responses, decrypt.
 
-    Uploads are folded into E_agg, d and R as they arrive, so memory is one
-    upload's worth (plus two group elements per member) whatever |S| is. Every
-    upload is screened before it is folded: its shape, every segment a unit mod
-    p^2, A_i and B_i in range and (in a batch-verifiable group) quadratic
-    residues. Their remaining subgroup check runs for all members at once
-    (:meth:`verify_uploads`, one batch test) before the challenge; the T_i
-    likewise before decryption (:meth:`verify_responses`). A member caught
-    there has already been folded in, so the attempt cannot complete: the
-    caller retries it without that member (the protocol's dropout path).
+    Uploads are folded into K, E_j and d as they arrive (memory: one upload's worth
+    plus a few elements per member). Every upload is screened before it is folded:
+    shape, ciphertext ranges, A_i and B_i through the element rule, no repeated A.
+    The proofs of knowledge of r2 are checked for all members at once
+    (:meth:`verify_uploads`) before the challenge; a member caught there has been
+    folded in, so the attempt cannot complete: the caller retries without it (no
+    member has answered yet, so the retry is safe). Response proofs are checked only
+    when a decryption fails (:meth:`share_culprits`): a failure after the challenge
+    must name its culprit, because the other members will not upload again for this
+    model without proof that only cheaters were dropped (crypto note 0.3).
     """
 
-    def __init__(self, online: OnlineSet, n_segments: int, *, min_online: int = MIN_ONLINE) -> None:
+    def __init__(
+        self, online: OnlineSet, context: AttemptContext, n_segments: int, *, min_online: int = MIN_ONLINE
+    ) -> None:
         if len(online) < max(MIN_ONLINE, min_online):
             raise OnlineSetTooSmallError(f"|S| = {len(online)} is below the minimum")
         if n_segments < 1:
-            raise CiphertextShapeError("need at least one segment")
+            raise CiphertextShapeError("need at least one data segment")
+        if context.members != online.members:
+            raise NotAMemberError("the attempt context does not describe this online set")
         self.group = online.group
         self.online = online
+        self.context = context
         self.n_segments = n_segments
-        self._e_agg = [mpz(1)] * n_segments
+        self._k = mpz(1)
+        self._e = [mpz(1)] * n_segments
         self._d = mpz(1)
-        self._first: dict[str, mpz] = {}
-        self._first_values: set[mpz] = set()
-        self._second: dict[str, mpz] = {}
         self._t = mpz(1)
-        self._shares: dict[str, mpz] = {}
-        self._unverified_uploads: list[str] = []
-        self._unverified_shares: list[str] = []
+        self._firsts: dict[str, SignedFirst] = {}
+        self._first_squares: set[mpz] = set()
+        self._shares: dict[str, tuple[mpz, EqualityProof]] = {}
+        self._unverified: list[str] = []
         self._culprits: dict[str, str] = {}
+
+    # -- bookkeeping ---------------------------------------------------------------------
 
     @property
     def uploaded(self) -> frozenset[str]:
-        return frozenset(self._first)
+        return frozenset(self._firsts)
 
     @property
     def responded(self) -> frozenset[str]:
@@ -319,8 +492,7 @@ class Aggregation:
 
     @property
     def all_uploaded(self) -> bool:
-        """Every member uploaded (O(1): checked on every message)."""
-        return len(self._first) == len(self.online)
+        return len(self._firsts) == len(self.online)
 
     @property
     def all_responded(self) -> bool:
@@ -328,138 +500,159 @@ class Aggregation:
 
     @property
     def culprits(self) -> dict[str, str]:
-        """Members caught sending an invalid group element, with what was invalid."""
+        """Members caught cheating (bad proof or share), with what was wrong."""
         return dict(self._culprits)
 
+    # -- uploads --------------------------------------------------------------------------
+
     def add_upload(self, client_id: str, ciphertext: ClientCiphertext) -> None:
-        """Screen a member's ciphertext completely but for the batched subgroup test, then fold it in."""
+        """Screen a member's upload (everything but its proof, which is batched) and fold it in."""
         self.online.key_of(client_id)  # raises NotAMemberError
-        if client_id in self._first:
+        if client_id in self._firsts:
             raise ProtocolOrderError(f"{client_id!r} already uploaded in this attempt")
         if len(ciphertext.segments) != self.n_segments:
             raise CiphertextShapeError(
                 f"expected {self.n_segments} segment ciphertexts, got {len(ciphertext.segments)}"
             )
         group = self.group
-        p, p2 = group.p, group.p2
+        n2 = group.n2
+        key_segment = mpz(ciphertext.key_segment)
         segments = [mpz(e) for e in ciphertext.segments]
-        for j, e in enumerate(segments):
-            # A valid E_ij is a unit mod p^2: in (0, p^2) and not divisible by p.
-            if not 0 < e < p2 or e % p == 0:
-                raise CiphertextShapeError(f"segment ciphertext {j} is not a unit mod p^2")
-        first = screen_element(group, ciphertext.first, f"A of {client_id!r}")
-        second = screen_element(group, ciphertext.second, f"B of {client_id!r}")
-        if first in self._first_values:
-            raise ProtocolOrderError("first component repeats another member's (replayed randomness)")
-        self._e_agg = [a * e % p2 for a, e in zip(self._e_agg, segments, strict=True)]
-        self._d = self._d * second % p
-        self._first[client_id] = first
-        self._first_values.add(first)
-        self._second[client_id] = second
-        self._unverified_uploads.append(client_id)
+        # Units mod N^2 are checked on the products at decryption (a non-unit factor
+        # survives into the product and fails the strict L); here only the range.
+        if not 0 < key_segment < n2 or any(not 0 < e < n2 for e in segments):
+            raise CiphertextShapeError("a segment ciphertext is outside 0 < x < N^2")
+        first = group.check_element(ciphertext.first, f"A of {client_id!r}")
+        first_square = group.received_square(first, f"A of {client_id!r}")
+        second = group.check_element(ciphertext.second, f"B of {client_id!r}")
+        group.received_square(second, f"B of {client_id!r}")
+        if first_square in self._first_squares:
+            raise ProtocolOrderError("first component repeats another member's (a copied upload)")
+        self._k = self._k * key_segment % n2
+        self._e = [a * e % n2 for a, e in zip(self._e, segments, strict=True)]
+        self._d = self._d * second % group.n
+        self._firsts[client_id] = SignedFirst(int(first), ciphertext.proof)
+        self._first_squares.add(first_square)
+        self._unverified.append(client_id)
 
     def verify_uploads(self) -> dict[str, str]:
-        """Batch-check every A_i, B_i not yet checked; return the members caught (id -> what).
-
-        Empty when all are valid. Otherwise this attempt cannot complete (the
-        culprits are folded in): retry it without them.
-        """
-        pending, self._unverified_uploads = self._unverified_uploads, []
-        elements = [x for m in pending for x in (self._first[m], self._second[m])]
-        caught = {}
-        for i in invalid_elements(self.group, elements):
-            member = pending[i // 2]
-            caught[member] = f"{'AB'[i % 2]} of {member!r} is not in the order-q subgroup"
+        """Batch-check the proofs of knowledge of r2 not yet checked; return the members caught."""
+        pending, self._unverified = self._unverified, []
+        statements = [
+            DlogStatement(self._firsts[m].value, self._firsts[m].proof, self.context.first_context(m)) for m in pending
+        ]
+        caught = {pending[i]: f"proof of {pending[i]!r}: {why}" for i, why in dlog_failures(self.group, statements).items()}
         self._culprits.update(caught)
         return caught
 
-    def challenge(self) -> tuple[mpz, dict[str, mpz]]:
-        """R and every member's first component A_i (what clients check before answering)."""
+    def challenge(self) -> tuple[mpz, dict[str, SignedFirst]]:
+        """R and every member's (A_i, proof): what clients check before answering."""
         if not self.all_uploaded:
             raise ProtocolOrderError(f"uploads missing from {sorted(self.missing_uploads)}")
         self.verify_uploads()
-        self._refuse_culprits()
-        first = {m: self._first[m] for m in self.online.members}
-        return compute_challenge(self.group, first.values()), first
+        if self._culprits:
+            raise InvalidProofError(f"invalid uploads from {sorted(self._culprits)}: retry without them")
+        firsts = {m: self._firsts[m] for m in self.online.members}
+        return compute_challenge(self.group, [f.value for f in firsts.values()]), firsts
 
-    def add_response(self, client_id: str, response: Any) -> None:
-        """Screen T_i (range, quadratic residue) and fold it in; batch-checked before decryption."""
+    # -- persistence ----------------------------------------------------------------------
+
+    def uploads_state(self) -> dict[str, Any]:
+        """The folded uploads as plain data (hex), once every upload is in and checked.
+
+        What an aggregator persists when it sends the challenge: after that, the members
+        will not upload again for this model, so a restarted aggregator must be able to
+        finish this very attempt (responses are asked for again; members repeat them).
+        """
+        if not self.all_uploaded or self._unverified or self._culprits:
+            raise ProtocolOrderError("only a complete, verified set of uploads is persisted")
+        return {
+            "k": format(self._k, "x"),
+            "e": [format(e, "x") for e in self._e],
+            "d": format(self._d, "x"),
+            "firsts": {
+                m: [format(f.value, "x"), format(f.proof.commitment, "x"), format(f.proof.response, "x")]
+                for m, f in self._firsts.items()
+            },
+        }
+
+    @classmethod
+    def from_uploads_state(
+        cls, online: OnlineSet, context: AttemptContext, n_segments: int, state: Any, *, min_online: int = MIN_ONLINE
+    ) -> Aggregation:
+        """Inverse of :meth:`uploads_state` (the aggregator's own file; elements re-screened anyway)."""
+        aggregation = cls(online, context, n_segments, min_online=min_online)
+        try:
+            e = [mpz(int(x, 16)) for x in state["e"]]
+            if len(e) != n_segments or set(state["firsts"]) != set(online.members):
+                raise ProtocolOrderError("persisted uploads do not match this attempt")
+            aggregation._k, aggregation._e, aggregation._d = mpz(int(state["k"], 16)), e, mpz(int(state["d"], 16))
+            for m, (a, t, z) in state["firsts"].items():
+                value = online.group.check_element(int(a, 16), f"A of {m!r}")
+                aggregation._first_squares.add(online.group.received_square(value, f"A of {m!r}"))
+                aggregation._firsts[m] = SignedFirst(int(value), DlogProof(int(t, 16), int(z, 16)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolOrderError(f"persisted uploads are malformed: {exc}") from exc
+        return aggregation
+
+    # -- responses ------------------------------------------------------------------------
+
+    def add_response(self, client_id: str, share: Any, proof: EqualityProof) -> None:
+        """Screen T_i (the element rule) and fold it in; its proof is checked only if decryption fails."""
         self.online.key_of(client_id)
         if not self.all_uploaded:
             raise ProtocolOrderError("responses before the challenge")
         if client_id in self._shares:
             raise ProtocolOrderError(f"{client_id!r} already responded")
-        t = screen_element(self.group, response, f"T of {client_id!r}")
-        self._t = self._t * t % self.group.p
-        self._shares[client_id] = t
-        self._unverified_shares.append(client_id)
+        t = self.group.check_element(share, f"T of {client_id!r}")
+        self.group.received_square(t, f"T of {client_id!r}")
+        self._t = self._t * t % self.group.n
+        self._shares[client_id] = (t, proof)
 
-    def verify_responses(self) -> dict[str, str]:
-        """Batch-check every T_i not yet checked; like :meth:`verify_uploads`."""
-        pending, self._unverified_shares = self._unverified_shares, []
-        bad = invalid_elements(self.group, [self._shares[m] for m in pending])
-        caught = {pending[i]: f"T of {pending[i]!r} is not in the order-q subgroup" for i in bad}
+    def share_culprits(self) -> dict[str, str]:
+        """Verify every response proof (after a failed decryption); return the members caught."""
+        group = self.group
+        r = compute_challenge(group, [self._firsts[m].value for m in self.online.members])
+        r_square = r * r % group.n
+        caught = {}
+        for member, (t, proof) in sorted(self._shares.items()):
+            try:
+                verify_equality(
+                    group,
+                    self.online.key_of(member),
+                    r_square,
+                    t,
+                    proof,
+                    self.context.response_context(member),
+                    f"response of {member!r}",
+                )
+            except InvalidProofError as exc:
+                caught[member] = str(exc)
         self._culprits.update(caught)
         return caught
 
-    def _refuse_culprits(self) -> None:
-        if self._culprits:
-            members = sorted(self._culprits)
-            raise InvalidGroupElementError(f"invalid group elements from {members}: retry without them")
+    # -- decryption -----------------------------------------------------------------------
 
-    def decrypt(self, key: AggregatorSecretKey | Decryptor) -> list[mpz]:
+    def decrypt(self, decryptor: Decryptor) -> list[mpz]:
         """The segment sums M_j = sum_i m_ij; raises DecryptionError if anything is off."""
         if not self.all_responded:
             raise ProtocolOrderError(f"responses missing from {sorted(self.missing_responses)}")
-        self.verify_responses()
-        self._refuse_culprits()
-        decryptor = key if isinstance(key, Decryptor) else Decryptor(key)
-        if decryptor.n_segments != self.n_segments:
-            raise DecryptionError("the secret key has a different number of segment keys")
+        if decryptor.n_segments != self.n_segments or decryptor.group != self.group:
+            raise DecryptionError("the decryptor was built for another group or segment count")
         group = self.group
-        p, p2 = group.p, group.p2
-        x = self._d * gmpy2.invert(self._t, p) % p  # g^(sum r1) if every share was honest
-        unmask = decryptor.unmask_powers(group.lift(x))  # the lift once per round
+        n, n2 = group.n, group.n2
+        x = self._d * gmpy2.invert(self._t, n) % n
+        x_square = x * x % n  # g^(2 sum r1) if every share was honest
+        y = self._k * decryptor.key_unmask(x_square) % n2
+        if y % n != 1:
+            raise DecryptionError("the key segment did not decrypt (a wrong share or a malformed upload)")
+        s_sum = (y - 1) // n
+        if s_sum >= mpz(len(self.online)) << EXPONENT_BITS:
+            raise DecryptionError("the sum of the members' s is out of range (a malformed key segment)")
         sums: list[mpz] = []
-        for j, (e, u) in enumerate(zip(self._e_agg, unmask, strict=True)):
-            y = e * u % p2
-            if y % p != 1:
-                raise DecryptionError(f"segment {j} did not decrypt (wrong key, share or tampering)")
-            sums.append((y - 1) // p)
+        for j, (e, u) in enumerate(zip(self._e, decryptor.data_unmasks(s_sum), strict=True)):
+            v = e * u % n2
+            if v % n != 1:
+                raise DecryptionError(f"data segment {j} did not decrypt (a malformed upload)")
+            sums.append((v - 1) // n)
         return sums
-
-
-class Decryptor:
-    """The aggregator's secret key prepared for decryption, built once per process.
-
-    The exponents q - alpha_j (x'^(q-alpha_j) = x'^(-alpha_j), x' having order q)
-    are fixed for a deployment, so their comb digits are extracted here once;
-    each round then builds one table of x' and evaluates every segment against it.
-    """
-
-    def __init__(self, secret: AggregatorSecretKey) -> None:
-        self._secret = secret
-        group = secret.group
-        self._exponents = [group.q - a for a in secret.alphas]
-        # One table of x' is built per round and serves all u exponents: pick the comb
-        # whose build cost plus u evaluations is smallest.
-        self._shape = CombShape.cheapest(len(self._exponents), int(group.q.bit_length()))
-        self._digits = (
-            [self._shape.digits(e).steps() for e in self._exponents]
-            if len(self._exponents) >= _DECRYPT_TABLE_MIN_SEGMENTS
-            else None
-        )
-
-    @property
-    def n_segments(self) -> int:
-        return len(self._exponents)
-
-    def __repr__(self) -> str:
-        return f"Decryptor(n_segments={self.n_segments})"
-
-    def unmask_powers(self, x_lifted: Any) -> list[mpz]:
-        """[x'^(-alpha_j) mod p^2 for every segment j]."""
-        p2 = self._secret.group.p2
-        if self._digits is None:
-            return [gmpy2.powmod(x_lifted, e, p2) for e in self._exponents]
-        return pow_many_exponents(x_lifted, self._digits, p2, self._shape)

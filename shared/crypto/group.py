@@ -1,340 +1,324 @@
-"""Schnorr group parameters (p, q, g): generation, validation, element checks, the lift.
+"""The federation's group: an RSA modulus N = PQ of unknown factorization (crypto note section 1).
 
-The scheme works in the order-q subgroup of Z_p^* (ElGamal part) and in the
-order-q subgroup of Z_{p^2}^* (the Paillier-like masked plaintexts). Sizes:
+Protocol version 2 works modulo an RSA modulus N whose factors P = 2p' + 1 and
+Q = 2q' + 1 are safe primes that nobody keeps (:mod:`shared.crypto.modulus`
+generates them and forgets them). Two structures live there:
 
-* |p| = 2048 bits by default, 3072 supported. NIST SP 800-57 Part 1 Rev. 5,
-  Table 2, rates finite-field groups with |p| = 2048 / |q| = 224 at 112-bit
-  security and |p| = 3072 / |q| = 256 at 128-bit; we use |q| = 256 in both so
-  that exponents never limit the security level. The paper's kappa_1 = 512 is
-  refused: anything below :data:`MIN_P_BITS` exists only through
-  :func:`insecure_test_group`, which tests use for speed.
-* Generated groups have p = 2*q*q' + 1 with q' prime as well (a "Lim-Lee
-  prime": C. H. Lim and P. J. Lee, "A key recovery attack on discrete
-  log-based schemes using a prime order subgroup", CRYPTO '97, recommend
-  exactly this shape). Then Z_p^* has no subgroups but those of order 1, 2,
-  q, q' and their products, so a quadratic residue is in the order-q subgroup
-  iff its q'-component is trivial, and that can be tested for a whole batch
-  of elements at once (:mod:`shared.crypto.batch`). Groups of any other shape
-  (for example FIPS 186-4 DSA parameters) stay fully supported: their
-  elements are checked one by one.
+* the ElGamal part in QR_N, the squares mod N (order p'q', unknown to everyone):
+  the generator g, client keys pk_i = g^sk_i, the aggregator's beta, and per
+  upload A_i, B_i, the challenge R and the responses T_i;
+* the Paillier-like part mod N^2: ``lift(x) = x^N mod N^2`` maps Z_N^* onto
+  the N-th residues (a homomorphism nobody can invert without P, Q), and
+  ``(1 + m N)`` carries a plaintext m < N. With a *public prime* modulus
+  (protocol version 1) raising a ciphertext to the modulus stripped every mask
+  (crypto note 0.1); with N of unknown factorization that needs phi(N).
 
-All arithmetic is gmpy2: it is the hot path of every party.
+Generators are never accepted from anyone: every party derives them from N by
+the full-domain hash of :func:`fdh`, ``g = FDH("fedcast/v2/g", N)`` and
+``h_j = FDH("fedcast/v2/h", N, federation, j)``. A hash as wide as N (plus 128
+bits) gives the h_j no known or findable relation to g or to each other;
+h_j = g^H(j) would bring back the linear relations of crypto note 0.2.
+
+**The received-element rule** (:meth:`GroupParams.received_square`): an element
+x received from anyone must satisfy 1 < x < N, gcd(x, N) = 1 and Jacobi
+(x | N) = +1; it is then used only through ``x^2 mod N``, and refused if that
+square is 1. Membership in QR_N cannot be tested without P and Q; squaring puts
+every accepted value in QR_N whatever sign a sender slipped in, and refusing a
+square of 1 stops the elements of order 2 (beta = N - 1 passes every other
+check and would expose every s and m; ``tests/unit/crypto/test_attacks.py``).
+
+Sizes: |N| = 2048 by default (NIST SP 800-57 Part 1 Rev. 5, Table 2: 112-bit
+security), 3072 supported (128-bit). Secret exponents are uniform integers of
+:data:`EXPONENT_BITS` = 256 bits: anyone can compute E^N = (H^N)^s from an
+upload, so an exponent of l bits falls to baby-step giant-step in 2^(l/2)
+steps (36-bit s: 0.45 s, crypto note section 1).
+
+All arithmetic is gmpy2.
 """
 
 from __future__ import annotations
 
 import functools
-import random
+import hashlib
 import secrets
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import gmpy2
-import numpy as np
 from gmpy2 import mpz
 
 from shared.errors import (
     InsecureParametersError,
     InvalidGroupElementError,
     InvalidParametersError,
+    LegacyStateError,
 )
 
 __all__ = [
-    "DEFAULT_P_BITS",
-    "MIN_P_BITS",
-    "MIN_Q_BITS",
-    "PRIMALITY_ROUNDS",
-    "Q_BITS",
-    "SIEVE_PRIME_BOUND",
-    "SUPPORTED_P_BITS",
+    "DEFAULT_MODULUS_BITS",
+    "EXPONENT_BITS",
+    "FDH_EXTRA_BITS",
+    "MAX_MODULUS_BITS",
+    "MIN_MODULUS_BITS",
+    "SMALL_FACTOR_BOUND",
+    "SUPPORTED_MODULUS_BITS",
     "GroupParams",
-    "generate_group",
-    "insecure_test_group",
+    "fdh",
+    "frame",
+    "validate_modulus",
 ]
 
 #: Default modulus size (NIST SP 800-57 Part 1 Rev. 5, Table 2: 112-bit security).
-DEFAULT_P_BITS = 2048
-#: Sizes ``generate_group`` produces.
-SUPPORTED_P_BITS = (2048, 3072, 4096)
-#: Smallest modulus accepted outside the explicitly insecure test constructor.
-MIN_P_BITS = 2048
-#: Subgroup order size: 256 bits, so exponent attacks cost 2^128 (Pollard rho).
-Q_BITS = 256
-#: Smallest subgroup order accepted outside tests.
-MIN_Q_BITS = 256
-#: Miller-Rabin rounds when validating loaded parameters: a composite passes with
-#: probability below 4^-40 = 2^-80 (FIPS 186-5 Table B.1 asks for fewer at these sizes).
-PRIMALITY_ROUNDS = 40
-#: Candidates for q' and p are sieved by every odd prime below this bound before any
-#: Miller-Rabin test: it removes ~92 % of the pairs at a fraction of a test's cost.
-SIEVE_PRIME_BOUND = 1 << 16
-#: Smallest q' for which the batch membership test is sound with 128-bit random exponents
-#: (the test needs the random exponents to be distinct mod q').
-_MIN_COFACTOR_PRIME_BITS = 160
+DEFAULT_MODULUS_BITS = 2048
+#: Sizes the key service generates (3072: 128-bit security).
+SUPPORTED_MODULUS_BITS = (2048, 3072)
+#: Smallest modulus accepted outside the explicitly insecure test groups.
+MIN_MODULUS_BITS = 2048
+#: Largest modulus accepted (the wire's bound on PARAMS integers, 1024 bytes).
+MAX_MODULUS_BITS = 8192
+#: Width of every secret exponent (sk, alpha, delta, r1, r2, s): 2^128 steps for
+#: baby-step giant-step or Pollard's lambda on any one of them.
+EXPONENT_BITS = 256
+#: The FDH draws |N| + 128 bits before reducing mod N: the result is within 2^-128
+#: of uniform in Z_N.
+FDH_EXTRA_BITS = 128
+#: A supplied modulus must have no prime factor below this bound (crypto note section 1).
+SMALL_FACTOR_BOUND = 1 << 20
+
+_LABEL_G = b"fedcast/v2/g"
+_LABEL_H = b"fedcast/v2/h"
+_FORMAT = "fedcast.group"
+_VERSION = 2
+
+
+def frame(*parts: bytes) -> bytes:
+    """Length-prefixed concatenation (4-byte big-endian lengths): no two inputs share an encoding."""
+    return b"".join(len(p).to_bytes(4, "big") + p for p in parts)
+
+
+def _minimal_bytes(value: Any) -> bytes:
+    number = int(value)
+    return number.to_bytes(max(1, (number.bit_length() + 7) // 8), "big")
+
+
+def fdh(n: Any, label: bytes, *parts: bytes) -> mpz:
+    """The full-domain hash of crypto note section 1: a square mod N, derived from N and the inputs.
+
+    ``H_i = SHA-256(frame(label, N, *parts) || uint32_be(i))`` for i = 0..k-1 with
+    k = ceil((|N| + 128) / 256); the top |N| + 128 bits of H_0 || ... || H_(k-1),
+    as a big-endian integer, reduced mod N, then squared mod N.
+    """
+    modulus = mpz(n)
+    width = int(modulus.bit_length()) + FDH_EXTRA_BITS
+    blocks = -(-width // 256)
+    prefix = frame(label, _minimal_bytes(modulus), *parts)
+    stream = b"".join(hashlib.sha256(prefix + i.to_bytes(4, "big")).digest() for i in range(blocks))
+    x = (mpz(int.from_bytes(stream, "big")) >> (blocks * 256 - width)) % modulus
+    square = x * x % modulus
+    if square <= 1 or gmpy2.gcd(square, modulus) != 1:  # probability ~2^-1000 for a real N
+        raise InvalidParametersError("the hash of the generator input is degenerate for this modulus")
+    return square
+
+
+@functools.lru_cache(maxsize=1)
+def _small_primes_product(bound: int = SMALL_FACTOR_BOUND) -> mpz:
+    """The product of every prime below ``bound`` (one gcd then tests them all)."""
+    import numpy as np  # noqa: PLC0415 - only validation of a supplied modulus needs it
+
+    sieve = np.ones(bound, dtype=bool)
+    sieve[:2] = False
+    for i in range(2, int(bound**0.5) + 1):  # ~1,000 iterations of the sieve of Eratosthenes
+        if sieve[i]:
+            sieve[i * i :: i] = False
+    primes = [mpz(int(p)) for p in np.flatnonzero(sieve)]
+    while len(primes) > 1:  # a product tree: balanced multiplications are fast
+        paired = [a * b for a, b in zip(primes[::2], primes[1::2], strict=False)]
+        if len(primes) % 2:
+            paired.append(primes[-1])
+        primes = paired
+    return primes[0]
+
+
+def validate_modulus(n: Any, *, allow_insecure: bool = False) -> mpz:
+    """Check an RSA modulus someone supplied (crypto note section 1); return it as an mpz.
+
+    Size (|N| >= 2048 unless ``allow_insecure``), odd, not prime, not a perfect
+    power, no prime factor below 2^20. This cannot prove that N has exactly two
+    safe-prime factors, or that nobody kept them: trust in whoever set N up is
+    unavoidable (docs/SECURITY.md).
+    """
+    try:
+        modulus = mpz(n)
+    except (TypeError, ValueError) as exc:
+        raise InvalidParametersError("the modulus is not an integer") from exc
+    bits = int(modulus.bit_length())
+    if modulus < 3 or bits > MAX_MODULUS_BITS:
+        raise InvalidParametersError(f"the modulus must be a positive integer of at most {MAX_MODULUS_BITS} bits")
+    if bits < MIN_MODULUS_BITS and not allow_insecure:
+        raise InsecureParametersError(f"a modulus of {bits} bits is below the minimum of {MIN_MODULUS_BITS}")
+    if modulus % 2 == 0:
+        raise InvalidParametersError("the modulus is even")
+    if gmpy2.is_prime(modulus, 40):
+        # A prime modulus is protocol version 1's flaw: Z_{N^2}^* splits publicly (crypto note 0.1).
+        raise InvalidParametersError("the modulus is prime: its factorization is public")
+    if gmpy2.is_power(modulus):
+        raise InvalidParametersError("the modulus is a perfect power")
+    if gmpy2.gcd(modulus, _small_primes_product()) != 1:
+        raise InvalidParametersError(f"the modulus has a prime factor below {SMALL_FACTOR_BOUND}")
+    return modulus
 
 
 @dataclass(frozen=True)
 class GroupParams:
-    """A Schnorr group: primes p and q with q | p - 1, and g of order q mod p.
+    """The federation's modulus N and everything derived from it (g, N^2, widths).
 
-    Construct through :meth:`from_ints` (validates), :func:`generate_group` or
-    :func:`insecure_test_group`; the bare constructor trusts its caller.
-    ``insecure`` marks groups below the production minimums; such a group
-    round-trips through serialization but :meth:`from_ints` refuses it unless
-    the caller passes ``allow_insecure=True`` explicitly.
+    Construct through :meth:`from_modulus` (validates), :func:`shared.crypto.modulus.generate_group`
+    or :func:`shared.crypto.modulus.insecure_test_group`; the bare constructor trusts its
+    caller. ``insecure`` marks test moduli below the production minimum; such a group
+    round-trips through serialization but :meth:`from_dict` refuses it unless the caller
+    passes ``allow_insecure=True`` explicitly.
     """
 
-    p: mpz
-    q: mpz
-    g: mpz
+    n: mpz
     insecure: bool = False
-    _p2: mpz = field(init=False, repr=False, compare=False)
-    _q_inv_mod_p: mpz = field(init=False, repr=False, compare=False)
-    _derived: dict[str, bool] = field(init=False, repr=False, compare=False, default_factory=dict)
+    _n2: mpz = field(init=False, repr=False, compare=False)
+    _g: mpz = field(init=False, repr=False, compare=False)
+    _bases: dict[str, list[mpz]] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("p", "q", "g"):
-            object.__setattr__(self, name, mpz(getattr(self, name)))
-        object.__setattr__(self, "_p2", self.p * self.p)
-        # Used by the fast lift; q < p and p is prime, so q is invertible mod p.
-        q_inv = gmpy2.invert(self.q % self.p, self.p) if self.p > 1 and self.q % self.p else mpz(0)
-        object.__setattr__(self, "_q_inv_mod_p", q_inv)
+        object.__setattr__(self, "n", mpz(self.n))
+        object.__setattr__(self, "_n2", self.n * self.n)
+        object.__setattr__(self, "_g", fdh(self.n, _LABEL_G))
+
+    def __repr__(self) -> str:
+        return f"GroupParams(|N|={self.modulus_bits}, n={format(self.n, 'x')[:16]}..., insecure={self.insecure})"
 
     # -- construction ------------------------------------------------------------------
 
     @classmethod
-    def from_ints(
-        cls, p: int, q: int, g: int, *, allow_insecure: bool = False, check_primes: bool = True
-    ) -> GroupParams:
-        """Build and validate a group; raise the typed errors on any failure."""
-        group = cls(mpz(p), mpz(q), mpz(g), insecure=allow_insecure and _below_minimum(p, q))
-        group.validate(allow_insecure=allow_insecure, check_primes=check_primes)
-        return group
-
-    def validate(self, *, allow_insecure: bool = False, check_primes: bool = True) -> None:
-        """Check p, q prime; q | p-1; 1 < g < p; g^q = 1 mod p; sizes at or above the minimums.
-
-        ``check_primes=False`` skips only the Miller-Rabin tests, for parameters
-        this process generated itself or already validated.
-        """
-        p, q, g = self.p, self.q, self.g
-        if p < 5 or q < 2 or p.bit_length() <= q.bit_length():
-            raise InvalidParametersError("p and q must satisfy 2 <= q < p")
-        if check_primes and not gmpy2.is_prime(p, PRIMALITY_ROUNDS):
-            raise InvalidParametersError("p is not prime")
-        if check_primes and not gmpy2.is_prime(q, PRIMALITY_ROUNDS):
-            raise InvalidParametersError("q is not prime")
-        if (p - 1) % q != 0:
-            raise InvalidParametersError("q does not divide p - 1")
-        if not 1 < g < p or gmpy2.powmod(g, q, p) != 1:
-            raise InvalidParametersError("g is not an element of order q mod p")
-        if _below_minimum(p, q) and not allow_insecure:
-            raise InsecureParametersError(
-                f"group of |p|={p.bit_length()}, |q|={q.bit_length()} bits is below the minimum "
-                f"|p|>={MIN_P_BITS}, |q|>={MIN_Q_BITS}"
-            )
+    def from_modulus(cls, n: Any, *, allow_insecure: bool = False) -> GroupParams:
+        """Validate a modulus (:func:`validate_modulus`) and derive the group from it."""
+        modulus = validate_modulus(n, allow_insecure=allow_insecure)
+        return cls(modulus, insecure=int(modulus.bit_length()) < MIN_MODULUS_BITS)
 
     # -- sizes -------------------------------------------------------------------------
 
     @property
-    def p2(self) -> mpz:
-        """p squared: the modulus of the masked plaintexts E_ij."""
-        return self._p2
+    def n2(self) -> mpz:
+        """N squared: the modulus of the key and data segments."""
+        return self._n2
+
+    @property
+    def modulus_bits(self) -> int:
+        return int(self.n.bit_length())
 
     @property
     def element_bytes(self) -> int:
-        """Fixed width of a group element (mod p) on the wire."""
-        return int(self.p.bit_length() + 7) // 8
+        """Fixed width of an element mod N on the wire."""
+        return (self.modulus_bits + 7) // 8
 
     @property
     def ciphertext_bytes(self) -> int:
-        """Fixed width of one segment ciphertext (mod p^2) on the wire."""
-        return int(self._p2.bit_length() + 7) // 8
-
-    @property
-    def exponent_bytes(self) -> int:
-        """Fixed width of an exponent (mod q)."""
-        return int(self.q.bit_length() + 7) // 8
+        """Fixed width of one segment ciphertext mod N^2 on the wire."""
+        return int(self._n2.bit_length() + 7) // 8
 
     @property
     def plaintext_bits(self) -> int:
-        """Bits a segment plaintext may use: any value below 2^(|p|-1) is below p."""
-        return int(self.p.bit_length()) - 1
+        """Bits a segment plaintext may use: any value below 2^(|N|-1) is below N."""
+        return self.modulus_bits - 1
+
+    # -- generators --------------------------------------------------------------------
 
     @property
-    def batch_verifiable(self) -> bool:
-        """True iff p = 2*q*q' + 1 with q' a prime of at least 160 bits, q' != q.
+    def g(self) -> mpz:
+        """The generator of the ElGamal part, FDH("fedcast/v2/g", N): a square, derived locally."""
+        return self._g
 
-        Then the elements of a batch can be checked together (:mod:`shared.crypto.batch`).
-        Derived from p and q alone, so it needs no field on the wire; the primality
-        test of q' (~50 ms at 2048 bits) runs once per process and group.
+    def segment_bases(self, federation: str, count: int) -> tuple[mpz, ...]:
+        """h_1..h_count = FDH("fedcast/v2/h", N, federation, j): the data segments' PRF bases.
+
+        Cached per federation on this instance (each costs a few SHA-256 blocks and one
+        multiplication); the first ``count`` are the same whatever count is asked for.
         """
-        cached = self._derived.get("batch")
-        if cached is None:  # screen_element asks once per received element: cache on the instance
-            cached = self._derived["batch"] = _cofactor_is_prime(int(self.p), int(self.q))
-        return cached
+        if count < 1:
+            raise InvalidParametersError("need at least one segment base")
+        cached = self._bases.setdefault(federation, [])
+        fed = federation.encode()
+        for j in range(len(cached) + 1, count + 1):
+            cached.append(fdh(self.n, _LABEL_H, fed, j.to_bytes(4, "big")))
+        return tuple(cached[:count])
 
     # -- elements ----------------------------------------------------------------------
 
-    def check_range(self, x: Any, what: str = "group element") -> mpz:
-        """Return ``x`` as an mpz if it is an integer with 1 < x < p, else raise."""
+    def check_element(self, x: Any, what: str = "group element") -> mpz:
+        """``x`` as an mpz if 1 < x < N, gcd(x, N) = 1 and Jacobi (x | N) = +1, else raise.
+
+        The first half of the received-element rule; use :meth:`received_square` for the
+        value a computation may use.
+        """
+        if isinstance(x, bool):
+            raise InvalidGroupElementError(f"{what} is not an integer")
         try:
             value = mpz(x)
         except (TypeError, ValueError) as exc:
             raise InvalidGroupElementError(f"{what} is not an integer") from exc
-        if not 1 < value < self.p:
-            raise InvalidGroupElementError(f"{what} is outside 1 < x < p")
+        if not 1 < value < self.n:
+            raise InvalidGroupElementError(f"{what} is outside 1 < x < N")
+        if gmpy2.gcd(value, self.n) != 1:
+            raise InvalidGroupElementError(f"{what} shares a factor with N")
+        if gmpy2.jacobi(value, self.n) != 1:
+            raise InvalidGroupElementError(f"{what} has Jacobi symbol -1 mod N")
         return value
 
-    def check_element(self, x: Any, what: str = "group element") -> mpz:
-        """Return ``x`` as an mpz if 1 < x < p and x^q = 1 mod p, else raise.
+    def received_square(self, x: Any, what: str = "group element") -> mpz:
+        """The received-element rule: check x, return x^2 mod N, refuse x if that square is 1."""
+        value = self.check_element(x, what)
+        square = value * value % self.n
+        if square == 1:  # x = -1 (or a root of 1 only the holder of P, Q can compute)
+            raise InvalidGroupElementError(f"{what} squares to 1")
+        return square
 
-        Every group element received from another party goes through here or
-        through the batch checks of :mod:`shared.crypto.batch` (same acceptance):
-        public keys, both E_i2 components, the challenge's A_i, responses T_i.
-        """
-        value = self.check_range(x, what)
-        if gmpy2.powmod(value, self.q, self.p) != 1:
-            raise InvalidGroupElementError(f"{what} is not in the order-q subgroup")
-        return value
-
-    def random_exponent(self) -> mpz:
-        """A fresh uniformly random exponent in [1, q-1] from the OS CSPRNG."""
-        return mpz(1 + secrets.randbelow(int(self.q) - 1))
+    def random_exponent(self, bits: int = EXPONENT_BITS) -> mpz:
+        """A fresh uniform exponent in [1, 2^bits) from the OS CSPRNG."""
+        return mpz(1 + secrets.randbelow((1 << bits) - 1))
 
     def power(self, exponent: Any) -> mpz:
-        """g^exponent mod p."""
-        return gmpy2.powmod(self.g, exponent, self.p)
+        """g^exponent mod N."""
+        return gmpy2.powmod(self._g, exponent, self.n)
 
     def lift(self, x: Any) -> mpz:
-        """Map x (order q mod p) to the unique order-q element of Z_{p^2}^* congruent to x.
+        """lift(x) = x^N mod N^2: the N-th residue of x (crypto note section 1)."""
+        return gmpy2.powmod(x, self.n, self._n2)
 
-        Equal to x^p mod p^2 (crypto note section 1) but costs a |q|-bit instead
-        of a |p|-bit exponent: with x^q = 1 + s*p (mod p^2), the element
-        x * (1 + t*p) with t = -s/q mod p has order q, because
-        (x(1+tp))^q = (1+sp)(1+qtp) = 1 + (s+qt)p = 1 (mod p^2), and the lift
-        is unique.
-        """
-        p, p2 = self.p, self._p2
-        s = (gmpy2.powmod(x, self.q, p2) - 1) // p
-        t = (-s * self._q_inv_mod_p) % p
-        return (x * (1 + t * p)) % p2
+    def product(self, values: Sequence[Any], modulus: Any | None = None) -> mpz:
+        """prod values mod N (or mod ``modulus``)."""
+        m = self.n if modulus is None else mpz(modulus)
+        acc = mpz(1)
+        for v in values:
+            acc = acc * v % m
+        return acc
 
     # -- serialization -----------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON/msgpack-friendly form: hex strings, no pickle."""
-        return {
-            "p": format(self.p, "x"),
-            "q": format(self.q, "x"),
-            "g": format(self.g, "x"),
-            "insecure": self.insecure,
-        }
+        return {"format": _FORMAT, "version": _VERSION, "n": format(self.n, "x"), "insecure": self.insecure}
 
     @classmethod
-    def from_dict(cls, data: Any, *, allow_insecure: bool = False, check_primes: bool = True) -> GroupParams:
-        """Inverse of :meth:`to_dict`, with full validation."""
+    def from_dict(cls, data: Any, *, allow_insecure: bool = False) -> GroupParams:
+        """Inverse of :meth:`to_dict`, with full validation; refuses version-1 (prime) groups."""
+        if isinstance(data, dict) and "p" in data and "n" not in data:
+            raise LegacyStateError(
+                "this is a protocol-version-1 group (a public prime p), which hides nothing; "
+                "fedcast 2 refuses it: generate a new federation (see docs/SECURITY.md)"
+            )
+        if not isinstance(data, dict) or data.get("format", _FORMAT) != _FORMAT:
+            raise InvalidParametersError("not a fedcast group document")
+        if data.get("version", _VERSION) != _VERSION:
+            raise InvalidParametersError(f"unsupported group version {data.get('version')!r}")
         try:
-            p, q, g = (int(str(data[k]), 16) for k in ("p", "q", "g"))
+            n = int(str(data["n"]), 16)
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidParametersError("group parameters are malformed") from exc
-        return cls.from_ints(p, q, g, allow_insecure=allow_insecure, check_primes=check_primes)
-
-
-def _below_minimum(p: Any, q: Any) -> bool:
-    return bool(mpz(p).bit_length() < MIN_P_BITS or mpz(q).bit_length() < MIN_Q_BITS)
-
-
-@functools.lru_cache(maxsize=16)
-def _cofactor_is_prime(p: int, q: int) -> bool:
-    if q < 2 or (p - 1) % (2 * q) != 0:
-        return False
-    cofactor = (p - 1) // (2 * q)
-    if cofactor == q or cofactor.bit_length() < _MIN_COFACTOR_PRIME_BITS:
-        return False
-    return bool(gmpy2.is_prime(cofactor, PRIMALITY_ROUNDS))
-
-
-@functools.lru_cache(maxsize=1)
-def _odd_small_primes(bound: int = SIEVE_PRIME_BOUND) -> tuple[int, ...]:
-    sieve = np.ones(bound, dtype=bool)
-    sieve[:2] = False
-    for i in range(2, int(bound**0.5) + 1):  # ~256 iterations: the sieve of Eratosthenes
-        if sieve[i]:
-            sieve[i * i :: i] = False
-    return tuple(int(x) for x in np.flatnonzero(sieve)[1:])  # drop 2: every candidate is odd
-
-
-def _lim_lee_group(
-    p_bits: int, q_bits: int, randbits: Callable[[int], int], *, insecure: bool
-) -> GroupParams:
-    """A group with p = 2*q*q' + 1, q a ``q_bits`` prime and q' prime, |p| = ``p_bits``.
-
-    q' (the large one) is drawn first; then q is searched in windows of consecutive
-    odd candidates, each window sieved (numpy) for both q and p = 2*q*q' + 1 by
-    every small odd prime. Searching the small prime is the cheap order: a failed
-    candidate costs a test of q (256 bits) far more often than one of p.
-    """
-    cofactor_bits = p_bits - q_bits  # |q'|, with its top bits 10 so that q can have q_bits
-    top = (mpz(2) << (cofactor_bits - 2)) | mpz(randbits(cofactor_bits - 2))
-    q_prime = gmpy2.next_prime(top)
-    two_q_prime = 2 * q_prime
-    low = max(mpz(1) << (q_bits - 1), ((mpz(1) << (p_bits - 1)) + two_q_prime - 1) // two_q_prime)
-    high = min((mpz(1) << q_bits) - 1, ((mpz(1) << p_bits) - 2) // two_q_prime)
-    window = min(1 << 14, int(high - low) // 4)
-    if window < 64:
-        raise InvalidParametersError(f"no room for q with |p| = {p_bits}, |q| = {q_bits}")
-    primes = _odd_small_primes()
-    while True:
-        start = (low + mpz(randbits(int(high - low).bit_length())) % (high - low - 2 * window)) | 1
-        alive = np.ones(window, dtype=bool)  # alive[k]: q = start + 2k is still a candidate
-        four_q_prime = 2 * two_q_prime
-        for s in primes:  # ~6,500 small primes: a loop over the sieve, not over candidates
-            if s >= start:
-                break
-            # q = start + 2k = 0 (mod s)  <=>  k = -start / 2 (mod s)
-            alive[(-int(start % s) * ((s + 1) // 2)) % s :: s] = False
-            # p = 2q'(start + 2k) + 1 = 0 (mod s)  <=>  k = -(2q'*start + 1) / (4q') (mod s)
-            inverse = int(four_q_prime % s)
-            if inverse:
-                alive[(-int((two_q_prime * start + 1) % s) * pow(inverse, -1, s)) % s :: s] = False
-        for k in np.flatnonzero(alive).tolist():
-            q = start + 2 * k
-            if q == q_prime or not gmpy2.is_strong_prp(q, 2):  # q = q' only in tiny test groups
-                continue
-            p = two_q_prime * q + 1
-            if not gmpy2.is_strong_prp(p, 2):
-                continue
-            if all(gmpy2.is_prime(x, PRIMALITY_ROUNDS) for x in (q, q_prime, p)):
-                return _with_generator(p, q, q_prime, insecure=insecure)
-
-
-def _with_generator(p: mpz, q: mpz, q_prime: mpz, *, insecure: bool) -> GroupParams:
-    # Any element of order q generates the subgroup; h = 2, 3, ... is as good as a random h.
-    h = mpz(2)
-    while (g := gmpy2.powmod(h, 2 * q_prime, p)) == 1:
-        h += 1
-    group = GroupParams(p, q, g, insecure=insecure)
-    group.validate(allow_insecure=insecure)
-    return group
-
-
-def generate_group(p_bits: int = DEFAULT_P_BITS) -> GroupParams:
-    """Generate a fresh group p = 2*q*q' + 1 with |p| = ``p_bits``, |q| = 256 (about 0.1-1 s at 2048)."""
-    if p_bits not in SUPPORTED_P_BITS:
-        raise InvalidParametersError(f"|p| must be one of {SUPPORTED_P_BITS}, got {p_bits}")
-    return _lim_lee_group(p_bits, Q_BITS, secrets.randbits, insecure=False)
-
-
-def insecure_test_group(p_bits: int = 512, q_bits: int = 128, seed: int = 0) -> GroupParams:
-    """A small, deterministic group of the same shape (p = 2*q*q' + 1) for tests. INSECURE.
-
-    Deterministic in ``seed`` so known-answer tests can pin values. Marked
-    ``insecure=True``; validation refuses it unless told ``allow_insecure``.
-    """
-    if not 16 <= q_bits or p_bits - q_bits < 40:
-        raise InvalidParametersError("need q_bits >= 16 and p_bits - q_bits >= 40")
-    rng = random.Random(seed)  # noqa: S311 - test-only determinism, not key material
-    return _lim_lee_group(p_bits, q_bits, rng.getrandbits, insecure=True)
+        return cls.from_modulus(n, allow_insecure=allow_insecure)

@@ -1,17 +1,29 @@
 """The aggregator's round state machine (sans-I/O), Algorithm 1 round by round.
 
 announce -> collect "ready" -> fix the online set S (after a window, at least
-``min_online``) -> send each member its envelope (sealed model, pk_S, member
-list) -> collect uploads, folding each into the running aggregate -> challenge
-R with every member's signed first component -> collect responses T_i ->
-decrypt, unpack, decode -> update the model -> checkpoint -> next round.
+``min_online``) -> send each member its envelope (sealed model, pkbar_S, member
+list) -> collect uploads, folding each into the running aggregate, then check
+every member's proof of knowledge of r2 in one batch -> challenge R with every
+member's signed, proven first component -> collect responses T_i -> decrypt,
+unpack, decode -> update the model -> checkpoint -> next round.
 
-Dropouts: a member that does not upload, or uploads but does not answer the
-challenge, fails the attempt; the round is retried with the survivors (new S,
-new attempt number, fresh encryption by every client) up to ``max_attempts``;
-with fewer than ``min_online`` survivors the round is restarted from the
-announcement. An aggregate of fewer than ``min_online`` members is never
-decrypted (the Aggregation object refuses such an S in the first place).
+Dropouts and cheaters (docs/PROTOCOL.md section 5.4):
+
+* *before the challenge* (a member does not upload, or its proof fails): the
+  attempt is retried with the survivors (new S, new attempt number, fresh
+  encryption by every client) up to ``max_attempts``; with fewer than
+  ``min_online`` survivors the round is restarted from the announcement. No
+  member has answered, so no decryption share exists and the retry is safe.
+* *after the challenge*, members have answered for this model and will not
+  upload for it again (crypto note 0.3). A member that stays silent gets the
+  challenge again every ``response_timeout_s`` (it answers from its ledger, even
+  after a restart); the attempt is never abandoned for silence, because nothing
+  else could complete this model. A member whose share makes the decryption
+  fail is named by its response proof and excluded; the retry's envelopes
+  carry its signed response as evidence, which is what lets the others upload
+  again. A failure nobody can be blamed for (a malformed upload) spends the
+  model: the round is restarted, and members that answered refuse it
+  (docs/SECURITY.md, "open problems").
 
 The shell feeds verified messages and the clock, runs :meth:`finish` (CPU
 heavy) in an executor, persists the checkpoint, and sends what the machine
@@ -28,12 +40,30 @@ from dataclasses import dataclass
 import numpy as np
 
 from shared.crypto.delivery import delivery_key, seal_model
-from shared.crypto.elgamal import Aggregation, ClientCiphertext, Decryptor, OnlineSet
+from shared.crypto.elgamal import (
+    DEFAULT_MIN_ONLINE,
+    DEFAULT_TABLE_MEMORY_BYTES,
+    MIN_ONLINE,
+    Aggregation,
+    AttemptContext,
+    ClientCiphertext,
+    Decryptor,
+    OnlineSet,
+    challenge_digest,
+)
 from shared.crypto.keys import AggregatorSecretKey
-from shared.errors import ConfigurationError, NotAMemberError, ProtocolOrderError, StaleMessageError
+from shared.errors import (
+    ChallengeRejectedError,
+    ConfigurationError,
+    DecryptionError,
+    NotAMemberError,
+    ProtocolOrderError,
+    StaleMessageError,
+)
 from shared.learning.data import FloatArray
 from shared.learning.tasks import ServerTask, model_to_bytes
 from shared.params import SystemParams
+from shared.protocol.client import model_digest
 from shared.protocol.outgoing import Event, Outgoing
 from shared.protocol.stages import AGGREGATOR_TRANSITIONS, AggregatorStage, check_transition
 from shared.transport.base import client_endpoint
@@ -70,7 +100,7 @@ FirstVerifier = Callable[[str, int, int, int, bytes], None]
 class RoundConfig:
     """Timing and size limits of rounds; validated on construction."""
 
-    min_online: int = 2
+    min_online: int = DEFAULT_MIN_ONLINE
     max_online: int = 1000
     ready_window_s: float = 10.0
     upload_timeout_s: float = 120.0
@@ -79,7 +109,7 @@ class RoundConfig:
     expected_clients: int | None = None  # close the ready window early once this many are ready
 
     def __post_init__(self) -> None:
-        if self.min_online < 2:
+        if self.min_online < MIN_ONLINE:
             raise ConfigurationError("min_online must be >= 2: one member's aggregate is its own input")
         if self.max_online < self.min_online:
             raise ConfigurationError("max_online must be >= min_online")
@@ -118,6 +148,8 @@ class AggregatorMachine:
         model: FloatArray | None = None,
         round_id: int = 1,
         attempt: int = 0,
+        decryptor: Decryptor | None = None,
+        table_memory_bytes: int = DEFAULT_TABLE_MEMORY_BYTES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``attempt`` is where the round's attempt numbers start: a restarted aggregator
@@ -130,13 +162,22 @@ class AggregatorMachine:
         self.config = config
         self._verify_first = verify_first
         self._clock = clock
-        self._decryptor = Decryptor(secret)
         self.n_upload = task.spec.upload_size
-        if params.n_segments(self.n_upload) != secret.n_segments:
-            raise ConfigurationError(
-                f"the task's {self.n_upload} values need {params.n_segments(self.n_upload)} segment "
-                f"keys, the aggregator key has {secret.n_segments}"
+        self.n_segments = params.n_segments(self.n_upload)
+        if decryptor is None:  # comb tables of the inverted segment bases: seconds for 10^5 parameters
+            decryptor = Decryptor(
+                secret,
+                federation=federation,
+                n_segments=self.n_segments,
+                max_members=params.max_clients,
+                table_memory_bytes=table_memory_bytes,
             )
+        if decryptor.n_segments != self.n_segments:
+            raise ConfigurationError(
+                f"the task's {self.n_upload} values need {self.n_segments} segments, "
+                f"the decryptor has {decryptor.n_segments}"
+            )
+        self._decryptor = decryptor
         self.model = task.initial_model() if model is None else np.asarray(model, dtype=np.float64)
         if self.model.shape != (task.spec.model_size,):
             raise ConfigurationError("model does not match the task")
@@ -151,6 +192,10 @@ class AggregatorMachine:
         self._online: OnlineSet | None = None
         self._aggregation: Aggregation | None = None
         self._signatures: dict[str, bytes] = {}
+        self._raw_responses: dict[str, bytes] = {}
+        self._challenge_digest = b""
+        self._challenge_out: list[Outgoing] = []
+        self._share_culprits: dict[str, str] = {}
         self._attempts_in_round = 0
         self._round_started = 0.0
         self._events: list[Event] = []
@@ -219,17 +264,21 @@ class AggregatorMachine:
         keys = {cid: self._ready[cid].elgamal_public for cid in chosen}
         return self._open_attempt(keys)
 
-    def _open_attempt(self, keys: Mapping[str, int]) -> list[Outgoing]:
+    def _open_attempt(self, keys: Mapping[str, int], evidence: tuple[bytes, ...] = ()) -> list[Outgoing]:
         """Fix S, seal the model to each member, and wait for uploads."""
         online = OnlineSet.from_registry(self.params.group, keys)
+        plaintext = model_to_bytes(self.model)
+        context = AttemptContext(self.federation, model_digest(plaintext), self.round, self.attempt, online.members)
         self._online = online
-        self._aggregation = Aggregation(online, self.secret.n_segments, min_online=self.config.min_online)
+        self._aggregation = Aggregation(online, context, self.n_segments, min_online=self.config.min_online)
         self._signatures = {}
+        self._raw_responses = {}
+        self._challenge_out = []
+        self._share_culprits = {}
         self._attempts_in_round += 1
         self._to(Stage.COLLECTING_UPLOADS)
         self.deadline = self._clock() + self.config.upload_timeout_s
         self._event("online_set_fixed", size=len(online))
-        plaintext = model_to_bytes(self.model)
         group = self.params.group
         out = []
         for member, pk in zip(online.members, online.public_keys, strict=True):
@@ -242,7 +291,9 @@ class AggregatorMachine:
             sealed = seal_model(
                 key, plaintext, federation_id=self.federation, round_id=self.round, client_id=member
             )
-            body = MemberEnvelope(online.members, int(online.aggregate_key), self.config.min_online, sealed)
+            body = MemberEnvelope(
+                online.members, int(online.aggregate_key), self.config.min_online, sealed, evidence
+            )
             out.append(
                 Outgoing(client_endpoint(member), MessageType.ENVELOPE, self.round, self.attempt, body)
             )
@@ -256,31 +307,48 @@ class AggregatorMachine:
         assert self._aggregation is not None
         self._aggregation.online.key_of(sender)  # NotAMemberError before any crypto work
         self._verify_first(sender, round_id, attempt, upload.first, upload.first_signature)
-        ciphertext = ClientCiphertext(tuple(upload.segments), upload.first, upload.second)
+        ciphertext = ClientCiphertext(
+            upload.key_segment, tuple(upload.segments), upload.first, upload.second, upload.first_proof
+        )
         self._aggregation.add_upload(sender, ciphertext)
         self._signatures[sender] = upload.first_signature
         if not self._aggregation.all_uploaded:
             return []
         if self._caught(self._aggregation.verify_uploads()):
+            # Nobody has answered yet: retrying without the culprits is safe.
             return self._attempt_failed("upload", self._aggregation.uploaded, cause="invalid upload")
+        return self._send_challenge()
+
+    def _send_challenge(self) -> list[Outgoing]:
+        assert self._aggregation is not None
         challenge, firsts = self._aggregation.challenge()
-        listed = tuple(FirstComponent(m, int(a), self._signatures[m]) for m, a in firsts.items())
+        listed = tuple(FirstComponent(m, f.value, f.proof, self._signatures[m]) for m, f in firsts.items())
         body = Challenge(int(challenge), listed)
+        self._challenge_digest = challenge_digest(self.params.group, challenge)
         self._to(Stage.COLLECTING_RESPONSES)
         self.deadline = self._clock() + self.config.response_timeout_s
-        return [
+        self._challenge_out = [
             Outgoing(client_endpoint(m), MessageType.CHALLENGE, self.round, self.attempt, body)
             for m in self.members
         ]
+        return list(self._challenge_out)
 
-    def on_response(self, sender: str, round_id: int, attempt: int, response: Response) -> list[Outgoing]:
-        """Fold T_i; when every member answered, the shell runs :meth:`finish`."""
+    def on_response(
+        self, sender: str, round_id: int, attempt: int, response: Response, raw: bytes = b""
+    ) -> list[Outgoing]:
+        """Fold T_i; when every member answered, the shell runs :meth:`finish`.
+
+        ``raw`` is the signed message as received: if this share turns out wrong, it is
+        the evidence the other members need before they upload again for this model.
+        """
         self._check_current(round_id, attempt, Stage.COLLECTING_RESPONSES)
         assert self._aggregation is not None
-        self._aggregation.add_response(sender, response.share)
+        self._aggregation.online.key_of(sender)
+        if response.challenge_digest != self._challenge_digest:
+            raise ChallengeRejectedError(f"{sender!r} answered another challenge than this attempt's")
+        self._aggregation.add_response(sender, response.share, response.proof)
+        self._raw_responses[sender] = raw
         if self._aggregation.all_responded:
-            if self._caught(self._aggregation.verify_responses()):
-                return self._attempt_failed("response", self._aggregation.responded, cause="invalid response")
             self._to(Stage.DECRYPTING)
             self.deadline = None
         return []
@@ -290,13 +358,23 @@ class AggregatorMachine:
         return self.stage == Stage.DECRYPTING
 
     def finish(self) -> RoundOutcome:
-        """Decrypt, unpack, decode and apply the aggregate (CPU heavy: run in an executor)."""
+        """Decrypt, unpack, decode and apply the aggregate (CPU heavy: run in an executor).
+
+        If the key segment does not decrypt, every response proof is checked (also CPU
+        heavy, hence here) to name the members whose share was wrong; the shell then
+        calls :meth:`decryption_failed`.
+        """
         if self.stage != Stage.DECRYPTING or self._aggregation is None or self._online is None:
             raise ProtocolOrderError("finish() before every member responded")
         start = self._clock()
         n_members = len(self._online)
         layout, encoding = self.params.layout, self.params.encoding
-        sums = layout.unpack(self._aggregation.decrypt(self._decryptor), self.n_upload, n_clients=n_members)
+        try:
+            segment_sums = self._aggregation.decrypt(self._decryptor)
+        except DecryptionError:
+            self._share_culprits = self._aggregation.share_culprits()
+            raise
+        sums = layout.unpack(segment_sums, self.n_upload, n_clients=n_members)
         aggregate = encoding.decode_sum(sums, n_members)
         decrypt_seconds = self._clock() - start
         model = self.task.apply(self.model, aggregate, n_members)
@@ -305,9 +383,21 @@ class AggregatorMachine:
         return RoundOutcome(self.round, self._online.members, model, aggregate, decrypt_seconds)
 
     def decryption_failed(self, reason: str) -> list[Outgoing]:
-        """The aggregate did not decrypt (a member sent a bad share or ciphertext): restart the round."""
-        self._event("round_failed", reason=reason)
-        return self._restart_round(f"decryption failed: {reason}")
+        """The aggregate did not decrypt: retry without proven cheaters, or restart the round.
+
+        Members named by their response proofs are excluded and their signed responses go
+        to the survivors as evidence (the only retry after a challenge that clients accept).
+        A failure no proof explains (a malformed upload) spends this model.
+        """
+        assert self._online is not None and self._aggregation is not None
+        culprits, self._share_culprits = self._share_culprits, {}
+        self._caught(culprits)
+        if not culprits:
+            self._event("round_failed", reason=reason, attributed=False)
+            return self._restart_round(f"decryption failed: {reason}; no member could be blamed")
+        evidence = tuple(self._raw_responses[m] for m in sorted(culprits) if self._raw_responses.get(m))
+        survivors = frozenset(self._online.members) - culprits.keys()
+        return self._attempt_failed("decrypt", survivors, cause="wrong shares", evidence=evidence)
 
     def adopt(self, outcome: RoundOutcome) -> None:
         """Take the new model; the shell checkpoints it next."""
@@ -349,19 +439,23 @@ class AggregatorMachine:
             self._caught(self._aggregation.verify_uploads())  # no culprit among the survivors
             return self._attempt_failed("upload", self._aggregation.uploaded)
         if self.stage == Stage.COLLECTING_RESPONSES:
+            # Members that answered will not upload again for this model: the attempt can only
+            # complete. Ask the silent members again (a restarted member answers from its ledger).
             assert self._aggregation is not None
-            self._caught(self._aggregation.verify_responses())
-            return self._attempt_failed("response", self._aggregation.responded)
+            missing = self._aggregation.missing_responses
+            self._event("challenge_resent", members=len(missing))
+            self.deadline = now + self.config.response_timeout_s
+            return [o for o in self._challenge_out if o.endpoint in {client_endpoint(m) for m in missing}]
         return []
 
     def _caught(self, culprits: Mapping[str, str]) -> bool:
-        """Report members whose group elements failed the batch check; True if any did."""
+        """Report members caught by a proof (of r2, or of their share); True if any were."""
         for member, detail in sorted(culprits.items()):
-            self._event("invalid_element", member=member, detail=detail)
+            self._event("invalid_proof", member=member, detail=detail)
         return bool(culprits)
 
     def _attempt_failed(
-        self, phase: str, survivors: frozenset[str], cause: str = "timeout"
+        self, phase: str, survivors: frozenset[str], cause: str = "timeout", evidence: tuple[bytes, ...] = ()
     ) -> list[Outgoing]:
         """Retry the attempt with the survivors (minus any member caught cheating), or restart."""
         assert self._online is not None and self._aggregation is not None
@@ -374,7 +468,7 @@ class AggregatorMachine:
             self.attempt += 1
             result = RoundResult(RoundStatus.RETRY, tuple(sorted(keys)), _detail(f"{phase} {cause}", dropped))
             out = [Outgoing(None, MessageType.RESULT, self.round, previous, result)]
-            return out + self._open_attempt(keys)
+            return out + self._open_attempt(keys, evidence)
         return self._restart_round(_detail(f"{phase} {cause} with {len(keys)} survivors", dropped))
 
     def _restart_round(self, detail: str) -> list[Outgoing]:
@@ -383,6 +477,64 @@ class AggregatorMachine:
         result = RoundResult(RoundStatus.FAILED, self.members, detail)
         out = [Outgoing(None, MessageType.RESULT, self.round, previous, result)]
         return out + self.start_round()
+
+    # -- persistence of an attempt past its challenge ------------------------------------
+
+    def attempt_snapshot(self) -> dict[str, object]:
+        """What to persist when the challenge goes out (see :meth:`resume_attempt`)."""
+        if self.stage != Stage.COLLECTING_RESPONSES or self._aggregation is None or self._online is None:
+            raise ProtocolOrderError("only an attempt waiting for responses is persisted")
+        context = self._aggregation.context
+        return {
+            "format": "fedcast.aggregator-attempt",
+            "version": 2,
+            "round": self.round,
+            "attempt": self.attempt,
+            "attempts_in_round": self._attempts_in_round,
+            "model_digest": context.model_digest.hex(),
+            "keys": {m: format(pk, "x") for m, pk in zip(self._online.members, self._online.public_keys, strict=True)},
+            "signatures": {m: sig.hex() for m, sig in self._signatures.items()},
+            "uploads": self._aggregation.uploads_state(),
+        }
+
+    def resume_attempt(self, snapshot: Mapping[str, object]) -> list[Outgoing]:
+        """Take up a persisted attempt after a restart: send its challenge again.
+
+        Members that answered repeat their answer (same R, same share); the others answer
+        now. Refused (ProtocolOrderError) unless the snapshot is this round's and this
+        model's: a stale file is the caller's to discard.
+        """
+        if self.stage != Stage.IDLE:
+            raise ProtocolOrderError("resume_attempt() only on a fresh machine")
+        try:
+            if snapshot.get("format") != "fedcast.aggregator-attempt" or snapshot.get("version") != 2:
+                raise ProtocolOrderError("not an aggregator attempt snapshot")
+            if int(snapshot["round"]) != self.round:  # type: ignore[call-overload]
+                raise ProtocolOrderError("the snapshot is of another round")
+            digest = model_digest(model_to_bytes(self.model))
+            if bytes.fromhex(str(snapshot["model_digest"])) != digest:
+                raise ProtocolOrderError("the snapshot is of another model")
+            keys = {str(m): int(str(pk), 16) for m, pk in dict(snapshot["keys"]).items()}  # type: ignore[call-overload]
+            signatures = {str(m): bytes.fromhex(str(v)) for m, v in dict(snapshot["signatures"]).items()}  # type: ignore[call-overload]
+            attempt = int(snapshot["attempt"])  # type: ignore[call-overload]
+            attempts_in_round = int(snapshot["attempts_in_round"])  # type: ignore[call-overload]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolOrderError(f"attempt snapshot is malformed: {exc}") from exc
+        online = OnlineSet.from_registry(self.params.group, keys)
+        context = AttemptContext(self.federation, digest, self.round, attempt, online.members)
+        self._aggregation = Aggregation.from_uploads_state(
+            online, context, self.n_segments, snapshot["uploads"], min_online=MIN_ONLINE
+        )
+        self._online = online
+        self.attempt = attempt
+        self._attempts_in_round = attempts_in_round
+        self._signatures = signatures
+        self._raw_responses = {}
+        self._round_started = self._clock()
+        self._to(Stage.COLLECTING_READY)
+        self._to(Stage.COLLECTING_UPLOADS)
+        self._event("attempt_resumed", members=len(online))
+        return self._send_challenge()
 
     def stop(self) -> None:
         self._to(Stage.STOPPED)

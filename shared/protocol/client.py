@@ -2,19 +2,23 @@
 
 Per round: answer the announcement with "ready"; on the envelope, check the
 member list (itself in it, at least max(2, minimum) members, every member
-registered and not revoked), check that pk_S equals the product of the members'
-keys *as registered at the key service* (the shell fetches them; the
-aggregator's claim is not trusted), open the sealed model, then train, encode,
-pack, encrypt and sign (:meth:`ClientMachine.compute_upload`, CPU heavy: the
-shell runs it in an executor). On the challenge, check every member's first
-component signature and let :func:`shared.crypto.elgamal.respond_to_challenge`
-check R (crypto note section 5) before answering, at most once per attempt.
-Local state (FedMF user vectors) is committed only when the round completed
-with this client in S.
+registered and not revoked), check that pkbar_S equals the product of the
+members' keys *as registered at the key service* squared (the shell fetches them;
+the aggregator's claim is not trusted), open the sealed model, and refuse a model
+this client already answered for unless evidence proves that every member dropped
+since was a cheater (crypto note 0.3, :mod:`shared.protocol.ledger`). Then train,
+encode, pack, encrypt, prove and sign (:meth:`ClientMachine.compute_upload`, CPU
+heavy: the shell runs it in an executor). On the challenge, check every member's
+first-component signature and let :func:`shared.crypto.elgamal.check_challenge`
+check the proofs and R before answering, at most once per model; the answer is
+recorded in the ledger before it leaves, and a repeated challenge gets the same
+answer again. Local state (FedMF user vectors) is committed only when the round
+completed with this client in S.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,16 +28,27 @@ import numpy as np
 
 from shared.crypto.delivery import delivery_key, open_model
 from shared.crypto.elgamal import (
+    DEFAULT_MIN_ONLINE,
     DEFAULT_TABLE_MEMORY_BYTES,
     MIN_ONLINE,
+    AttemptContext,
     ClientAttempt,
+    ClientTables,
     ElGamalClient,
     OnlineSet,
+    SignedFirst,
+    challenge_digest,
+    check_challenge,
+    respond_to,
 )
 from shared.crypto.keys import AggregatorPublicKey, ClientKeyPair
+from shared.crypto.proofs import verify_equality
 from shared.errors import (
     AggregateKeyMismatchError,
     ConfigurationError,
+    FedcastError,
+    InvalidProofError,
+    ModelAlreadyAnsweredError,
     NotAMemberError,
     OnlineSetTooSmallError,
     StaleMessageError,
@@ -41,9 +56,11 @@ from shared.errors import (
 from shared.learning.data import FloatArray
 from shared.learning.tasks import ClientTask, model_from_bytes
 from shared.params import SystemParams
+from shared.protocol.ledger import AnswerRecord, AttemptRecord, MemoryLedger, ModelLedger
 from shared.protocol.outgoing import Outgoing
 from shared.protocol.stages import CLIENT_TRANSITIONS, ClientStage, check_transition
 from shared.transport.base import AGGREGATOR
+from shared.wire.codec import WireContext
 from shared.wire.messages import (
     Announce,
     Challenge,
@@ -56,13 +73,19 @@ from shared.wire.messages import (
     RoundStatus,
     Upload,
 )
+from shared.wire.serde import decode, verify
 
-__all__ = ["ClientMachine", "FirstSigner", "PreparedUpload", "UploadJob"]
+__all__ = ["ClientMachine", "FirstSigner", "MemberFirstVerifier", "PreparedUpload", "UploadJob", "model_digest"]
 
 #: sign_first(round, attempt, first) -> 64-byte Ed25519 signature over the first component.
 FirstSigner = Callable[[int, int, int], bytes]
 #: verify_first(member, round, attempt, first, signature, verify_key): raises SignatureError.
 MemberFirstVerifier = Callable[[str, int, int, int, bytes, bytes], None]
+
+
+def model_digest(model_bytes: bytes) -> bytes:
+    """SHA-256 of the model bytes as delivered: how a client identifies a model (crypto note 0.3)."""
+    return hashlib.sha256(model_bytes).digest()
 
 
 @dataclass(frozen=True)
@@ -72,10 +95,12 @@ class UploadJob:
     round: int
     attempt: int
     online: OnlineSet
+    context: AttemptContext
     aggregate_key: int
     min_online: int
     model: FloatArray
     verify_keys: Mapping[str, bytes]
+    after_answer: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,6 +119,7 @@ class _Attempt:
     state: ClientAttempt
     pending: Any
     verify_keys: Mapping[str, bytes]
+    record: AttemptRecord
     members: tuple[str, ...] = field(default=())
 
 
@@ -111,8 +137,10 @@ class ClientMachine:
         task: ClientTask,
         sign_first: FirstSigner,
         verify_first: MemberFirstVerifier,
-        min_online: int = MIN_ONLINE,
+        min_online: int = DEFAULT_MIN_ONLINE,
         table_memory_bytes: int = DEFAULT_TABLE_MEMORY_BYTES,
+        tables: ClientTables | None = None,
+        ledger: ModelLedger | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         if min_online < MIN_ONLINE:
@@ -123,11 +151,21 @@ class ClientMachine:
         self.keypair = keypair
         self.task = task
         self.min_online = min_online
+        self.ledger: ModelLedger = ledger if ledger is not None else MemoryLedger()
         self._sign_first = sign_first
         self._verify_first = verify_first
         self._clock = clock
+        self._ctx = WireContext.from_group(params.group)
+        self.n_upload = task.spec.upload_size
+        n_segments = params.n_segments(self.n_upload)
         # Building the fixed-base tables is the slow part of start-up (seconds for 10^5 params).
-        self._elgamal = ElGamalClient(keypair, aggregator, table_memory_bytes=table_memory_bytes)
+        if tables is None:
+            tables = ClientTables(
+                aggregator, federation=federation, n_segments=n_segments, table_memory_bytes=table_memory_bytes
+            )
+        if tables.n_segments != n_segments or tables.federation != federation:
+            raise ConfigurationError("the fixed-base tables do not match this task's model size")
+        self._elgamal = ElGamalClient(keypair, aggregator, tables)
         self._delivery_key = delivery_key(params.group, keypair.secret, aggregator.delivery)
         self._rng = np.random.default_rng()  # stochastic rounding; OS entropy
         self.stage = ClientStage.IDLE
@@ -135,9 +173,6 @@ class ClientMachine:
         self.attempt = 0
         self.last_completed_round = 0
         self._attempts: dict[tuple[int, int], _Attempt] = {}
-        self.n_upload = task.spec.upload_size
-        if params.n_segments(self.n_upload) != aggregator.n_segments:
-            raise ConfigurationError("the aggregator's keys do not match this task's model size")
 
     def _to(self, stage: ClientStage) -> None:
         check_transition(CLIENT_TRANSITIONS, self.stage, stage)
@@ -159,6 +194,16 @@ class ClientMachine:
 
     # -- envelope -----------------------------------------------------------------------
 
+    def evidence_senders(self, envelope: MemberEnvelope) -> set[str]:
+        """Ids whose registry entries the evidence check needs besides the members'."""
+        senders = set()
+        for raw in envelope.evidence:
+            try:
+                senders.add(decode(raw, self._ctx).header.sender)
+            except FedcastError:
+                continue  # refused in on_envelope with a reason
+        return senders - set(envelope.members)
+
     def on_envelope(
         self, round_id: int, attempt: int, envelope: MemberEnvelope, registry: Mapping[str, RegistryEntry]
     ) -> UploadJob:
@@ -174,11 +219,12 @@ class ClientMachine:
         missing = [m for m in members if m not in registry or registry[m].revoked]
         if missing:
             raise AggregateKeyMismatchError(f"members not active at the key service: {missing}")
-        online = OnlineSet.from_registry(self.params.group, {m: registry[m].elgamal_public for m in members})
+        group = self.params.group
+        online = OnlineSet.from_registry(group, {m: registry[m].elgamal_public for m in members})
         if online.key_of(self.client_id) != self.keypair.public:
             raise AggregateKeyMismatchError("the key service lists another key for this client")
         if int(online.aggregate_key) != envelope.aggregate_key:
-            raise AggregateKeyMismatchError("pk_S is not the product of the members' registered keys")
+            raise AggregateKeyMismatchError("pkbar_S is not the product of the members' registered keys")
         plaintext = open_model(
             self._delivery_key,
             envelope.sealed_model,
@@ -186,13 +232,92 @@ class ClientMachine:
             round_id=round_id,
             client_id=self.client_id,
         )
+        digest = model_digest(plaintext)
+        after_answer = False
+        if self.ledger.has_answered(digest):
+            self._check_evidence(digest, envelope, registry)
+            after_answer = True
         model = model_from_bytes(plaintext, self.task.spec.model_size)
         self.attempt = attempt
         verify_keys = {m: registry[m].verify_key for m in members}
-        return UploadJob(round_id, attempt, online, envelope.aggregate_key, minimum, model, verify_keys)
+        context = AttemptContext(self.federation, digest, round_id, attempt, online.members)
+        return UploadJob(
+            round_id, attempt, online, context, envelope.aggregate_key, minimum, model, verify_keys, after_answer
+        )
+
+    def _check_evidence(self, digest: bytes, envelope: MemberEnvelope, registry: Mapping[str, RegistryEntry]) -> None:
+        """Allow a second upload for an answered model only if every member dropped since cheated.
+
+        The aggregator may hold the aggregate of the answered set S_a and will get that of
+        the new S; their difference is the sum over S_a minus S. That is safe only if S is a
+        subset of S_a and every member of S_a minus S is proven to have sent a wrong share:
+        its own signed response, for the very R this client answered, whose proof fails.
+        """
+        last = self.ledger.last_answer()
+        if last is None or last.model_digest != digest or last.answer is None:
+            raise ModelAlreadyAnsweredError("this client already answered a challenge for this model")
+        new, old = set(envelope.members), set(last.members)
+        if not new <= old:
+            raise ModelAlreadyAnsweredError("a retry for an answered model may only drop members, not add any")
+        proven: set[str] = set()
+        r = last.answer.challenge
+        r_square = r * r % self.params.group.n
+        expected_digest = challenge_digest(self.params.group, r)
+        context = AttemptContext(self.federation, digest, last.round, last.attempt, last.members)
+        for raw in envelope.evidence:
+            sender = self._proven_cheater(raw, last, r_square, expected_digest, context, registry)
+            if sender is not None:
+                proven.add(sender)
+        unproven = sorted(old - new - proven)
+        if unproven:
+            raise ModelAlreadyAnsweredError(
+                f"this client already answered for this model; {unproven} were dropped without proof of cheating"
+            )
+
+    def _proven_cheater(
+        self,
+        raw: bytes,
+        last: AttemptRecord,
+        r_square: int,
+        expected_digest: bytes,
+        context: AttemptContext,
+        registry: Mapping[str, RegistryEntry],
+    ) -> str | None:
+        """The sender of ``raw`` if it is its signed response to our R with a failing proof, else None."""
+        try:
+            msg = decode(raw, self._ctx)
+        except FedcastError:
+            return None
+        h, body = msg.header, msg.body
+        entry = registry.get(h.sender)
+        if (
+            not isinstance(body, Response)
+            or h.federation != self.federation
+            or (h.round, h.attempt) != (last.round, last.attempt)
+            or h.sender not in last.members
+            or entry is None
+            or body.challenge_digest != expected_digest
+        ):
+            return None
+        try:
+            verify(msg, entry.verify_key, self._ctx)
+        except FedcastError:
+            return None
+        try:
+            verify_equality(
+                self.params.group,
+                entry.elgamal_public,
+                r_square,
+                body.share,
+                body.proof,
+                context.response_context(h.sender),
+            )
+        except InvalidProofError:
+            return h.sender  # signed by the member, for our R, and wrong: a cheater
+        return None
 
     def compute_upload(self, job: UploadJob) -> PreparedUpload:
-        """Train, encode, pack, encrypt (fresh r1, r2) and sign. Pure CPU: run it off the event loop."""
+        """Train, encode, pack, encrypt (fresh s, r1, r2), prove and sign. CPU only: run it off the loop."""
         start = self._clock()
         update = self.task.local_update(job.model)
         trained = self._clock()
@@ -201,68 +326,138 @@ class ClientMachine:
         ciphertext, state = self._elgamal.encrypt(
             segments,
             job.online,
+            job.context,
             client_id=self.client_id,
             claimed_aggregate_key=job.aggregate_key,
             min_online=job.min_online,
         )
         signature = self._sign_first(job.round, job.attempt, int(ciphertext.first))
         body = Upload(
+            int(ciphertext.key_segment),
             tuple(int(s) for s in ciphertext.segments),
             int(ciphertext.first),
             int(ciphertext.second),
+            ciphertext.proof,
             signature,
         )
         done = self._clock()
         return PreparedUpload(
-            job,
-            body,
-            state,
-            update.pending,
-            update.clipped + encoded.clipped,
-            trained - start,
-            done - trained,
+            job, body, state, update.pending, update.clipped + encoded.clipped, trained - start, done - trained
         )
 
     def uploaded(self, prepared: PreparedUpload) -> list[Outgoing]:
-        """Send the upload unless a newer attempt superseded it while it was computed."""
+        """Record and send the upload unless a newer attempt superseded it while it was computed."""
         job = prepared.job
         if (job.round, job.attempt) != (self.round, self.attempt):
             return []
+        record = AttemptRecord(
+            job.round,
+            job.attempt,
+            job.context.model_digest,
+            job.online.members,
+            int(prepared.attempt_state.first),
+            job.after_answer,
+        )
+        self.ledger.record_upload(record)  # durable before the upload leaves: answerable after a restart
         self._attempts[(job.round, job.attempt)] = _Attempt(
-            prepared.attempt_state, prepared.pending, job.verify_keys, job.online.members
+            prepared.attempt_state, prepared.pending, job.verify_keys, record, job.online.members
         )
         self._to(ClientStage.UPLOADED)
         return [Outgoing(AGGREGATOR, MessageType.UPLOAD, job.round, job.attempt, prepared.body)]
 
     # -- challenge and result ---------------------------------------------------------
 
-    def on_challenge(self, round_id: int, attempt: int, challenge: Challenge) -> list[Outgoing]:
-        """Answer only a checked challenge of an attempt this client uploaded for, once."""
-        current = self._attempts.get((round_id, attempt))
-        if current is None:
-            raise StaleMessageError(f"no upload of ours for round {round_id} attempt {attempt}")
-        firsts: dict[str, int] = {}
+    def needs_registry(self, round_id: int, attempt: int) -> bool:
+        """True if answering this attempt's challenge needs the members' verify keys from the shell.
+
+        That is the case after a restart: the attempt is known only from the ledger.
+        """
+        return (round_id, attempt) not in self._attempts
+
+    def on_challenge(
+        self,
+        round_id: int,
+        attempt: int,
+        challenge: Challenge,
+        registry: Mapping[str, RegistryEntry] | None = None,
+    ) -> list[Outgoing]:
+        """Answer only a checked challenge of an attempt this client uploaded for, once per model."""
+        current = self._attempts.get((round_id, attempt)) or self._restore(round_id, attempt, registry)
+        record = current.record
+        repeated = self._repeated_answer(record, challenge)
+        if repeated is not None:
+            return repeated
+        firsts: dict[str, SignedFirst] = {}
         for item in challenge.firsts:
             key = current.verify_keys.get(item.member)
             if key is None:
                 raise NotAMemberError(f"challenge lists {item.member!r}, not a member of S")
             self._verify_first(item.member, round_id, attempt, item.value, item.signature, key)
-            firsts[item.member] = item.value
-        share = self._elgamal.respond(current.state, challenge.challenge, firsts)
+            firsts[item.member] = SignedFirst(item.value, item.proof)
+        group = self.params.group
+        r_square = check_challenge(group, current.state, challenge.challenge, firsts)
+        share, proof = respond_to(self.keypair, current.state, r_square)
+        answer = AnswerRecord(int(challenge.challenge), int(share), proof)
+        self.ledger.record_answer(record.answered(answer))  # durable before the answer leaves
+        current.record = record.answered(answer)
+        current.state.answered = True
         self._to(ClientStage.RESPONDED)
-        return [Outgoing(AGGREGATOR, MessageType.RESPONSE, round_id, attempt, Response(int(share)))]
+        return [self._response(round_id, attempt, answer)]
+
+    def _response(self, round_id: int, attempt: int, answer: AnswerRecord) -> Outgoing:
+        digest = challenge_digest(self.params.group, answer.challenge)
+        body = Response(answer.share, answer.proof, digest)
+        return Outgoing(AGGREGATOR, MessageType.RESPONSE, round_id, attempt, body)
+
+    def _repeated_answer(self, record: AttemptRecord, challenge: Challenge) -> list[Outgoing] | None:
+        """The stored answer if this exact challenge was answered; refuse any other for an answered model."""
+        if not self.ledger.has_answered(record.model_digest):
+            return None
+        last = self.ledger.last_answer()
+        if (
+            last is not None
+            and last.answer is not None
+            and (last.round, last.attempt, last.model_digest) == (record.round, record.attempt, record.model_digest)
+        ):
+            if last.answer.challenge != challenge.challenge:
+                raise ModelAlreadyAnsweredError("this attempt was answered for another challenge")
+            return [self._response(record.round, record.attempt, last.answer)]
+        if record.after_answer and record.answer is None:
+            return None  # an upload accepted on evidence: its challenge may be answered once
+        raise ModelAlreadyAnsweredError("this client already answered a challenge for this model")
+
+    def _restore(
+        self, round_id: int, attempt: int, registry: Mapping[str, RegistryEntry] | None
+    ) -> _Attempt:
+        """Rebuild an attempt this client uploaded for before a restart, from the ledger."""
+        record = self.ledger.pending()
+        if record is None or (record.round, record.attempt) != (round_id, attempt):
+            raise StaleMessageError(f"no upload of ours for round {round_id} attempt {attempt}")
+        if registry is None or any(m not in registry for m in record.members):
+            raise StaleMessageError("the members' verify keys are needed to answer a restored attempt")
+        context = AttemptContext(self.federation, record.model_digest, round_id, attempt, record.members)
+        group = self.params.group
+        online = OnlineSet.from_registry(group, {m: registry[m].elgamal_public for m in record.members})
+        state = ClientAttempt(self.client_id, online, context, group.check_element(record.first, "own A"))
+        restored = _Attempt(state, None, {m: registry[m].verify_key for m in record.members}, record, record.members)
+        self._attempts[(round_id, attempt)] = restored
+        self.round, self.attempt = max((self.round, self.attempt), (round_id, attempt))
+        return restored
 
     def on_result(self, round_id: int, attempt: int, result: RoundResult) -> bool:
         """Commit local state if the round completed with us; returns True if it did."""
         current = self._attempts.pop((round_id, attempt), None)
         committed = False
-        if result.status == RoundStatus.COMPLETE and current is not None and self.client_id in result.members:
+        completed = result.status == RoundStatus.COMPLETE and self.client_id in result.members
+        if completed and current is not None and current.pending is not None:
             self.task.commit(current.pending)
-            self.last_completed_round = max(self.last_completed_round, round_id)
             committed = True
+        if completed:
+            self.last_completed_round = max(self.last_completed_round, round_id)
         if result.status != RoundStatus.RETRY:
             # Round over (completed or restarted): forget every attempt of it.
             self._attempts = {k: v for k, v in self._attempts.items() if k[0] > round_id}
             if self.stage != ClientStage.IDLE:
                 self._to(ClientStage.IDLE)
         return committed
+

@@ -50,7 +50,8 @@ AGGREGATOR_TRANSITIONS: Mapping[AggregatorStage, frozenset[AggregatorStage]] = {
     _A.COLLECTING_RESPONSES: frozenset(
         {_A.DECRYPTING, _A.COLLECTING_UPLOADS, _A.COLLECTING_READY, _A.STOPPED}
     ),
-    _A.DECRYPTING: frozenset({_A.UPDATING, _A.COLLECTING_READY, _A.STOPPED}),
+    # A failed decryption with named cheaters retries without them (new uploads, with evidence).
+    _A.DECRYPTING: frozenset({_A.UPDATING, _A.COLLECTING_UPLOADS, _A.COLLECTING_READY, _A.STOPPED}),
     _A.UPDATING: frozenset({_A.CHECKPOINTING, _A.STOPPED}),
     _A.CHECKPOINTING: frozenset({_A.COLLECTING_READY, _A.IDLE, _A.STOPPED}),
     _A.STOPPED: frozenset(),
@@ -58,11 +59,14 @@ AGGREGATOR_TRANSITIONS: Mapping[AggregatorStage, frozenset[AggregatorStage]] = {
 
 _C = ClientStage
 CLIENT_TRANSITIONS: Mapping[ClientStage, frozenset[ClientStage]] = {
-    _C.IDLE: frozenset({_C.READY_SENT}),
+    # RESPONDED from IDLE or READY_SENT: a late answer to an attempt restored from the
+    # ledger after a restart (the member still completes the attempt it uploaded for).
+    _C.IDLE: frozenset({_C.READY_SENT, _C.RESPONDED}),
     # A new announcement (next round, or the same round restarted) resets the client.
-    _C.READY_SENT: frozenset({_C.READY_SENT, _C.UPLOADED, _C.IDLE}),
+    _C.READY_SENT: frozenset({_C.READY_SENT, _C.UPLOADED, _C.IDLE, _C.RESPONDED}),
     _C.UPLOADED: frozenset({_C.RESPONDED, _C.UPLOADED, _C.READY_SENT, _C.IDLE}),
-    _C.RESPONDED: frozenset({_C.IDLE, _C.UPLOADED, _C.READY_SENT}),
+    # RESPONDED again: a repeated challenge gets the stored answer again.
+    _C.RESPONDED: frozenset({_C.IDLE, _C.UPLOADED, _C.READY_SENT, _C.RESPONDED}),
 }
 
 

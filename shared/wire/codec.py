@@ -1,4 +1,4 @@
-"""Field codecs of the v1 wire format: each validates on the way out and on the way in.
+"""Field codecs of the v2 wire format: each validates on the way out and on the way in.
 
 :mod:`shared.wire.serde` describes every message body as a list of these codecs
 in field order. Because the same checks run in ``encode`` and ``read``, the
@@ -33,6 +33,7 @@ __all__ = [
     "MAX_UINT",
     "BoolCodec",
     "BytesCodec",
+    "CiphertextCodec",
     "Codec",
     "ElementCodec",
     "EnumCodec",
@@ -40,6 +41,7 @@ __all__ = [
     "IdCodec",
     "ModulusCodec",
     "OptionalCodec",
+    "ResponseCodec",
     "SegmentsCodec",
     "SeqCodec",
     "StructCodec",
@@ -63,7 +65,7 @@ _TOKEN_PATTERN = re.compile(rf"[\x21-\x7e]{{1,{MAX_TOKEN_CHARS}}}", re.ASCII)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 #: Small integers (round, attempt, counts) fit a signed 64-bit integer in every language.
 MAX_UINT = 2**63 - 1
-#: p of PARAMS: 8192 bits is far beyond any supported group (2048/3072/4096).
+#: N of PARAMS: 8192 bits is far beyond any supported modulus (2048/3072).
 MAX_MODULUS_BYTES = 1024
 
 
@@ -71,8 +73,8 @@ MAX_MODULUS_BYTES = 1024
 class WireContext:
     """The fixed byte widths of big integers on the wire, set by the federation's group."""
 
-    element_bytes: int  # ceil(|p| / 8): group elements mod p
-    ciphertext_bytes: int  # ceil(|p^2| / 8): segment ciphertexts mod p^2
+    element_bytes: int  # ceil(|N| / 8): group elements mod N
+    ciphertext_bytes: int  # ceil(|N^2| / 8): segment ciphertexts mod N^2
 
     def __post_init__(self) -> None:
         for name in ("element_bytes", "ciphertext_bytes"):
@@ -252,7 +254,7 @@ def _to_fixed(value: Any, width: int, what: str) -> bytes:
 
 
 class ElementCodec(Codec):
-    """A group element mod p: big-endian bin of exactly ``element_bytes`` (range checks are crypto's)."""
+    """A group element mod N: big-endian bin of exactly ``element_bytes`` (range checks are crypto's)."""
 
     needs_ctx = True
 
@@ -264,8 +266,41 @@ class ElementCodec(Codec):
         return int.from_bytes(raw, "big")
 
 
+class CiphertextCodec(Codec):
+    """One ciphertext mod N^2 (the key segment): big-endian bin of exactly ``ciphertext_bytes``."""
+
+    needs_ctx = True
+
+    def encode(self, value: Any, ctx: WireContext | None, what: str) -> Any:
+        return _to_fixed(value, _need(ctx, what).ciphertext_bytes, what)
+
+    def read(self, reader: Reader, ctx: WireContext | None, what: str) -> Any:
+        raw = BytesCodec(_need(ctx, what).ciphertext_bytes).read(reader, ctx, what)
+        return int.from_bytes(raw, "big")
+
+
+class ResponseCodec(Codec):
+    """A proof response z < 2^bits: big-endian bin of exactly ceil(bits / 8) bytes (group-independent)."""
+
+    def __init__(self, bits: int) -> None:
+        self.bits = bits
+        self.width = (bits + 7) // 8
+
+    def encode(self, value: Any, ctx: WireContext | None, what: str) -> Any:
+        number = _index(value, what)
+        if not 0 <= number < 1 << self.bits:
+            raise fail(what, f"proof response outside [0, 2^{self.bits})")
+        return number.to_bytes(self.width, "big")
+
+    def read(self, reader: Reader, ctx: WireContext | None, what: str) -> Any:
+        number = int.from_bytes(BytesCodec(self.width).read(reader, ctx, what), "big")
+        if number >> self.bits:
+            raise fail(what, f"proof response outside [0, 2^{self.bits})")
+        return number
+
+
 class SegmentsCodec(Codec):
-    """Segment ciphertexts mod p^2 as ONE bin of len(segments) * ciphertext_bytes, at least one."""
+    """Segment ciphertexts mod N^2 as ONE bin of len(segments) * ciphertext_bytes, at least one."""
 
     needs_ctx = True
 
@@ -285,7 +320,7 @@ class SegmentsCodec(Codec):
 
 
 class ModulusCodec(Codec):
-    """A positive integer in minimal big-endian width (p and q of PARAMS), at most 1024 bytes."""
+    """A positive integer in minimal big-endian width (N of PARAMS), at most 1024 bytes."""
 
     def encode(self, value: Any, ctx: WireContext | None, what: str) -> Any:
         number = _index(value, what)

@@ -1,4 +1,4 @@
-"""Protocol v1 message types: plain frozen dataclasses, no encoding logic.
+"""Protocol v2 message types: plain frozen dataclasses, no encoding logic.
 
 Every message on the broker is a :class:`Signed` value: a :class:`Header`
 (type, protocol version, federation id, round id, attempt, sender), one body
@@ -7,15 +7,18 @@ canonical bytes of header and body. All conversion to and from bytes lives in
 :mod:`shared.wire.serde`; docs/PROTOCOL.md specifies the bytes.
 
 Big integers are Python ints here; on the wire they are fixed-width big-endian
-byte strings (group elements mod p: ceil(|p|/8) bytes; segment ciphertexts mod
-p^2: ceil(|p^2|/8) bytes). Secrets (enrollment and admin tokens) never appear
-in a repr.
+byte strings (group elements mod N: ceil(|N|/8) bytes; segment ciphertexts mod
+N^2: ceil(|N^2|/8) bytes; proof responses: 81 bytes). Proofs are the plain
+dataclasses of :mod:`shared.crypto.proofs`. Secrets (enrollment and admin
+tokens) never appear in a repr.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+from shared.crypto.proofs import DlogProof, EqualityProof
 
 __all__ = [
     "KEYSERVER_ROUND",
@@ -46,7 +49,7 @@ __all__ = [
     "Upload",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 #: Key-service RPCs are not part of a round: they carry round 0, attempt 0.
 KEYSERVER_ROUND = 0
 
@@ -90,15 +93,14 @@ class EnrollRequest:
     """Client -> key service: register pk_i and the Ed25519 verify key with a device token.
 
     Signed with the new verify key itself (possession of the signing key), and
-    carrying a Schnorr proof (t, s) of knowledge of sk_i (possession of the
-    ElGamal key; see shared.crypto.pok: it stops rogue-key registrations).
+    carrying a proof of knowledge of sk_i (possession of the ElGamal key; see
+    shared.crypto.pok: it stops rogue-key registrations).
     """
 
     token: str = field(repr=False)
     elgamal_public: int
     verify_key: bytes  # 32 bytes, raw Ed25519
-    proof_commitment: int  # t = g^k, a group element
-    proof_response: int  # s = k + c * sk mod q (sent at group-element width)
+    proof: DlogProof
 
     def __repr__(self) -> str:
         return f"EnrollRequest(token={_mask(self.token)}, verify_key={self.verify_key.hex()[:16]}...)"
@@ -111,20 +113,23 @@ class ParamsRequest:
 
 @dataclass(frozen=True)
 class AggregatorInfo:
-    """The aggregator's public keys as registered at the key service."""
+    """The aggregator's public keys as registered at the key service, each with its proof."""
 
-    betas: tuple[int, ...]  # beta_1..beta_u, group elements
-    delivery: int  # D = g^delta, group element
+    beta: int  # g^alpha, an element mod N
+    beta_proof: DlogProof
+    delivery: int  # D = g^delta, an element mod N
+    delivery_proof: DlogProof
     verify_key: bytes  # the aggregator's Ed25519 verify key (32 bytes)
 
 
 @dataclass(frozen=True)
 class ParamsReply:
-    """Key service -> requester. ``aggregator`` is None until the aggregator registered."""
+    """Key service -> requester. ``aggregator`` is None until the aggregator registered.
 
-    p: int
-    q: int
-    g: int
+    Only N travels: g and the segment bases are derived by every party itself.
+    """
+
+    modulus: int
     frac_bits: int
     clip: float
     max_clients: int
@@ -156,13 +161,13 @@ class KeysReply:
 
 @dataclass(frozen=True)
 class RegisterAggregator:
-    """Aggregator -> key service: publish beta_j, D and the aggregator verify key."""
+    """Aggregator -> key service: publish beta, D (with proofs) and the aggregator verify key."""
 
     token: str = field(repr=False)
     info: AggregatorInfo
 
     def __repr__(self) -> str:
-        return f"RegisterAggregator(token={_mask(self.token)}, n_segments={len(self.info.betas)})"
+        return f"RegisterAggregator(token={_mask(self.token)}, verify_key={self.info.verify_key.hex()[:16]}...)"
 
 
 @dataclass(frozen=True)
@@ -210,28 +215,34 @@ class Ready:
 class MemberEnvelope:
     """Aggregator -> one member: the online set S of this attempt and the sealed model.
 
-    The client recomputes pk_S from the members' keys *as registered at the key
-    service* and refuses unless it equals ``aggregate_key``.
+    The client recomputes pkbar_S from the members' keys *as registered at the key
+    service* and refuses unless it equals ``aggregate_key``. ``evidence`` holds the
+    signed RESPONSE messages (raw wire bytes) of members proven to have cheated
+    after a challenge for this same model: without it, a client that already
+    answered for this model refuses to upload again (docs/PROTOCOL.md 5.4).
     """
 
     members: tuple[str, ...]  # sorted, unique
-    aggregate_key: int  # pk_S
+    aggregate_key: int  # pkbar_S = prod pk_i^2
     min_online: int
     sealed_model: bytes  # AES-256-GCM, see shared.crypto.delivery
+    evidence: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True)
 class Upload:
-    """Client -> aggregator: E_i1 (u segment ciphertexts) and E_i2 = (A_i, B_i).
+    """Client -> aggregator: K_i, the u data segments, (A_i, B_i) and A_i's proof of knowledge.
 
     ``first_signature`` is the member's Ed25519 signature over its first
     component alone (see serde.first_component_bytes), so the aggregator can
     forward A_i in the challenge and every member can check it came from i.
     """
 
+    key_segment: int
     segments: tuple[int, ...]
     first: int
     second: int
+    first_proof: DlogProof
     first_signature: bytes
 
 
@@ -239,12 +250,13 @@ class Upload:
 class FirstComponent:
     member: str
     value: int
+    proof: DlogProof
     signature: bytes
 
 
 @dataclass(frozen=True)
 class Challenge:
-    """Aggregator -> members: R and every member's signed first component."""
+    """Aggregator -> members: R and every member's signed, proven first component."""
 
     challenge: int
     firsts: tuple[FirstComponent, ...]
@@ -252,9 +264,16 @@ class Challenge:
 
 @dataclass(frozen=True)
 class Response:
-    """Client -> aggregator: T_i = R^sk_i."""
+    """Client -> aggregator: T_i = (R^2)^sk_i, its proof, and which R it answers.
+
+    ``challenge_digest`` (shared.crypto.elgamal.challenge_digest of R) lets other
+    members tell a wrong share for *their* R (evidence of cheating) from an
+    answer to another challenge.
+    """
 
     share: int
+    proof: EqualityProof
+    challenge_digest: bytes
 
 
 @dataclass(frozen=True)

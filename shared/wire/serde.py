@@ -7,7 +7,7 @@ specification and a worked example)::
 
 ``body`` is the array of the body dataclass's fields in declaration order;
 big integers are fixed-width big-endian ``bin`` values whose widths come from
-the federation's group (:class:`WireContext`). The sender's Ed25519 signature
+the federation's modulus N (:class:`WireContext`). The sender's Ed25519 signature
 covers ``SIGNING_DOMAIN + msgpack([version, type, federation, round, attempt,
 sender, body])``, i.e. the first seven elements exactly as they appear on the
 wire. :func:`decode` accepts only the shortest msgpack encoding of every value,
@@ -17,10 +17,11 @@ reproduces the signed bytes.
 Division of labour. This module validates *structure*: sizes, array lengths,
 types, id syntax, fixed widths, uniqueness and order of member lists, finite
 floats, and it never lets a small hostile message allocate much (see
-:mod:`shared.wire.codec`). Whether an integer is actually an element of the
-order-q subgroup (1 < x < p, x^q = 1 mod p) is checked by the crypto layer
-(:meth:`shared.crypto.group.GroupParams.check_element`, called throughout
-:mod:`shared.crypto.elgamal`), and whether a signature is by the right key
+:mod:`shared.wire.codec`). Whether an integer is an acceptable group element
+(the received-element rule: 1 < x < N, gcd(x, N) = 1, Jacobi +1, square != 1)
+and whether a proof verifies is checked by the crypto layer
+(:meth:`shared.crypto.group.GroupParams.received_square`, :mod:`shared.crypto.proofs`,
+called throughout :mod:`shared.crypto.elgamal`), and whether a signature is by the right key
 (:func:`verify`, :func:`verify_first`) is the caller's step once it has looked
 up the sender's registered verify key, typically after :func:`peek_header`.
 """
@@ -32,11 +33,13 @@ from dataclasses import fields
 from types import MappingProxyType
 from typing import Any
 
+from shared.crypto.proofs import RESPONSE_BITS, DlogProof, EqualityProof
 from shared.crypto.signing import SIGNATURE_BYTES, VERIFY_KEY_BYTES, SigningKeyPair, verify_signature
 from shared.errors import MalformedMessageError, OversizeMessageError, UnsupportedVersionError
 from shared.wire.codec import (
     BoolCodec,
     BytesCodec,
+    CiphertextCodec,
     Codec,
     ElementCodec,
     EnumCodec,
@@ -44,6 +47,7 @@ from shared.wire.codec import (
     IdCodec,
     ModulusCodec,
     OptionalCodec,
+    ResponseCodec,
     SegmentsCodec,
     SeqCodec,
     StructCodec,
@@ -85,6 +89,7 @@ from shared.wire.reader import Reader, pack
 __all__ = [
     "BODY_TYPES",
     "DEFAULT_MAX_MESSAGE_BYTES",
+    "DIGEST_BYTES",
     "FIRST_DOMAIN",
     "SIGNING_DOMAIN",
     "WireContext",
@@ -104,8 +109,10 @@ __all__ = [
 #: must allow it too (RabbitMQ's ``max_message_size``).
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 #: Domain separation: a message signature can never be mistaken for a first-component one.
-SIGNING_DOMAIN = b"fedcast/v1/msg\x00"
-FIRST_DOMAIN = b"fedcast/v1/first\x00"
+SIGNING_DOMAIN = b"fedcast/v2/msg\x00"
+FIRST_DOMAIN = b"fedcast/v2/first\x00"
+#: SHA-256 digests (model and challenge digests).
+DIGEST_BYTES = 32
 
 # msgpack fixarray headers: the 7 signed elements, and the 8 of the wire array.
 _SIGNED_ARRAY = b"\x97"
@@ -118,8 +125,11 @@ _FLOAT = FloatCodec()
 _TEXT = TextCodec()
 _TOKEN = TokenCodec()
 _ELEMENT = ElementCodec()
+_CIPHERTEXT = CiphertextCodec()
+_RESPONSE = ResponseCodec(RESPONSE_BITS)
 _VERIFY_KEY = BytesCodec(VERIFY_KEY_BYTES)
 _SIGNATURE = BytesCodec(SIGNATURE_BYTES)
+_DIGEST = BytesCodec(DIGEST_BYTES)
 
 
 def _struct(cls: type[Any], **codecs: Codec) -> StructCodec:
@@ -130,61 +140,64 @@ def _struct(cls: type[Any], **codecs: Codec) -> StructCodec:
     return StructCodec(cls, tuple((name, codecs[name]) for name in names))
 
 
+_DLOG_PROOF = _struct(DlogProof, commitment=_ELEMENT, response=_RESPONSE)
+_EQUALITY_PROOF = _struct(EqualityProof, commitment_g=_ELEMENT, commitment_h=_ELEMENT, response=_RESPONSE)
 _AGGREGATOR_INFO = _struct(
-    AggregatorInfo, betas=SeqCodec(_ELEMENT, min_items=1), delivery=_ELEMENT, verify_key=_VERIFY_KEY
+    AggregatorInfo,
+    beta=_ELEMENT,
+    beta_proof=_DLOG_PROOF,
+    delivery=_ELEMENT,
+    delivery_proof=_DLOG_PROOF,
+    verify_key=_VERIFY_KEY,
 )
 _REGISTRY_ENTRY = _struct(
     RegistryEntry, client_id=_ID, elgamal_public=_ELEMENT, verify_key=_VERIFY_KEY, revoked=BoolCodec()
 )
-_FIRST_COMPONENT = _struct(FirstComponent, member=_ID, value=_ELEMENT, signature=_SIGNATURE)
+_FIRST_COMPONENT = _struct(
+    FirstComponent, member=_ID, value=_ELEMENT, proof=_DLOG_PROOF, signature=_SIGNATURE
+)
 
 
 class _ParamsCodec(Codec):
-    """ParamsReply carries its own group, so its element widths come from its own p.
+    """ParamsReply carries its own modulus, so its element widths come from its own N.
 
-    p and q are minimal-width; g, the betas and D have p's width. A context
-    passed by the caller is ignored: PARAMS is how a client learns the group.
+    N is minimal-width; the aggregator's elements have N's width. A context passed
+    by the caller is ignored: PARAMS is how a party learns the modulus.
     """
 
     _modulus = ModulusCodec()
     _fields = _struct(
         ParamsReply,
-        p=_modulus,  # p and q are read first and give the widths of the rest
-        q=_modulus,
-        g=_ELEMENT,
+        modulus=_modulus,  # read first: it gives the widths of the rest
         frac_bits=_UINT,
         clip=_FLOAT,
         max_clients=_UINT,
         min_online=_UINT,
         aggregator=OptionalCodec(_AGGREGATOR_INFO),
     ).fields
-    if [name for name, _ in _fields[:2]] != ["p", "q"]:
-        raise TypeError("ParamsReply must start with p and q")
-    _rest = _fields[2:]
+    if _fields[0][0] != "modulus":
+        raise TypeError("ParamsReply must start with the modulus")
+    _rest = _fields[1:]
 
     @staticmethod
-    def _own_context(p: int, q: int, what: str) -> WireContext:
-        if p < 2:
-            raise MalformedMessageError(f"{what}.p: not a modulus")
-        if q.bit_length() > p.bit_length():
-            raise MalformedMessageError(f"{what}.q: wider than p")
-        return WireContext.from_modulus(p)
+    def _own_context(n: int, what: str) -> WireContext:
+        if n < 3:
+            raise MalformedMessageError(f"{what}.modulus: not a modulus")
+        return WireContext.from_modulus(n)
 
     def encode(self, value: Any, ctx: WireContext | None, what: str) -> Any:
         if type(value) is not ParamsReply:
             raise MalformedMessageError(f"{what}: expected a ParamsReply")
-        p = self._modulus.encode(value.p, None, f"{what}.p")
-        q = self._modulus.encode(value.q, None, f"{what}.q")
-        own = self._own_context(int.from_bytes(p, "big"), int.from_bytes(q, "big"), what)
-        return [p, q, *(codec.encode(getattr(value, n), own, f"{what}.{n}") for n, codec in self._rest)]
+        n = self._modulus.encode(value.modulus, None, f"{what}.modulus")
+        own = self._own_context(int.from_bytes(n, "big"), what)
+        return [n, *(codec.encode(getattr(value, name), own, f"{what}.{name}") for name, codec in self._rest)]
 
     def read(self, reader: Reader, ctx: WireContext | None, what: str) -> Any:
-        reader.array(what, exact=2 + len(self._rest))
-        p = self._modulus.read(reader, None, f"{what}.p")
-        q = self._modulus.read(reader, None, f"{what}.q")
-        own = self._own_context(p, q, what)
-        rest = {n: codec.read(reader, own, f"{what}.{n}") for n, codec in self._rest}
-        return ParamsReply(p=p, q=q, **rest)
+        reader.array(what, exact=1 + len(self._rest))
+        n = self._modulus.read(reader, None, f"{what}.modulus")
+        own = self._own_context(n, what)
+        rest = {name: codec.read(reader, own, f"{what}.{name}") for name, codec in self._rest}
+        return ParamsReply(modulus=n, **rest)
 
 
 #: Which body each message type carries (the protocol layer may dispatch on it).
@@ -211,12 +224,7 @@ BODY_TYPES: Mapping[MessageType, type[Any]] = MappingProxyType(
 
 _BODY_CODECS: dict[MessageType, Codec] = {
     MessageType.ENROLL: _struct(
-        EnrollRequest,
-        token=_TOKEN,
-        elgamal_public=_ELEMENT,
-        verify_key=_VERIFY_KEY,
-        proof_commitment=_ELEMENT,
-        proof_response=_ELEMENT,
+        EnrollRequest, token=_TOKEN, elgamal_public=_ELEMENT, verify_key=_VERIFY_KEY, proof=_DLOG_PROOF
     ),
     MessageType.GET_PARAMS: _struct(ParamsRequest),
     MessageType.PARAMS: _ParamsCodec(),
@@ -236,16 +244,23 @@ _BODY_CODECS: dict[MessageType, Codec] = {
         aggregate_key=_ELEMENT,
         min_online=_UINT,
         sealed_model=BytesCodec(),
+        evidence=SeqCodec(BytesCodec()),
     ),
     MessageType.UPLOAD: _struct(
-        Upload, segments=SegmentsCodec(), first=_ELEMENT, second=_ELEMENT, first_signature=_SIGNATURE
+        Upload,
+        key_segment=_CIPHERTEXT,
+        segments=SegmentsCodec(),
+        first=_ELEMENT,
+        second=_ELEMENT,
+        first_proof=_DLOG_PROOF,
+        first_signature=_SIGNATURE,
     ),
     MessageType.CHALLENGE: _struct(
         Challenge,
         challenge=_ELEMENT,
         firsts=SeqCodec(_FIRST_COMPONENT, min_items=1, unique=True, key=lambda f: f.member),
     ),
-    MessageType.RESPONSE: _struct(Response, share=_ELEMENT),
+    MessageType.RESPONSE: _struct(Response, share=_ELEMENT, proof=_EQUALITY_PROOF, challenge_digest=_DIGEST),
     MessageType.RESULT: _struct(
         RoundResult, status=EnumCodec(RoundStatus), members=SeqCodec(_ID, unique=True), detail=_TEXT
     ),

@@ -34,7 +34,7 @@ def test_bench_crypto_table(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_usage_errors_exit_2() -> None:
     with pytest.raises(SystemExit) as excinfo:
-        main(["bench", "crypto", "--p-bits", "1024"])
+        main(["bench", "crypto", "--modulus-bits", "1024"])
     assert excinfo.value.code == 2
 
 
@@ -106,7 +106,7 @@ def test_bench_options_become_config_fields() -> None:
     args = argparse.Namespace(
         seed=3,
         n_users=None,
-        p_bits=3072,
+        modulus_bits=3072,
         items=[40, 80],
         paillier_bits=[],
         texts=None,
@@ -115,7 +115,7 @@ def test_bench_options_become_config_fields() -> None:
     )
     changes = _overrides(
         args,
-        ("n_users", "p_bits"),
+        ("n_users", "modulus_bits"),
         table_bytes=True,
         items="item_counts",
         paillier_bits="paillier_bits",
@@ -123,7 +123,7 @@ def test_bench_options_become_config_fields() -> None:
     )
     assert changes == {
         "seed": 3,
-        "p_bits": 3072,
+        "modulus_bits": 3072,
         "item_counts": (40, 80),
         "paillier_bits": (),  # `--paillier-bits` alone: no Paillier run, not the default
         "table_memory_bytes": 64 * 1024 * 1024,

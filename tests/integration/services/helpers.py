@@ -353,7 +353,7 @@ class Federation:
             KeyServerConfig(
                 self.root / "keyserver",
                 federation=self.id,
-                p_bits=2048,
+                modulus_bits=2048,
                 clip=CLIP,
                 max_clients=16,
                 admin_token=ADMIN_TOKEN,

@@ -1,0 +1,248 @@
+"""Non-interactive zero-knowledge proofs in QR_N, over the integers, verified on squares.
+
+The group QR_N has an order (p'q') nobody knows, so responses cannot be reduced
+mod the order: they are computed over the integers, z = k + c * w, and the
+nonce k is drawn :data:`STATISTICAL_BITS` bits wider than c * w so that z hides
+w statistically (Girault, Poupard and Stern's GPS identification). Challenges are
+Fiat-Shamir hashes of :data:`CHALLENGE_BITS` bits; soundness in QR_N with
+safe-prime factors holds because every challenge difference is below the
+smallest prime factor of the group order.
+
+Every received value (statement and commitments) passes the element rule of
+:meth:`shared.crypto.group.GroupParams.check_element`, and each verification
+equation is compared **as squares**: a sender can flip the sign of any value it
+sends, and only the squares are used downstream (crypto note section 1).
+
+Two statements, each with a bases-fixed base G = g^2:
+
+* :class:`DlogProof` (Schnorr over the integers): knowledge of w with
+  X = g^w, i.e. X^2 = G^w. Used for the enrollment key pk_i (proof of
+  possession: no rogue keys), the aggregator's beta and delivery key, and every
+  first component A_i = g^r2 (a colluder cannot cancel an honest member with
+  A_c = A_h^-1 g^t nor copy another member's A, crypto note section 5).
+* :class:`EqualityProof` (Chaum-Pedersen over the integers): log_G X^2 =
+  log_H Y^2 for a base H = R^2, i.e. a response T_i = (R^2)^sk_i is made with
+  the registered key; a wrong share names its sender.
+
+Each proof is bound to a caller-supplied ``context`` (federation, attempt,
+member...) through the hash, so it cannot be replayed anywhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gmpy2
+from gmpy2 import mpz
+
+from shared.crypto.batch import batch_exponents, multi_exp
+from shared.crypto.group import EXPONENT_BITS, GroupParams, frame
+from shared.errors import InvalidGroupElementError, InvalidProofError
+
+_MPZ = type(mpz(0))
+
+__all__ = [
+    "CHALLENGE_BITS",
+    "NONCE_BITS",
+    "RESPONSE_BITS",
+    "STATISTICAL_BITS",
+    "DlogProof",
+    "DlogStatement",
+    "EqualityProof",
+    "dlog_failures",
+    "prove_dlog",
+    "prove_equality",
+    "verify_dlog",
+    "verify_equality",
+]
+
+#: Fiat-Shamir challenge width (one SHA-256 output).
+CHALLENGE_BITS = 256
+#: Statistical hiding of the secret in a response: 2^-128.
+STATISTICAL_BITS = 128
+#: Nonce width: secret (256) + challenge (256) + 128 bits of statistical slack.
+NONCE_BITS = EXPONENT_BITS + CHALLENGE_BITS + STATISTICAL_BITS
+#: Every response z = k + c * w is below 2^RESPONSE_BITS; verifiers refuse anything wider.
+RESPONSE_BITS = NONCE_BITS + 1
+
+_TAG_DLOG = b"fedcast/v2/proof/dlog"
+_TAG_EQUALITY = b"fedcast/v2/proof/dleq"
+
+
+@dataclass(frozen=True)
+class DlogProof:
+    """(t, z) with t = G^k and z = k + c * w, c = H(N, X, t, context)."""
+
+    commitment: int
+    response: int
+
+
+@dataclass(frozen=True)
+class EqualityProof:
+    """(t1, t2, z) with t1 = G^k, t2 = H^k and z = k + c * w, c = H(N, X, H, Y, t1, t2, context)."""
+
+    commitment_g: int
+    commitment_h: int
+    response: int
+
+
+@dataclass(frozen=True)
+class DlogStatement:
+    """One proof to check: X (as received), its proof and its context."""
+
+    public: Any
+    proof: DlogProof
+    context: bytes
+
+
+def _challenge(group: GroupParams, tag: bytes, elements: Sequence[Any], context: bytes) -> int:
+    width = group.element_bytes
+    encoded = [int(e).to_bytes(width, "big") for e in elements]
+    n_bytes = int(group.n).to_bytes(width, "big")
+    return int.from_bytes(hashlib.sha256(frame(tag, n_bytes, *encoded, context)).digest(), "big")
+
+
+def _nonce() -> mpz:
+    return mpz(secrets.randbits(NONCE_BITS))
+
+
+def _check_secret(secret: Any) -> mpz:
+    w = mpz(secret)
+    if not 0 <= w < (1 << EXPONENT_BITS):
+        raise InvalidProofError("a proof's secret must be a non-negative 256-bit exponent")
+    return w
+
+
+def _check_response(value: Any, what: str) -> mpz:
+    if isinstance(value, bool) or not isinstance(value, int | _MPZ):
+        raise InvalidProofError(f"{what}: the response is not an integer")
+    z = mpz(value)
+    if not 0 <= z < (mpz(1) << RESPONSE_BITS):
+        raise InvalidProofError(f"{what}: the response is outside [0, 2^{RESPONSE_BITS})")
+    return z
+
+
+def _same_square(group: GroupParams, a: mpz, b: mpz) -> bool:
+    n = group.n
+    return bool(a * a % n == b * b % n)
+
+
+# -- knowledge of a discrete log -------------------------------------------------------------------
+
+
+def prove_dlog(group: GroupParams, secret: Any, public: Any, context: bytes) -> DlogProof:
+    """A proof of knowledge of ``secret`` with ``public`` = g^secret mod N."""
+    w = _check_secret(secret)
+    k = _nonce()
+    g2 = group.g * group.g % group.n
+    t = gmpy2.powmod(g2, k, group.n)
+    c = _challenge(group, _TAG_DLOG, (public, t), context)
+    return DlogProof(int(t), int(k + c * w))
+
+
+def _screen_dlog(group: GroupParams, item: DlogStatement, what: str) -> tuple[mpz, mpz, mpz, int]:
+    try:
+        x = group.check_element(item.public, f"{what}: statement")
+        group.received_square(x, f"{what}: statement")
+        t = group.check_element(item.proof.commitment, f"{what}: commitment")
+    except InvalidGroupElementError as exc:
+        raise InvalidProofError(str(exc)) from exc
+    z = _check_response(item.proof.response, what)
+    return x, t, z, _challenge(group, _TAG_DLOG, (x, t), item.context)
+
+
+def verify_dlog(group: GroupParams, public: Any, proof: DlogProof, context: bytes, what: str = "proof") -> None:
+    """Raise InvalidProofError unless ``proof`` shows knowledge of log_g ``public`` under ``context``."""
+    x, t, z, c = _screen_dlog(group, DlogStatement(public, proof, context), what)
+    n = group.n
+    g2 = group.g * group.g % n
+    lhs = gmpy2.powmod(g2, z, n)
+    rhs = t * gmpy2.powmod(x, 2 * c, n) % n
+    if not _same_square(group, lhs, rhs):
+        raise InvalidProofError(f"{what}: the proof of knowledge does not verify")
+
+
+def dlog_failures(group: GroupParams, items: Sequence[DlogStatement]) -> dict[int, str]:
+    """Indices of the proofs in ``items`` that do not verify, with why; empty if all do.
+
+    One small-exponent batch test for the whole set (:mod:`shared.crypto.batch`):
+    (G^(sum e_i z_i))^2 = (prod t_i^e_i X_i^(2 c_i e_i))^2. If it fails, each proof is
+    checked on its own to name the culprits.
+    """
+    failures: dict[int, str] = {}
+    screened: list[tuple[int, mpz, mpz, mpz, int]] = []
+    for i, item in enumerate(items):
+        try:
+            screened.append((i, *_screen_dlog(group, item, f"proof {i}")))
+        except InvalidProofError as exc:
+            failures[i] = str(exc)
+    if not screened:
+        return failures
+    n = group.n
+    g2 = group.g * group.g % n
+    if len(screened) >= 2:
+        es = batch_exponents(len(screened))
+        exponent = sum(e * int(z) for e, (_, _, _, z, _) in zip(es, screened, strict=True))
+        lhs = gmpy2.powmod(g2, exponent, n)
+        bases = [t for _, _, t, _, _ in screened] + [x for _, x, _, _, _ in screened]
+        exps = es + [2 * c * e for e, (_, _, _, _, c) in zip(es, screened, strict=True)]
+        if _same_square(group, lhs, multi_exp(bases, exps, n)):
+            return failures
+    for i, x, t, z, c in screened:
+        if not _same_square(group, gmpy2.powmod(g2, z, n), t * gmpy2.powmod(x, 2 * c, n) % n):
+            failures[i] = f"proof {i}: the proof of knowledge does not verify"
+    return failures
+
+
+# -- equality of discrete logs ---------------------------------------------------------------------
+
+
+def prove_equality(
+    group: GroupParams, secret: Any, public: Any, base_h: Any, value: Any, context: bytes
+) -> EqualityProof:
+    """A proof that log_g ``public`` = log_H ``value`` (= ``secret``), for a square H = ``base_h``."""
+    w = _check_secret(secret)
+    k = _nonce()
+    n = group.n
+    g2 = group.g * group.g % n
+    t1 = gmpy2.powmod(g2, k, n)
+    t2 = gmpy2.powmod(base_h, k, n)
+    c = _challenge(group, _TAG_EQUALITY, (public, base_h, value, t1, t2), context)
+    return EqualityProof(int(t1), int(t2), int(k + c * w))
+
+
+def verify_equality(
+    group: GroupParams,
+    public: Any,
+    base_h: Any,
+    value: Any,
+    proof: EqualityProof,
+    context: bytes,
+    what: str = "proof",
+) -> None:
+    """Raise InvalidProofError unless (G^z)^2 = (t1 X^(2c))^2 and (H^z)^2 = (t2 Y^c)^2.
+
+    ``public`` X and ``value`` Y are as received (they pass the element rule here);
+    ``base_h`` H must be a square the verifier computed itself (R^2).
+    """
+    try:
+        x = group.check_element(public, f"{what}: public key")
+        y = group.check_element(value, f"{what}: share")
+        group.received_square(y, f"{what}: share")
+        t1 = group.check_element(proof.commitment_g, f"{what}: commitment")
+        t2 = group.check_element(proof.commitment_h, f"{what}: commitment")
+    except InvalidGroupElementError as exc:
+        raise InvalidProofError(str(exc)) from exc
+    z = _check_response(proof.response, what)
+    h = mpz(base_h)
+    c = _challenge(group, _TAG_EQUALITY, (x, h, y, t1, t2), context)
+    n = group.n
+    g2 = group.g * group.g % n
+    if not _same_square(group, gmpy2.powmod(g2, z, n), t1 * gmpy2.powmod(x, 2 * c, n) % n):
+        raise InvalidProofError(f"{what}: the share proof does not verify against the public key")
+    if not _same_square(group, gmpy2.powmod(h, z, n), t2 * gmpy2.powmod(y, c, n) % n):
+        raise InvalidProofError(f"{what}: the share is not the challenge raised to the registered key")
