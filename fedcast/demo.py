@@ -77,7 +77,8 @@ class DemoConfig:
         if self.n_clients < DEFAULT_MIN_ONLINE:
             raise ConfigurationError(
                 f"the demo needs at least {DEFAULT_MIN_ONLINE} clients: every client refuses an online set "
-                f"below {DEFAULT_MIN_ONLINE} members (with fewer, colluders could isolate one client's update)"
+                f"below {DEFAULT_MIN_ONLINE} members (with fewer, colluders could isolate one client's "
+                "update)"
             )
         if self.rounds < 1:
             raise ConfigurationError("the demo needs at least one round")

@@ -44,7 +44,9 @@ def load_or_create_aggregator_key(
     A key file written by protocol version 1 is refused (LegacyStateError), never reused.
     """
     if path.exists():
-        return AggregatorSecretKey.from_secret_dict(read_secret_json(path, check_permissions=check_permissions), group)
+        return AggregatorSecretKey.from_secret_dict(
+            read_secret_json(path, check_permissions=check_permissions), group
+        )
     key = AggregatorSecretKey.generate(group)
     write_json_atomic(path, key.to_secret_dict(), secret=True)
     log.info("created aggregator key %s", path)

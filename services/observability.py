@@ -54,7 +54,14 @@ from prometheus_client.registry import CollectorRegistry
 from services.envconfig import env_float, env_int, env_str
 from shared import errors
 from shared.errors import ConfigurationError, WireError
-from shared.metrics import CLIPPED_VALUES, DROPOUTS, MESSAGES_REJECTED, ROUND_RETRIES, ROUNDS_COMPLETED
+from shared.metrics import (
+    CHALLENGE_RESENDS,
+    CLIPPED_VALUES,
+    DROPOUTS,
+    MESSAGES_REJECTED,
+    ROUND_RETRIES,
+    ROUNDS_COMPLETED,
+)
 
 __all__ = [
     "DEFAULT_METRICS_PORT",
@@ -113,7 +120,7 @@ def initialize_series(service: str) -> None:
     series born at 1 has no earlier sample to increase from, so the first rejected
     message of a process would never show up in "rejects by reason". The label
     values here are small closed sets (the gate's wire-level rejection reasons, the
-    aggregator's two timeout phases): a handful of series per process. Call it
+    aggregator's two dropout phases): a handful of series per process. Call it
     before the first scrape, i.e. before starting the metrics server. Idempotent.
     """
     for reason in _GATE_REASONS:
@@ -121,7 +128,11 @@ def initialize_series(service: str) -> None:
     if service == "aggregator":
         ROUND_RETRIES.labels(service)
         ROUNDS_COMPLETED.labels(service)
-        for phase in ("upload", "response"):  # the phases AggregatorMachine times out in
+        CHALLENGE_RESENDS.labels(service)
+        # The phases AggregatorMachine drops members in: before the challenge (silent, or a bad
+        # proof of r2) and after a failed decryption (a wrong share named by its proof). Silence
+        # after the challenge drops nobody: the challenge is sent again.
+        for phase in ("upload", "decrypt"):
             DROPOUTS.labels(service, phase)
     elif service == "edge":
         CLIPPED_VALUES.labels(service)

@@ -113,7 +113,7 @@ class CryptoError(FedcastError):
 
 
 class InvalidParametersError(CryptoError):
-    """Group parameters (p, q, g) fail validation: not prime, q does not divide p-1, ..."""
+    """The modulus N fails validation (prime, even, a perfect power, a small factor, ...) or is malformed."""
 
     reason = "invalid_parameters"
 
@@ -125,7 +125,7 @@ class InsecureParametersError(InvalidParametersError):
 
 
 class InvalidGroupElementError(CryptoError):
-    """A received value is not an element of the order-q subgroup (1 < x < p, x^q = 1 mod p)."""
+    """A received value fails the element rule: 1 < x < N, gcd(x, N) = 1, Jacobi +1, x^2 != 1 mod N."""
 
     reason = "invalid_group_element"
 

@@ -69,7 +69,9 @@ class ElGamalSum:
         self._rng = np.random.default_rng(seed)  # stochastic rounding only; keys use the OS CSPRNG
         self._clients: list[ClientKeyPair] = []
         self._secret = AggregatorSecretKey.generate(params.group)
-        self._public: AggregatorPublicKey = self._secret.public(federation=_FEDERATION, verify_key=_VERIFY_KEY)
+        self._public: AggregatorPublicKey = self._secret.public(
+            federation=_FEDERATION, verify_key=_VERIFY_KEY
+        )
         self._by_segments: dict[int, _Deployment] = {}
         self._last = RoundStats()
         self._rounds = 0
@@ -97,7 +99,10 @@ class ElGamalSum:
             )
             # One table set per deployment, shared by every simulated client.
             tables = ClientTables(
-                self._public, federation=_FEDERATION, n_segments=n_segments, table_memory_bytes=self._table_memory
+                self._public,
+                federation=_FEDERATION,
+                n_segments=n_segments,
+                table_memory_bytes=self._table_memory,
             )
             self._by_segments[n_segments] = _Deployment(decryptor, tables, [])
         deployment = self._by_segments[n_segments]

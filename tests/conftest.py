@@ -1,4 +1,4 @@
-"""Shared fixtures: small deterministic groups for speed, one real 2048-bit group for fidelity."""
+"""Shared fixtures: small stored moduli for speed, one real 2048-bit modulus for fidelity."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from shared.crypto.group import GroupParams, insecure_test_group
+from shared.crypto.group import GroupParams
 
 DATA = Path(__file__).parent / "data"
 
@@ -18,20 +18,24 @@ settings.register_profile(
 settings.load_profile("fedcast")
 
 
+def stored_modulus(bits: int) -> int:
+    """One of the moduli stored in tests/data/moduli.json (512, 1024 or 2048 bits)."""
+    return int(json.loads((DATA / "moduli.json").read_text())[str(bits)], 16)
+
+
 @pytest.fixture(scope="session")
 def small_group() -> GroupParams:
-    """512-bit p / 128-bit q, deterministic. INSECURE, for fast protocol tests."""
-    return insecure_test_group(512, 128, seed=0)
+    """A stored 512-bit modulus (insecure_test_group(512, seed=0)). INSECURE, for fast tests."""
+    return GroupParams.from_modulus(stored_modulus(512), allow_insecure=True)
+
+
+@pytest.fixture(scope="session")
+def group_1024() -> GroupParams:
+    """A stored 1024-bit modulus (insecure_test_group(1024, seed=0)). INSECURE."""
+    return GroupParams.from_modulus(stored_modulus(1024), allow_insecure=True)
 
 
 @pytest.fixture(scope="session")
 def group_2048() -> GroupParams:
-    """A real 2048/256 group generated once with generate_group() and stored (validated on load)."""
-    return GroupParams.from_dict(json.loads((DATA / "group-2048.json").read_text()))
-
-
-@pytest.fixture(scope="session")
-def group_2048_dsa() -> GroupParams:
-    """A real 2048/256 FIPS 186-4 DSA group (what session-1 key services generated): p - 1 has
-    small factors, so its elements are checked one exponentiation each, never in batches."""
-    return GroupParams.from_dict(json.loads((DATA / "group-2048-dsa.json").read_text()))
+    """A real 2048-bit modulus generated once by generate_group() (factors never stored)."""
+    return GroupParams.from_modulus(stored_modulus(2048))

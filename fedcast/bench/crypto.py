@@ -1,10 +1,11 @@
 """``fedcast bench crypto``: client encryption, wire size, aggregation and decryption costs.
 
-Every cell runs the real code paths on a real group (2048-bit by default):
+Every cell runs the real code paths on a real RSA modulus (2048-bit by default):
 N clients each encode, pack and encrypt their own random vector for the same
-online set; the aggregator validates and folds every upload, issues the
-challenge, folds the N responses (each client checks the challenge first),
-decrypts, unpacks and decodes. Nothing is extrapolated for ElGamal or
+online set (with the key segment and the proof of knowledge of r2); the
+aggregator validates and folds every upload, batch-verifies the proofs, issues
+the challenge, folds the N responses (each client checks every member's proof
+first and proves its share), decrypts, unpacks and decodes. Nothing is extrapolated for ElGamal or
 plaintext. Paillier (one 2048-bit ciphertext per value) is far too slow to run
 at these sizes, so it is measured on a subset of values and scaled linearly,
 and says so (``extrapolated``).
@@ -172,13 +173,13 @@ def machine_description() -> str:
 def notes(config: CryptoBenchConfig) -> Sequence[str]:
     """Footnotes printed under the table: what was measured, and what was scaled."""
     return [
-        f"group |p|={config.modulus_bits}, |q|=256; Paillier n={config.paillier_bits} bits; "
+        f"RSA modulus |N|={config.modulus_bits}, 256-bit exponents; Paillier n={config.paillier_bits} bits; "
         f"one core, {machine_description()}",
         "elgamal/plaintext: every cell fully measured "
         "(N real clients encrypt, aggregate, challenge, decrypt)",
         f"paillier: {config.paillier_sample} values measured per operation, "
         "scaled linearly to n and N (extrapolated)",
         "client enc s: encode + pack + encrypt, per client (ElGamal tables are built once per "
-        "deployment and not counted); respond s: check the challenge (validates all N first "
-        "components) and compute T_i",
+        "deployment and not counted); respond s: check the challenge (every member's first "
+        "component and its proof of knowledge, batch-verified) and compute T_i with its proof",
     ]

@@ -50,21 +50,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from gmpy2 import mpz
 
+from services.aggregator.foldpool import ProcessFolder, default_workers
 from shared.crypto.delivery import delivery_key, open_model, seal_model
 from shared.crypto.elgamal import (
     DEFAULT_TABLE_MEMORY_BYTES,
     Aggregation,
+    AttemptContext,
     ClientAttempt,
+    ClientTables,
     Decryptor,
     ElGamalClient,
     OnlineSet,
-    lifted_bases,
+    SerialFolder,
 )
 from shared.crypto.group import DEFAULT_MODULUS_BITS, GroupParams
-from shared.crypto.modulus import generate_group, insecure_test_group
 from shared.crypto.keys import AggregatorSecretKey, ClientKeyPair
+from shared.crypto.modulus import generate_group, insecure_test_group
 from shared.crypto.paillier import PaillierKeys
+from shared.crypto.proofs import RESPONSE_BITS, DlogProof, EqualityProof
 from shared.crypto.signing import SigningKeyPair
 from shared.encoding import FixedPointEncoding
 from shared.learning.data import RatingData, SyntheticConfig, make_synthetic, train_test_split
@@ -73,6 +78,7 @@ from shared.learning.loaders import load_movielens_latest_small
 from shared.learning.mf import MFConfig, MFModel, evaluate, init_model
 from shared.learning.tasks import model_from_bytes, model_to_bytes
 from shared.params import SystemParams
+from shared.protocol.client import model_digest
 from shared.wire.codec import WireContext
 from shared.wire.messages import Header, MessageType, Response, Upload
 from shared.wire.serde import encode, sign_first, verify_first
@@ -184,6 +190,8 @@ class FedMFBenchConfig:
     learning_rate: float = 0.001
     reg: float = 0.05
     table_memory_bytes: int = DEFAULT_TABLE_MEMORY_BYTES
+    #: Fold helper processes of the aggregator (services/aggregator/foldpool.py): one per extra core.
+    fold_workers: int = field(default_factory=default_workers)
     seed: int = 0
 
     @classmethod
@@ -390,7 +398,7 @@ def _run_plaintext(data: RatingData, config: FedMFBenchConfig) -> tuple[dict[str
 
 def _group(config: FedMFBenchConfig) -> GroupParams:
     return (
-        insecure_test_group(512, 128, seed=config.seed)
+        insecure_test_group(512, seed=config.seed)
         if config.insecure_group
         else generate_group(config.modulus_bits)
     )
@@ -408,14 +416,16 @@ def _wire_bytes(group: GroupParams, n_segments: int) -> int:
     """Exact bytes of one member's Upload plus Response message (header, body, signatures)."""
     ctx = WireContext.from_group(group)
     signer = SigningKeyPair.generate()
-    element = int(group.p - 2)
-    segment = int(group.p2 - 2)
-    upload = Upload(tuple([segment] * n_segments), element, element, bytes(64))
+    element = int(group.n - 2)
+    segment = int(group.n2 - 2)
+    response = (1 << RESPONSE_BITS) - 1
+    upload = Upload(
+        segment, tuple([segment] * n_segments), element, element, DlogProof(element, response), bytes(64)
+    )
+    reply = Response(element, EqualityProof(element, element, response), bytes(32))
     header = Header(MessageType.UPLOAD, "fedcast-bench", 1, 0, "user-00000")
     response_header = Header(MessageType.RESPONSE, "fedcast-bench", 1, 0, "user-00000")
-    return len(encode(header, upload, signer, ctx)) + len(
-        encode(response_header, Response(element), signer, ctx)
-    )
+    return len(encode(header, upload, signer, ctx)) + len(encode(response_header, reply, signer, ctx))
 
 
 def _protocol_extras(
@@ -424,13 +434,13 @@ def _protocol_extras(
     """Per-round work of the deployed protocol layer beyond the scheme, measured on ``sample`` users.
 
     A :class:`shared.protocol.client.ClientMachine` re-validates every member's
-    registered key (``OnlineSet.from_registry``: N subgroup checks) on each
-    envelope and verifies N Ed25519 first-component signatures on the
-    challenge; the aggregator does the same once per attempt. Not in the totals.
+    registered key (``OnlineSet.from_registry``: the element rule for N keys) on each
+    envelope and verifies N Ed25519 first-component signatures on the challenge; the
+    aggregator does the same once per attempt. Not in the totals.
     """
     ctx = WireContext.from_group(group)
     signers = {m: SigningKeyPair.generate() for m in online.members}
-    sigs = {m: sign_first(signers[m], "fedcast-bench", 1, 0, m, int(a), ctx) for m, a in firsts.items()}
+    sigs = {m: sign_first(signers[m], "fedcast-bench", 1, 0, m, int(a.value), ctx) for m, a in firsts.items()}
     registry = dict(zip(online.members, online.public_keys, strict=True))
     registry_s, verify_s = [], []
     for _ in range(max(1, sample)):
@@ -439,7 +449,7 @@ def _protocol_extras(
         registry_s.append(time.perf_counter() - start)
         start = time.perf_counter()
         for m, a in firsts.items():
-            verify_first(signers[m].verify_key, sigs[m], "fedcast-bench", 1, 0, m, int(a), ctx)
+            verify_first(signers[m].verify_key, sigs[m], "fedcast-bench", 1, 0, m, int(a.value), ctx)
         verify_s.append(time.perf_counter() - start)
     client = float(np.mean(registry_s) + np.mean(verify_s))
     return {
@@ -462,15 +472,27 @@ def _run_elgamal(
     users = _users(data, config)
     n_values = data.n_items * config.latent_dim
     u = layout.n_segments(n_values)
-    secret = AggregatorSecretKey.generate(group, u)
-    decryptor = Decryptor(secret)
-    bases = lifted_bases(secret.public, config.table_memory_bytes)
+    federation = "fedcast-bench"
+    secret = AggregatorSecretKey.generate(group)
+    public = secret.public(federation=federation, verify_key=bytes(32))
+    decryptor = Decryptor(
+        secret,
+        federation=federation,
+        n_segments=u,
+        max_members=params.max_clients,
+        table_memory_bytes=config.table_memory_bytes,
+    )
+    tables = ClientTables(
+        public, federation=federation, n_segments=u, table_memory_bytes=config.table_memory_bytes
+    )
     keypairs = [ClientKeyPair.generate(group) for _ in range(data.n_users)]
-    clients = [ElGamalClient(kp, secret.public, bases=bases) for kp in keypairs]
+    clients = [ElGamalClient(kp, public, tables) for kp in keypairs]
     ids = [f"user-{i:05d}" for i in range(data.n_users)]
     online = OnlineSet.from_registry(group, {i: kp.public for i, kp in zip(ids, keypairs, strict=True)})
     pk_s = online.aggregate_key
-    client_keys = [delivery_key(group, kp.secret, secret.public.delivery) for kp in keypairs]  # cached
+    client_keys = [delivery_key(group, kp.secret, public.delivery) for kp in keypairs]  # cached
+    folder = ProcessFolder(group.n2, workers=config.fold_workers)
+    fold_workers = folder.workers
     setup_s = time.perf_counter() - setup_start
     rng = np.random.default_rng([config.seed, 7])
 
@@ -479,86 +501,99 @@ def _run_elgamal(
     history = [v.copy()]
     timing = _Timing()
     clipped = 0
+    serial_fold_s: list[float] = []
     last_firsts: dict[str, Any] = {}
     # The aggregator derives each member's delivery key once and caches it (the keys are
     # long-lived), so it is deployment set-up, not per-iteration work.
     server_keys = [delivery_key(group, secret.delivery_secret, pk) for pk in online.public_keys]
-    for iteration in range(config.iterations):
-        progress(f"elgamal items={data.n_items} iteration {iteration + 1}/{config.iterations}")
-        sp, up = timing.server_parts, timing.user_parts
-        times = [0.0] * data.n_users
-        # Server: seal V to every member with its cached delivery key, as the aggregator does.
-        start = time.perf_counter()
-        plaintext = model_to_bytes(v.reshape(-1))
-        envelopes = []
-        for cid, key in zip(online.members, server_keys, strict=True):
-            envelopes.append(
-                seal_model(key, plaintext, federation_id="fedcast-bench", round_id=iteration, client_id=cid)
-            )
-        aggregation = Aggregation(online, u)
-        server = time.perf_counter() - start
-        timing.add(sp, "seal", server)
-        attempts: list[ClientAttempt] = []
-        pending = []
-        for i, (cid, client) in enumerate(zip(ids, clients, strict=True)):
-            t0 = time.perf_counter()
-            opened = open_model(
-                client_keys[i], envelopes[i], federation_id="fedcast-bench", round_id=iteration, client_id=cid
-            )
-            model = model_from_bytes(opened, n_values).reshape(v.shape)
+    try:
+        for iteration in range(config.iterations):
+            progress(f"elgamal items={data.n_items} iteration {iteration + 1}/{config.iterations}")
+            sp, up = timing.server_parts, timing.user_parts
+            times = [0.0] * data.n_users
+            # Server: seal V to every member with its cached delivery key, as the aggregator does.
+            start = time.perf_counter()
+            plaintext = model_to_bytes(v.reshape(-1))
+            digest = model_digest(plaintext)
+            envelopes = [
+                seal_model(key, plaintext, federation_id=federation, round_id=iteration, client_id=cid)
+                for cid, key in zip(online.members, server_keys, strict=True)
+            ]
+            context = AttemptContext(federation, digest, iteration, 0, online.members)
+            aggregation = Aggregation(online, context, u, folder=folder)
+            server = time.perf_counter() - start
+            timing.add(sp, "seal", server)
+            attempts: list[ClientAttempt] = []
+            pending = []
+            uploaded: list[tuple[mpz, ...]] = []
+            for i, (cid, client) in enumerate(zip(ids, clients, strict=True)):
+                t0 = time.perf_counter()
+                opened = open_model(
+                    client_keys[i], envelopes[i], federation_id=federation, round_id=iteration, client_id=cid
+                )
+                model = model_from_bytes(opened, n_values).reshape(v.shape)
+                own_context = AttemptContext(federation, model_digest(opened), iteration, 0, online.members)
+                t1 = time.perf_counter()
+                upload, new_u = users.clients[i].compute_update(model)
+                t2 = time.perf_counter()
+                encoded = encoding.encode(upload.gradient, rng)
+                segments = layout.pack(encoded.values)
+                ciphertext, attempt = client.encrypt(
+                    segments, online, own_context, client_id=cid, claimed_aggregate_key=pk_s, min_online=2
+                )
+                t3 = time.perf_counter()
+                clipped += encoded.clipped
+                attempts.append(attempt)
+                pending.append(new_u)
+                uploaded.append(ciphertext.segments)
+                timing.add(up, "open_envelope", t1 - t0)
+                timing.add(up, "train", t2 - t1)
+                timing.add(up, "encrypt", t3 - t2)
+                times[i] += t3 - t0
+                start = time.perf_counter()
+                aggregation.add_upload(cid, ciphertext)
+                elapsed = time.perf_counter() - start
+                timing.add(sp, "fold_uploads", elapsed)
+                server += elapsed
+            start = time.perf_counter()
+            challenge, firsts = aggregation.challenge()  # collects the helpers' products, verifies proofs
+            elapsed = time.perf_counter() - start
+            timing.add(sp, "challenge", elapsed)
+            server += elapsed
+            last_firsts = firsts
+            for i, client in enumerate(clients):
+                t0 = time.perf_counter()
+                share, proof = client.respond(attempts[i], challenge, firsts)
+                elapsed = time.perf_counter() - t0
+                timing.add(up, "respond", elapsed)
+                times[i] += elapsed
+                start = time.perf_counter()
+                aggregation.add_response(ids[i], share, proof)
+                elapsed = time.perf_counter() - start
+                timing.add(sp, "fold_responses", elapsed)
+                server += elapsed
+            start = time.perf_counter()
+            sums = layout.unpack(aggregation.decrypt(decryptor), n_values, n_clients=data.n_users)
+            total = encoding.decode_sum(sums, data.n_users)
             t1 = time.perf_counter()
-            upload, new_u = users.clients[i].compute_update(model)
+            v = _server_update(v, total, users.mf)
             t2 = time.perf_counter()
-            encoded = encoding.encode(upload.gradient, rng)
-            segments = layout.pack(encoded.values)
-            ciphertext, attempt = client.encrypt(segments, online, client_id=cid, claimed_aggregate_key=pk_s)
-            t3 = time.perf_counter()
-            clipped += encoded.clipped
-            attempts.append(attempt)
-            pending.append(new_u)
-            timing.add(up, "open_envelope", t1 - t0)
-            timing.add(up, "train", t2 - t1)
-            timing.add(up, "encrypt", t3 - t2)
-            times[i] += t3 - t0
-            start = time.perf_counter()
-            aggregation.add_upload(cid, ciphertext)
-            elapsed = time.perf_counter() - start
-            timing.add(sp, "fold_uploads", elapsed)
-            server += elapsed
-        start = time.perf_counter()
-        challenge, firsts = aggregation.challenge()
-        elapsed = time.perf_counter() - start
-        timing.add(sp, "challenge", elapsed)
-        server += elapsed
-        last_firsts = firsts
-        for i, client in enumerate(clients):
-            t0 = time.perf_counter()
-            response = client.respond(attempts[i], challenge, firsts)
-            elapsed = time.perf_counter() - t0
-            timing.add(up, "respond", elapsed)
-            times[i] += elapsed
-            start = time.perf_counter()
-            aggregation.add_response(ids[i], response)
-            elapsed = time.perf_counter() - start
-            timing.add(sp, "fold_responses", elapsed)
-            server += elapsed
-        start = time.perf_counter()
-        sums = layout.unpack(aggregation.decrypt(decryptor), n_values, n_clients=data.n_users)
-        total = encoding.decode_sum(sums, data.n_users)
-        t1 = time.perf_counter()
-        v = _server_update(v, total, users.mf)
-        t2 = time.perf_counter()
-        timing.add(sp, "decrypt", t1 - start)
-        timing.add(sp, "update", t2 - t1)
-        server += t2 - start
-        for client_mf, new_u in zip(users.clients, pending, strict=True):
-            client_mf.commit(new_u)
-        timing.user_s.append(times)
-        timing.server_s.append(server)
-        history.append(v.copy())
-    row = _row_from_timing(
-        f"elgamal-{group.p.bit_length()}", int(group.p.bit_length()), "full", data, config, timing
-    )
+            timing.add(sp, "decrypt", t1 - start)
+            timing.add(sp, "update", t2 - t1)
+            server += t2 - start
+            for client_mf, new_u in zip(users.clients, pending, strict=True):
+                client_mf.commit(new_u)
+            timing.user_s.append(times)
+            timing.server_s.append(server)
+            history.append(v.copy())
+            serial_fold_s.append(_serial_fold_seconds(group, u, uploaded))
+    finally:
+        folder.close()
+    row = _row_from_timing(f"elgamal-{group.modulus_bits}", group.modulus_bits, "full", data, config, timing)
+    # Single-core total: the folding the helper processes did in parallel is counted as if one core
+    # had done it all (measured again, serially, on the same uploads).
+    parallel_fold = timing.server_parts.get("fold_uploads", 0.0) / max(1, len(timing.server_s))
+    row["single_core_s"] += float(np.mean(serial_fold_s)) - parallel_fold
     row.update(
         values_per_user=n_values,
         upload_bytes=float(_wire_bytes(group, u)),
@@ -567,9 +602,21 @@ def _run_elgamal(
         clipped=clipped,
         rmse_start=rmse_start,
         rmse=_rmse(users, v),
+        fold_workers=fold_workers,
+        serial_fold_s=float(np.mean(serial_fold_s)),
         protocol_extras=_protocol_extras(group, online, last_firsts, sample=2),
     )
     return row, history
+
+
+def _serial_fold_seconds(group: GroupParams, n_segments: int, uploads: Sequence[Sequence[mpz]]) -> float:
+    """Seconds to fold the same uploads' data segments on one core (for the single-core total)."""
+    folder = SerialFolder(group.n2)
+    folder.start(n_segments)
+    start = time.perf_counter()
+    for segments in uploads:
+        folder.fold(segments)
+    return time.perf_counter() - start
 
 
 # -- Paillier as in the paper ------------------------------------------------------------------

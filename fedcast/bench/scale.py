@@ -63,8 +63,8 @@ from shared.crypto.elgamal import (
     lifted_bases,
 )
 from shared.crypto.group import DEFAULT_MODULUS_BITS, GroupParams
-from shared.crypto.modulus import generate_group, insecure_test_group
 from shared.crypto.keys import AggregatorPublicKey, AggregatorSecretKey, ClientKeyPair
+from shared.crypto.modulus import generate_group, insecure_test_group
 from shared.encoding import FixedPointEncoding
 from shared.learning.data import RatingData
 from shared.learning.fedmf import FedMFClient

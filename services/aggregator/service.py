@@ -185,11 +185,18 @@ class AggregatorService:
         )
         params, _, min_online = await retry_while_unreachable(self._keys.get_params)
         secret = await asyncio.to_thread(
-            load_or_create_aggregator_key, cfg.key_path, params.group, check_permissions=cfg.check_key_permissions
+            load_or_create_aggregator_key,
+            cfg.key_path,
+            params.group,
+            check_permissions=cfg.check_key_permissions,
         )
         public = secret.public(federation=cfg.federation, verify_key=self._signer.verify_key)
         info = AggregatorInfo(
-            int(public.beta), public.beta_proof, int(public.delivery), public.delivery_proof, self._signer.verify_key
+            int(public.beta),
+            public.beta_proof,
+            int(public.delivery),
+            public.delivery_proof,
+            self._signer.verify_key,
         )
         await retry_while_unreachable(lambda: self._keys.register_aggregator(cfg.aggregator_token, info))
         checkpoint = await asyncio.to_thread(self._checkpoints.load)

@@ -133,11 +133,13 @@ class KeyServiceClient:
     async def get_params(self) -> tuple[SystemParams, AggregatorInfo | None, int]:
         """System parameters, the registered aggregator (None before it registered) and min_online."""
         body = await self._call(MessageType.GET_PARAMS, ParamsRequest(), ParamsReply, ctx=None)
-        # Prime tests and one modexp per beta (thousands for a large model): off the loop.
-        params = await asyncio.to_thread(self._validate_params, body)
+        # Modulus validation (a sieve, a primality test) and the aggregator's proofs: off the loop.
+        params, aggregator_key = await asyncio.to_thread(self._validate_params, body)
         if self._params is not None and self._params.group != params.group:
             raise InvalidParametersError("the key service's group changed; refusing to switch groups")
         self._params, self._ctx = params, WireContext.from_group(params.group)
+        if aggregator_key is not None:  # only a fully accepted reply updates what callers use
+            self._aggregator_key = aggregator_key
         return params, body.aggregator, body.min_online
 
     async def get_keys(self, client_ids: Iterable[str]) -> dict[str, RegistryEntry]:
@@ -187,7 +189,7 @@ class KeyServiceClient:
         """The aggregator's public key from the last PARAMS reply, its proofs verified (None before)."""
         return self._aggregator_key
 
-    def _validate_params(self, body: ParamsReply) -> SystemParams:
+    def _validate_params(self, body: ParamsReply) -> tuple[SystemParams, AggregatorPublicKey | None]:
         known = self._params.group if self._params is not None else None
         if known is not None and body.modulus == known.n:
             group = known  # validated on first receipt: skip the checks when polling
@@ -199,9 +201,9 @@ class KeyServiceClient:
             raise InvalidParametersError(f"key service sent unusable parameters: {exc}") from exc
         if not 2 <= body.min_online <= params.max_clients:
             raise InvalidParametersError(f"min_online {body.min_online} is outside [2, max_clients]")
-        if body.aggregator is not None:
-            self._aggregator_key = check_aggregator_info(group, body.aggregator, self.federation)
-        return params
+        if body.aggregator is None:
+            return params, None
+        return params, check_aggregator_info(group, body.aggregator, self.federation)
 
     def _validate_entries(self, body: KeysReply, wanted: frozenset[str]) -> dict[str, RegistryEntry]:
         group = self._group()

@@ -53,6 +53,7 @@ from services.keyfiles import load_or_create_signing_key
 from services.keyserver.handlers import KEYSERVER_SENDER, KeyServiceHandler, error_reply, reply_type
 from services.keyserver.store import RegistryStore, check_token
 from services.runtime import RejectLog
+from shared.crypto.elgamal import DEFAULT_MIN_ONLINE
 from shared.crypto.group import DEFAULT_MODULUS_BITS, SUPPORTED_MODULUS_BITS, GroupParams, validate_modulus
 from shared.crypto.modulus import generate_group, insecure_test_group
 from shared.crypto.signing import SigningKeyPair
@@ -71,7 +72,6 @@ from shared.metrics import (
     MESSAGES_RECEIVED,
     MESSAGES_SENT,
 )
-from shared.crypto.elgamal import DEFAULT_MIN_ONLINE
 from shared.params import DEFAULT_MAX_CLIENTS, SystemParams
 from shared.transport.base import KEYSERVER, Delivery, Transport
 from shared.wire.codec import ID_PATTERN, WireContext
@@ -149,7 +149,8 @@ class KeyServerConfig:
 
         return (
             f"KeyServerConfig(state_dir={str(self.state_dir)!r}, federation={self.federation!r}, "
-            f"modulus_bits={self.modulus_bits}, modulus={'supplied' if self.modulus else None}, frac_bits={self.frac_bits}, clip={self.clip}, "
+            f"modulus_bits={self.modulus_bits}, modulus={'supplied' if self.modulus else None}, "
+            f"frac_bits={self.frac_bits}, clip={self.clip}, "
             f"max_clients={self.max_clients}, min_online={self.min_online}, "
             f"admin_token={mask(self.admin_token)}, aggregator_token={mask(self.aggregator_token)}, "
             f"device_tokens={self.device_tokens!r}, max_message_bytes={self.max_message_bytes}, "
@@ -352,19 +353,31 @@ class KeyServer:
             return GroupParams.from_modulus(cfg.modulus, allow_insecure=cfg.allow_insecure_test_group)
         if cfg.allow_insecure_test_group:
             return insecure_test_group()
-        log.info("generating the federation's RSA modulus (|N| = %d) from two safe primes; once", cfg.modulus_bits)
+        log.info(
+            "generating the federation's RSA modulus (|N| = %d) from two safe primes; once", cfg.modulus_bits
+        )
         started = time.monotonic()
-        group = generate_group(cfg.modulus_bits, progress=lambda line: log.info("modulus generation: %s", line))
+        group = generate_group(
+            cfg.modulus_bits, progress=lambda line: log.info("modulus generation: %s", line)
+        )
         log.info("modulus generated in %.1f s; its factors were never stored", time.monotonic() - started)
         return group
 
     def _check_params_match(self, params: SystemParams) -> None:
         cfg, enc = self.config, params.encoding
-        stored: dict[str, object] = {"frac_bits": enc.frac_bits, "clip": enc.clip, "max_clients": params.max_clients}
-        wanted: dict[str, object] = {"frac_bits": cfg.frac_bits, "clip": cfg.clip, "max_clients": cfg.max_clients}
-        if cfg.modulus is not None:
-            stored["modulus"], wanted["modulus"] = "stored N", "stored N" if params.group.n == cfg.modulus else "other N"
-        elif not params.group.insecure:
+        stored: dict[str, object] = {
+            "frac_bits": enc.frac_bits,
+            "clip": enc.clip,
+            "max_clients": params.max_clients,
+        }
+        wanted: dict[str, object] = {
+            "frac_bits": cfg.frac_bits,
+            "clip": cfg.clip,
+            "max_clients": cfg.max_clients,
+        }
+        if cfg.modulus is not None and params.group.n != cfg.modulus:
+            stored["modulus"], wanted["modulus"] = "an N", "another N (FEDCAST_MODULUS)"
+        elif cfg.modulus is None and not params.group.insecure:
             stored["modulus_bits"], wanted["modulus_bits"] = params.group.modulus_bits, cfg.modulus_bits
         diff = {k: (stored[k], wanted[k]) for k in stored if stored[k] != wanted[k]}
         if diff:
@@ -384,9 +397,9 @@ class KeyServer:
     # -- deliveries ------------------------------------------------------------------------------
 
     async def _on_delivery(self, delivery: Delivery) -> None:
-        # Decoding, element checks (0.65 ms each at |p| = 2048, and a registration may carry
-        # thousands of betas), sqlite fsyncs and signing all run in a worker thread: the loop
-        # keeps serving meanwhile.
+        # Decoding, element checks and proof verifications (an enrollment or a registration
+        # costs a few exponentiations), sqlite fsyncs and signing all run in a worker thread:
+        # the loop keeps serving meanwhile.
         reply = await asyncio.to_thread(self._process, delivery)
         if reply is None:
             return

@@ -39,8 +39,8 @@ from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 
-from shared.crypto.signing import VERIFY_KEY_BYTES
 from shared.crypto.proofs import DlogProof
+from shared.crypto.signing import VERIFY_KEY_BYTES
 from shared.errors import (
     ConfigurationError,
     EnrollmentRefusedError,
@@ -152,9 +152,9 @@ def _migrate_1_to_2(db: sqlite3.Connection) -> None:
     if enrolled or aggregators:
         raise LegacyStateError(
             f"the registry holds {enrolled} device key(s) and {aggregators} aggregator key(s) enrolled under "
-            "fedcast protocol version 1, whose group hides nothing; they are refused. Start the version-2 key "
-            "service with a new state directory and re-provision the devices (fedcast keyserver add-device, "
-            "or FEDCAST_DEVICE_TOKENS); see docs/SECURITY.md"
+            "fedcast protocol version 1, whose group hides nothing; they are refused. Start the "
+            "version-2 key service with a new state directory and re-provision the devices "
+            "(fedcast keyserver add-device, or FEDCAST_DEVICE_TOKENS); see docs/SECURITY.md"
         )
     db.execute("DROP TABLE aggregator")
     db.execute(
@@ -234,12 +234,11 @@ class RegistryStore:
         self.path = Path(path)
         self._lock = threading.Lock()
         _open_private(self.path)
+        self._db: sqlite3.Connection | None = None
         try:
             # isolation_level=None: no implicit transactions; _write() opens them explicitly.
             # check_same_thread=False: worker threads share the connection, self._lock guards it.
-            self._db: sqlite3.Connection | None = sqlite3.connect(
-                self.path, isolation_level=None, timeout=5, check_same_thread=False
-            )
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=5, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = FULL")  # a confirmed enrollment survives power loss
             self._db.execute("PRAGMA foreign_keys = ON")
@@ -247,6 +246,9 @@ class RegistryStore:
         except sqlite3.Error as exc:
             self.close()
             raise KeyStorageError(f"cannot open registry {self.path}: {exc}") from exc
+        except BaseException:  # a refused migration (LegacyStateError) must not leak the connection
+            self.close()
+            raise
 
     def close(self) -> None:
         """Close the database (after any operation in flight); safe to call more than once."""
@@ -471,7 +473,11 @@ class RegistryStore:
             return None
         try:
             return AggregatorInfo(
-                int(row[0], 16), _proof_from_json(row[1]), int(row[2], 16), _proof_from_json(row[3]), bytes.fromhex(row[4])
+                int(row[0], 16),
+                _proof_from_json(row[1]),
+                int(row[2], 16),
+                _proof_from_json(row[3]),
+                bytes.fromhex(row[4]),
             )
         except (TypeError, ValueError, KeyError) as exc:
             raise KeyStorageError("aggregator row in the registry is corrupt") from exc

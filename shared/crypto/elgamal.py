@@ -41,7 +41,7 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, Protocol
 
 import gmpy2
 from gmpy2 import mpz
@@ -63,7 +63,6 @@ from shared.errors import (
     ChallengeRejectedError,
     CiphertextShapeError,
     DecryptionError,
-    InvalidGroupElementError,
     InvalidProofError,
     NotAMemberError,
     OnlineSetTooSmallError,
@@ -85,10 +84,13 @@ __all__ = [
     "Decryptor",
     "ElGamalClient",
     "OnlineSet",
+    "SegmentFolder",
+    "SerialFolder",
     "SignedFirst",
     "challenge_digest",
     "check_challenge",
     "compute_challenge",
+    "respond_to",
 ]
 
 #: Never fewer than two members: with |S| = 1 the aggregate is one client's input.
@@ -125,7 +127,13 @@ class AttemptContext:
     @cached_property
     def digest(self) -> bytes:
         """SHA-256 over all fields (computed once: the member list can hold thousands of ids)."""
-        parts = [_TAG_ATTEMPT, self.federation.encode(), self.model_digest, _u64(self.round), _u64(self.attempt)]
+        parts = [
+            _TAG_ATTEMPT,
+            self.federation.encode(),
+            self.model_digest,
+            _u64(self.round),
+            _u64(self.attempt),
+        ]
         parts.extend(m.encode() for m in self.members)
         return hashlib.sha256(frame(*parts)).digest()
 
@@ -160,8 +168,9 @@ class OnlineSet:
     def from_registry(cls, group: GroupParams, keys: Mapping[str, Any]) -> OnlineSet:
         """Build S from {client id: registered pk_i}, each key through the element rule."""
         members = tuple(sorted(keys))
-        publics = tuple(group.check_element(keys[m], f"public key of {m!r}") for m in members)
-        squares = tuple(group.received_square(pk, f"public key of {m!r}") for m, pk in zip(members, publics))
+        checked = [group.received(keys[m], f"public key of {m!r}") for m in members]
+        publics = tuple(pk for pk, _ in checked)
+        squares = tuple(square for _, square in checked)
         if len(set(squares)) != len(squares):
             # Two ids with one key would let one client count as two members.
             raise AggregateKeyMismatchError("two members share a public key")
@@ -311,7 +320,9 @@ class ElGamalClient:
         s, r1, r2 = group.random_exponent(), group.random_exponent(), group.random_exponent()
         n = group.n
         key_segment = _embed(group, s, self.tables.key_base.pow_all(r1)[0])
-        body = tuple(_embed(group, m, mask) for m, mask in zip(ms, self.tables.data_bases.pow_all(s), strict=True))
+        body = tuple(
+            _embed(group, m, mask) for m, mask in zip(ms, self.tables.data_bases.pow_all(s), strict=True)
+        )
         first = group.power(r2)
         second = group.power(r1) * gmpy2.powmod(pk_s, r2, n) % n
         proof = prove_dlog(group, r2, first, context.first_context(client_id))
@@ -335,7 +346,12 @@ def respond_to(keypair: ClientKeyPair, attempt: ClientAttempt, r_square: Any) ->
     group = keypair.group
     share = gmpy2.powmod(r_square, keypair.secret, group.n)
     proof = prove_equality(
-        group, keypair.secret, keypair.public, r_square, share, attempt.context.response_context(attempt.client_id)
+        group,
+        keypair.secret,
+        keypair.public,
+        r_square,
+        share,
+        attempt.context.response_context(attempt.client_id),
     )
     return share, proof
 
@@ -345,7 +361,9 @@ def compute_challenge(group: GroupParams, first_components: Iterable[Any]) -> mp
     return group.product(list(first_components))
 
 
-def check_challenge(group: GroupParams, attempt: ClientAttempt, challenge: Any, firsts: Mapping[str, SignedFirst]) -> mpz:
+def check_challenge(
+    group: GroupParams, attempt: ClientAttempt, challenge: Any, firsts: Mapping[str, SignedFirst]
+) -> mpz:
     """The client's checks of a challenge (crypto note section 5); returns R^2 if they pass.
 
     A response is a decryption share for whatever R it is computed on: with R = A_k the
@@ -360,25 +378,21 @@ def check_challenge(group: GroupParams, attempt: ClientAttempt, challenge: Any, 
         raise ChallengeRejectedError("the challenge's member list is not the online set encrypted for")
     if mpz(firsts[attempt.client_id].value) != attempt.first:
         raise ChallengeRejectedError("the challenge carries a first component that is not ours")
-    squares: set[mpz] = set()
-    values: list[mpz] = []
-    for m in members:
-        try:
-            value = group.check_element(firsts[m].value, f"A of {m!r}")
-            square = group.received_square(value, f"A of {m!r}")
-        except InvalidGroupElementError as exc:
-            raise ChallengeRejectedError(str(exc)) from exc
-        if square in squares:
-            raise ChallengeRejectedError(f"A of {m!r} repeats another member's (a copied upload)")
-        squares.add(square)
-        values.append(value)
     statements = [
-        DlogStatement(values[i], firsts[m].proof, attempt.context.first_context(m)) for i, m in enumerate(members)
+        DlogStatement(firsts[m].value, firsts[m].proof, attempt.context.first_context(m)) for m in members
     ]
+    # Screens every A_j and commitment (the element rule), then verifies every proof in one batch.
     failed = dlog_failures(group, statements)
     if failed:
         names = sorted(members[i] for i in failed)
-        raise ChallengeRejectedError(f"first-component proofs of {names} do not verify")
+        raise ChallengeRejectedError(
+            f"first components or proofs of {names} are invalid: {failed[min(failed)]}"
+        )
+    n = group.n
+    values = [mpz(firsts[m].value) for m in members]
+    squares = {v * v % n for v in values}
+    if len(squares) != len(values):
+        raise ChallengeRejectedError("two first components have equal squares (a copied upload)")
     r = compute_challenge(group, values)
     if isinstance(challenge, bool) or not isinstance(challenge, int | _MPZ) or r != challenge:
         raise ChallengeRejectedError("R is not the product of the members' first components")
@@ -434,6 +448,45 @@ class Decryptor:
         return self._unmask.pow_all(s_sum)
 
 
+class SegmentFolder(Protocol):
+    """Multiplies the members' data segments together, segment by segment, mod N^2.
+
+    Folding is the aggregator's largest cost (one 4096-bit multiplication per segment
+    per member); an implementation may spread it over processes
+    (``services/aggregator/foldpool.py``). One folder serves one attempt at a time.
+    """
+
+    def start(self, n_segments: int) -> None:
+        """Begin a new product of ``n_segments`` segments (all 1)."""
+        ...
+
+    def fold(self, segments: Sequence[mpz]) -> None:
+        """Multiply one member's segments in."""
+        ...
+
+    def products(self) -> list[mpz]:
+        """The current products E_j = prod_i E_ij mod N^2."""
+        ...
+
+
+class SerialFolder:
+    """A :class:`SegmentFolder` in this process."""
+
+    def __init__(self, modulus: Any) -> None:
+        self._m = mpz(modulus)
+        self._e: list[mpz] = []
+
+    def start(self, n_segments: int) -> None:
+        self._e = [mpz(1)] * n_segments
+
+    def fold(self, segments: Sequence[mpz]) -> None:
+        m = self._m
+        self._e = [a * e % m for a, e in zip(self._e, segments, strict=True)]
+
+    def products(self) -> list[mpz]:
+        return list(self._e)
+
+
 class Aggregation:
     """The aggregator's state for one attempt: fold uploads, challenge, fold responses, decrypt.
 
@@ -450,7 +503,13 @@ class Aggregation:
     """
 
     def __init__(
-        self, online: OnlineSet, context: AttemptContext, n_segments: int, *, min_online: int = MIN_ONLINE
+        self,
+        online: OnlineSet,
+        context: AttemptContext,
+        n_segments: int,
+        *,
+        min_online: int = MIN_ONLINE,
+        folder: SegmentFolder | None = None,
     ) -> None:
         if len(online) < max(MIN_ONLINE, min_online):
             raise OnlineSetTooSmallError(f"|S| = {len(online)} is below the minimum")
@@ -463,7 +522,9 @@ class Aggregation:
         self.context = context
         self.n_segments = n_segments
         self._k = mpz(1)
-        self._e = [mpz(1)] * n_segments
+        self._folder: SegmentFolder = folder if folder is not None else SerialFolder(online.group.n2)
+        self._folder.start(n_segments)
+        self._products: list[mpz] | None = None
         self._d = mpz(1)
         self._t = mpz(1)
         self._firsts: dict[str, SignedFirst] = {}
@@ -522,14 +583,12 @@ class Aggregation:
         # survives into the product and fails the strict L); here only the range.
         if not 0 < key_segment < n2 or any(not 0 < e < n2 for e in segments):
             raise CiphertextShapeError("a segment ciphertext is outside 0 < x < N^2")
-        first = group.check_element(ciphertext.first, f"A of {client_id!r}")
-        first_square = group.received_square(first, f"A of {client_id!r}")
-        second = group.check_element(ciphertext.second, f"B of {client_id!r}")
-        group.received_square(second, f"B of {client_id!r}")
+        first, first_square = group.received(ciphertext.first, f"A of {client_id!r}")
+        second, _ = group.received(ciphertext.second, f"B of {client_id!r}")
         if first_square in self._first_squares:
             raise ProtocolOrderError("first component repeats another member's (a copied upload)")
         self._k = self._k * key_segment % n2
-        self._e = [a * e % n2 for a, e in zip(self._e, segments, strict=True)]
+        self._folder.fold(segments)
         self._d = self._d * second % group.n
         self._firsts[client_id] = SignedFirst(int(first), ciphertext.proof)
         self._first_squares.add(first_square)
@@ -539,9 +598,13 @@ class Aggregation:
         """Batch-check the proofs of knowledge of r2 not yet checked; return the members caught."""
         pending, self._unverified = self._unverified, []
         statements = [
-            DlogStatement(self._firsts[m].value, self._firsts[m].proof, self.context.first_context(m)) for m in pending
+            DlogStatement(self._firsts[m].value, self._firsts[m].proof, self.context.first_context(m))
+            for m in pending
         ]
-        caught = {pending[i]: f"proof of {pending[i]!r}: {why}" for i, why in dlog_failures(self.group, statements).items()}
+        caught = {
+            pending[i]: f"proof of {pending[i]!r}: {why}"
+            for i, why in dlog_failures(self.group, statements).items()
+        }
         self._culprits.update(caught)
         return caught
 
@@ -552,8 +615,15 @@ class Aggregation:
         self.verify_uploads()
         if self._culprits:
             raise InvalidProofError(f"invalid uploads from {sorted(self._culprits)}: retry without them")
+        if self._products is None:  # collected from the folder once, before any member answers
+            self._products = self._folder.products()
         firsts = {m: self._firsts[m] for m in self.online.members}
         return compute_challenge(self.group, [f.value for f in firsts.values()]), firsts
+
+    def _data_products(self) -> list[mpz]:
+        if self._products is None:
+            self._products = self._folder.products()
+        return self._products
 
     # -- persistence ----------------------------------------------------------------------
 
@@ -568,7 +638,7 @@ class Aggregation:
             raise ProtocolOrderError("only a complete, verified set of uploads is persisted")
         return {
             "k": format(self._k, "x"),
-            "e": [format(e, "x") for e in self._e],
+            "e": [format(e, "x") for e in self._data_products()],
             "d": format(self._d, "x"),
             "firsts": {
                 m: [format(f.value, "x"), format(f.proof.commitment, "x"), format(f.proof.response, "x")]
@@ -578,18 +648,29 @@ class Aggregation:
 
     @classmethod
     def from_uploads_state(
-        cls, online: OnlineSet, context: AttemptContext, n_segments: int, state: Any, *, min_online: int = MIN_ONLINE
+        cls,
+        online: OnlineSet,
+        context: AttemptContext,
+        n_segments: int,
+        state: Any,
+        *,
+        min_online: int = MIN_ONLINE,
     ) -> Aggregation:
         """Inverse of :meth:`uploads_state` (the aggregator's own file; elements re-screened anyway)."""
         aggregation = cls(online, context, n_segments, min_online=min_online)
+        folder = SerialFolder(online.group.n2)
+        folder.start(n_segments)
         try:
             e = [mpz(int(x, 16)) for x in state["e"]]
             if len(e) != n_segments or set(state["firsts"]) != set(online.members):
                 raise ProtocolOrderError("persisted uploads do not match this attempt")
-            aggregation._k, aggregation._e, aggregation._d = mpz(int(state["k"], 16)), e, mpz(int(state["d"], 16))
+            folder.fold(e)
+            aggregation._folder = folder
+            aggregation._products = e
+            aggregation._k, aggregation._d = mpz(int(state["k"], 16)), mpz(int(state["d"], 16))
             for m, (a, t, z) in state["firsts"].items():
-                value = online.group.check_element(int(a, 16), f"A of {m!r}")
-                aggregation._first_squares.add(online.group.received_square(value, f"A of {m!r}"))
+                value, square = online.group.received(int(a, 16), f"A of {m!r}")
+                aggregation._first_squares.add(square)
                 aggregation._firsts[m] = SignedFirst(int(value), DlogProof(int(t, 16), int(z, 16)))
         except (KeyError, TypeError, ValueError) as exc:
             raise ProtocolOrderError(f"persisted uploads are malformed: {exc}") from exc
@@ -604,8 +685,7 @@ class Aggregation:
             raise ProtocolOrderError("responses before the challenge")
         if client_id in self._shares:
             raise ProtocolOrderError(f"{client_id!r} already responded")
-        t = self.group.check_element(share, f"T of {client_id!r}")
-        self.group.received_square(t, f"T of {client_id!r}")
+        t, _ = self.group.received(share, f"T of {client_id!r}")
         self._t = self._t * t % self.group.n
         self._shares[client_id] = (t, proof)
 
@@ -650,7 +730,7 @@ class Aggregation:
         if s_sum >= mpz(len(self.online)) << EXPONENT_BITS:
             raise DecryptionError("the sum of the members' s is out of range (a malformed key segment)")
         sums: list[mpz] = []
-        for j, (e, u) in enumerate(zip(self._e, decryptor.data_unmasks(s_sum), strict=True)):
+        for j, (e, u) in enumerate(zip(self._data_products(), decryptor.data_unmasks(s_sum), strict=True)):
             v = e * u % n2
             if v % n != 1:
                 raise DecryptionError(f"data segment {j} did not decrypt (a malformed upload)")

@@ -41,7 +41,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +86,7 @@ FDH_EXTRA_BITS = 128
 #: A supplied modulus must have no prime factor below this bound (crypto note section 1).
 SMALL_FACTOR_BOUND = 1 << 20
 
+_MPZ = type(mpz(0))
 _LABEL_G = b"fedcast/v2/g"
 _LABEL_H = b"fedcast/v2/h"
 _FORMAT = "fedcast.group"
@@ -124,7 +125,7 @@ def fdh(n: Any, label: bytes, *parts: bytes) -> mpz:
 @functools.lru_cache(maxsize=1)
 def _small_primes_product(bound: int = SMALL_FACTOR_BOUND) -> mpz:
     """The product of every prime below ``bound`` (one gcd then tests them all)."""
-    import numpy as np  # noqa: PLC0415 - only validation of a supplied modulus needs it
+    import numpy as np
 
     sieve = np.ones(bound, dtype=bool)
     sieve[:2] = False
@@ -154,7 +155,9 @@ def validate_modulus(n: Any, *, allow_insecure: bool = False) -> mpz:
         raise InvalidParametersError("the modulus is not an integer") from exc
     bits = int(modulus.bit_length())
     if modulus < 3 or bits > MAX_MODULUS_BITS:
-        raise InvalidParametersError(f"the modulus must be a positive integer of at most {MAX_MODULUS_BITS} bits")
+        raise InvalidParametersError(
+            f"the modulus must be a positive integer of at most {MAX_MODULUS_BITS} bits"
+        )
     if bits < MIN_MODULUS_BITS and not allow_insecure:
         raise InsecureParametersError(f"a modulus of {bits} bits is below the minimum of {MIN_MODULUS_BITS}")
     if modulus % 2 == 0:
@@ -192,7 +195,9 @@ class GroupParams:
         object.__setattr__(self, "_g", fdh(self.n, _LABEL_G))
 
     def __repr__(self) -> str:
-        return f"GroupParams(|N|={self.modulus_bits}, n={format(self.n, 'x')[:16]}..., insecure={self.insecure})"
+        return (
+            f"GroupParams(|N|={self.modulus_bits}, n={format(self.n, 'x')[:16]}..., insecure={self.insecure})"
+        )
 
     # -- construction ------------------------------------------------------------------
 
@@ -257,12 +262,10 @@ class GroupParams:
         The first half of the received-element rule; use :meth:`received_square` for the
         value a computation may use.
         """
-        if isinstance(x, bool):
+        # Only ints: mpz() would also parse "4", b"4" and truncate 4.7 or Fraction(9, 2).
+        if isinstance(x, bool) or not isinstance(x, int | _MPZ):
             raise InvalidGroupElementError(f"{what} is not an integer")
-        try:
-            value = mpz(x)
-        except (TypeError, ValueError) as exc:
-            raise InvalidGroupElementError(f"{what} is not an integer") from exc
+        value = mpz(x)
         if not 1 < value < self.n:
             raise InvalidGroupElementError(f"{what} is outside 1 < x < N")
         if gmpy2.gcd(value, self.n) != 1:
@@ -271,13 +274,50 @@ class GroupParams:
             raise InvalidGroupElementError(f"{what} has Jacobi symbol -1 mod N")
         return value
 
+    def screen_elements(
+        self, values: Sequence[Any], what: Callable[[int], str]
+    ) -> tuple[list[mpz], dict[int, str]]:
+        """The first half of the rule for many elements: (the values as mpz, {index: why refused}).
+
+        Same acceptance as :meth:`check_element` one by one, but the gcd test runs once on
+        the product: an element sharing a factor with N makes the product share it (and
+        only then are the elements tested one by one, to name it). Refused entries are
+        returned as 0 in the first list.
+        """
+        out: list[mpz] = []
+        failures: dict[int, str] = {}
+        product = mpz(1)
+        n = self.n
+        for i, x in enumerate(values):
+            value = mpz(0)
+            if isinstance(x, bool) or not isinstance(x, int | _MPZ):
+                failures[i] = f"{what(i)} is not an integer"
+            elif not 1 < x < n:
+                failures[i] = f"{what(i)} is outside 1 < x < N"
+            elif gmpy2.jacobi(x, n) != 1:
+                failures[i] = f"{what(i)} has Jacobi symbol -1 mod N"
+            else:
+                value = mpz(x)
+                product = product * value % n
+            out.append(value)
+        if gmpy2.gcd(product, n) != 1:
+            for i, value in enumerate(out):
+                if value and gmpy2.gcd(value, n) != 1:
+                    failures[i] = f"{what(i)} shares a factor with N"
+                    out[i] = mpz(0)
+        return out, failures
+
     def received_square(self, x: Any, what: str = "group element") -> mpz:
         """The received-element rule: check x, return x^2 mod N, refuse x if that square is 1."""
+        return self.received(x, what)[1]
+
+    def received(self, x: Any, what: str = "group element") -> tuple[mpz, mpz]:
+        """The received-element rule, returning both (x, x^2 mod N): one check for callers needing both."""
         value = self.check_element(x, what)
         square = value * value % self.n
         if square == 1:  # x = -1 (or a root of 1 only the holder of P, Q can compute)
             raise InvalidGroupElementError(f"{what} squares to 1")
-        return square
+        return value, square
 
     def random_exponent(self, bits: int = EXPONENT_BITS) -> mpz:
         """A fresh uniform exponent in [1, 2^bits) from the OS CSPRNG."""

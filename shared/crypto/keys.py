@@ -160,7 +160,9 @@ class AggregatorPublicKey:
         context = aggregator_key_context(federation, verify_key)
         try:
             verify_dlog(group, beta, beta_proof, frame(b"beta", context), "aggregator beta")
-            verify_dlog(group, delivery, delivery_proof, frame(b"delivery", context), "aggregator delivery key")
+            verify_dlog(
+                group, delivery, delivery_proof, frame(b"delivery", context), "aggregator delivery key"
+            )
         except InvalidProofError as exc:
             raise InvalidKeyError(str(exc)) from exc
         if mpz(beta) * mpz(beta) % group.n == mpz(delivery) * mpz(delivery) % group.n:

@@ -146,8 +146,7 @@ def prove_dlog(group: GroupParams, secret: Any, public: Any, context: bytes) -> 
 
 def _screen_dlog(group: GroupParams, item: DlogStatement, what: str) -> tuple[mpz, mpz, mpz, int]:
     try:
-        x = group.check_element(item.public, f"{what}: statement")
-        group.received_square(x, f"{what}: statement")
+        x, _ = group.received(item.public, f"{what}: statement")
         t = group.check_element(item.proof.commitment, f"{what}: commitment")
     except InvalidGroupElementError as exc:
         raise InvalidProofError(str(exc)) from exc
@@ -155,7 +154,9 @@ def _screen_dlog(group: GroupParams, item: DlogStatement, what: str) -> tuple[mp
     return x, t, z, _challenge(group, _TAG_DLOG, (x, t), item.context)
 
 
-def verify_dlog(group: GroupParams, public: Any, proof: DlogProof, context: bytes, what: str = "proof") -> None:
+def verify_dlog(
+    group: GroupParams, public: Any, proof: DlogProof, context: bytes, what: str = "proof"
+) -> None:
     """Raise InvalidProofError unless ``proof`` shows knowledge of log_g ``public`` under ``context``."""
     x, t, z, c = _screen_dlog(group, DlogStatement(public, proof, context), what)
     n = group.n
@@ -169,22 +170,37 @@ def verify_dlog(group: GroupParams, public: Any, proof: DlogProof, context: byte
 def dlog_failures(group: GroupParams, items: Sequence[DlogStatement]) -> dict[int, str]:
     """Indices of the proofs in ``items`` that do not verify, with why; empty if all do.
 
-    One small-exponent batch test for the whole set (:mod:`shared.crypto.batch`):
+    Every statement X and commitment t passes the element rule (screened together:
+    :meth:`GroupParams.screen_elements`), then one small-exponent batch test covers the
+    whole set (:mod:`shared.crypto.batch`):
     (G^(sum e_i z_i))^2 = (prod t_i^e_i X_i^(2 c_i e_i))^2. If it fails, each proof is
     checked on its own to name the culprits.
     """
-    failures: dict[int, str] = {}
+    n = group.n
+    count = len(items)
+    values, bad = group.screen_elements(
+        [v for item in items for v in (item.public, item.proof.commitment)],
+        lambda k: f"proof {k // 2}: {'statement' if k % 2 == 0 else 'commitment'}",
+    )
+    failures = {k // 2: why for k, why in sorted(bad.items(), reverse=True)}
     screened: list[tuple[int, mpz, mpz, mpz, int]] = []
     for i, item in enumerate(items):
+        if i in failures:
+            continue
+        x, t = values[2 * i], values[2 * i + 1]
+        if x * x % n == 1:
+            failures[i] = f"proof {i}: statement squares to 1"
+            continue
         try:
-            screened.append((i, *_screen_dlog(group, item, f"proof {i}")))
+            z = _check_response(item.proof.response, f"proof {i}")
         except InvalidProofError as exc:
             failures[i] = str(exc)
+            continue
+        screened.append((i, x, t, z, _challenge(group, _TAG_DLOG, (x, t), item.context)))
     if not screened:
         return failures
-    n = group.n
     g2 = group.g * group.g % n
-    if len(screened) >= 2:
+    if count >= 2 and len(screened) >= 2:
         es = batch_exponents(len(screened))
         exponent = sum(e * int(z) for e, (_, _, _, z, _) in zip(es, screened, strict=True))
         lhs = gmpy2.powmod(g2, exponent, n)
@@ -231,8 +247,7 @@ def verify_equality(
     """
     try:
         x = group.check_element(public, f"{what}: public key")
-        y = group.check_element(value, f"{what}: share")
-        group.received_square(y, f"{what}: share")
+        y, _ = group.received(value, f"{what}: share")
         t1 = group.check_element(proof.commitment_g, f"{what}: commitment")
         t2 = group.check_element(proof.commitment_h, f"{what}: commitment")
     except InvalidGroupElementError as exc:

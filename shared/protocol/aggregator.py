@@ -56,6 +56,7 @@ from shared.errors import (
     ChallengeRejectedError,
     ConfigurationError,
     DecryptionError,
+    InvalidGroupElementError,
     NotAMemberError,
     ProtocolOrderError,
     StaleMessageError,
@@ -92,6 +93,8 @@ _PHASES = {
     Stage.UPDATING: "update",
     Stage.CHECKPOINTING: "checkpoint",
 }
+#: Longest back-off before a round is tried again after a failure no member could be blamed for.
+_MAX_BACKOFF_S = 600.0
 #: verify_first(member, round, attempt, first, signature): raises SignatureError if it fails.
 FirstVerifier = Callable[[str, int, int, int, bytes], None]
 
@@ -197,6 +200,7 @@ class AggregatorMachine:
         self._challenge_out: list[Outgoing] = []
         self._share_culprits: dict[str, str] = {}
         self._attempts_in_round = 0
+        self._unattributed = 0  # decryption failures of this round that no proof explained
         self._round_started = 0.0
         self._events: list[Event] = []
         self._delivery_keys: dict[int, bytes] = {}
@@ -268,7 +272,9 @@ class AggregatorMachine:
         """Fix S, seal the model to each member, and wait for uploads."""
         online = OnlineSet.from_registry(self.params.group, keys)
         plaintext = model_to_bytes(self.model)
-        context = AttemptContext(self.federation, model_digest(plaintext), self.round, self.attempt, online.members)
+        context = AttemptContext(
+            self.federation, model_digest(plaintext), self.round, self.attempt, online.members
+        )
         self._online = online
         self._aggregation = Aggregation(online, context, self.n_segments, min_online=self.config.min_online)
         self._signatures = {}
@@ -346,7 +352,15 @@ class AggregatorMachine:
         self._aggregation.online.key_of(sender)
         if response.challenge_digest != self._challenge_digest:
             raise ChallengeRejectedError(f"{sender!r} answered another challenge than this attempt's")
-        self._aggregation.add_response(sender, response.share, response.proof)
+        try:
+            self._aggregation.add_response(sender, response.share, response.proof)
+        except InvalidGroupElementError as exc:
+            # Signed by the member, for this R, and not a valid share: that is proof of cheating
+            # the others can check, so the attempt is retried at once without it (with evidence).
+            if not raw or sender in self._raw_responses:
+                raise
+            self._raw_responses[sender] = raw
+            return self._without_cheaters({sender: f"response of {sender!r}: {exc}"})
         self._raw_responses[sender] = raw
         if self._aggregation.all_responded:
             self._to(Stage.DECRYPTING)
@@ -391,10 +405,27 @@ class AggregatorMachine:
         """
         assert self._online is not None and self._aggregation is not None
         culprits, self._share_culprits = self._share_culprits, {}
-        self._caught(culprits)
         if not culprits:
             self._event("round_failed", reason=reason, attributed=False)
-            return self._restart_round(f"decryption failed: {reason}; no member could be blamed")
+            # Nobody can be excluded (the members that answered accept only the same S again for
+            # this model): try again after a back-off that doubles, so a member that spoils every
+            # attempt costs a bounded amount of work (docs/SECURITY.md, open problems).
+            self._unattributed += 1
+            delay = min(_MAX_BACKOFF_S, self.config.ready_window_s * 2 ** (self._unattributed - 1))
+            self._event("backoff", seconds=delay, failures=self._unattributed)
+            previous = self.attempt
+            self.attempt += 1
+            detail = f"decryption failed: {reason}; no member could be blamed; retry in {delay:.0f} s"
+            result = RoundResult(RoundStatus.FAILED, self.members, detail)
+            self._to(Stage.IDLE)
+            self.deadline = self._clock() + delay
+            return [Outgoing(None, MessageType.RESULT, self.round, previous, result)]
+        return self._without_cheaters(culprits)
+
+    def _without_cheaters(self, culprits: Mapping[str, str]) -> list[Outgoing]:
+        """Retry without members proven to have cheated after the challenge, with the evidence."""
+        assert self._online is not None
+        self._caught(culprits)
         evidence = tuple(self._raw_responses[m] for m in sorted(culprits) if self._raw_responses.get(m))
         survivors = frozenset(self._online.members) - culprits.keys()
         return self._attempt_failed("decrypt", survivors, cause="wrong shares", evidence=evidence)
@@ -417,6 +448,7 @@ class AggregatorMachine:
         out = [Outgoing(None, MessageType.RESULT, self.round, self.attempt, result)]
         self.round += 1
         self.attempt = 0
+        self._unattributed = 0
         self._round_started = 0.0
         return out + self.start_round()
 
@@ -427,6 +459,8 @@ class AggregatorMachine:
         now = self._clock() if now is None else now
         if self.deadline is None or now < self.deadline:
             return []
+        if self.stage == Stage.IDLE:  # a back-off after a failure nobody could be blamed for
+            return self.start_round()
         if self.stage == Stage.COLLECTING_READY:
             if len(self._ready) >= self.config.min_online:
                 return self._fix_online_set()
@@ -492,7 +526,10 @@ class AggregatorMachine:
             "attempt": self.attempt,
             "attempts_in_round": self._attempts_in_round,
             "model_digest": context.model_digest.hex(),
-            "keys": {m: format(pk, "x") for m, pk in zip(self._online.members, self._online.public_keys, strict=True)},
+            "keys": {
+                m: format(pk, "x")
+                for m, pk in zip(self._online.members, self._online.public_keys, strict=True)
+            },
             "signatures": {m: sig.hex() for m, sig in self._signatures.items()},
             "uploads": self._aggregation.uploads_state(),
         }

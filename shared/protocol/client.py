@@ -75,7 +75,14 @@ from shared.wire.messages import (
 )
 from shared.wire.serde import decode, verify
 
-__all__ = ["ClientMachine", "FirstSigner", "MemberFirstVerifier", "PreparedUpload", "UploadJob", "model_digest"]
+__all__ = [
+    "ClientMachine",
+    "FirstSigner",
+    "MemberFirstVerifier",
+    "PreparedUpload",
+    "UploadJob",
+    "model_digest",
+]
 
 #: sign_first(round, attempt, first) -> 64-byte Ed25519 signature over the first component.
 FirstSigner = Callable[[int, int, int], bytes]
@@ -161,7 +168,10 @@ class ClientMachine:
         # Building the fixed-base tables is the slow part of start-up (seconds for 10^5 params).
         if tables is None:
             tables = ClientTables(
-                aggregator, federation=federation, n_segments=n_segments, table_memory_bytes=table_memory_bytes
+                aggregator,
+                federation=federation,
+                n_segments=n_segments,
+                table_memory_bytes=table_memory_bytes,
             )
         if tables.n_segments != n_segments or tables.federation != federation:
             raise ConfigurationError("the fixed-base tables do not match this task's model size")
@@ -242,10 +252,20 @@ class ClientMachine:
         verify_keys = {m: registry[m].verify_key for m in members}
         context = AttemptContext(self.federation, digest, round_id, attempt, online.members)
         return UploadJob(
-            round_id, attempt, online, context, envelope.aggregate_key, minimum, model, verify_keys, after_answer
+            round_id,
+            attempt,
+            online,
+            context,
+            envelope.aggregate_key,
+            minimum,
+            model,
+            verify_keys,
+            after_answer,
         )
 
-    def _check_evidence(self, digest: bytes, envelope: MemberEnvelope, registry: Mapping[str, RegistryEntry]) -> None:
+    def _check_evidence(
+        self, digest: bytes, envelope: MemberEnvelope, registry: Mapping[str, RegistryEntry]
+    ) -> None:
         """Allow a second upload for an answered model only if every member dropped since cheated.
 
         The aggregator may hold the aggregate of the answered set S_a and will get that of
@@ -258,7 +278,9 @@ class ClientMachine:
             raise ModelAlreadyAnsweredError("this client already answered a challenge for this model")
         new, old = set(envelope.members), set(last.members)
         if not new <= old:
-            raise ModelAlreadyAnsweredError("a retry for an answered model may only drop members, not add any")
+            raise ModelAlreadyAnsweredError(
+                "a retry for an answered model may only drop members, not add any"
+            )
         proven: set[str] = set()
         r = last.answer.challenge
         r_square = r * r % self.params.group.n
@@ -271,7 +293,8 @@ class ClientMachine:
         unproven = sorted(old - new - proven)
         if unproven:
             raise ModelAlreadyAnsweredError(
-                f"this client already answered for this model; {unproven} were dropped without proof of cheating"
+                f"this client already answered for this model; {unproven} were dropped without proof "
+                "of cheating"
             )
 
     def _proven_cheater(
@@ -342,7 +365,13 @@ class ClientMachine:
         )
         done = self._clock()
         return PreparedUpload(
-            job, body, state, update.pending, update.clipped + encoded.clipped, trained - start, done - trained
+            job,
+            body,
+            state,
+            update.pending,
+            update.clipped + encoded.clipped,
+            trained - start,
+            done - trained,
         )
 
     def uploaded(self, prepared: PreparedUpload) -> list[Outgoing]:
@@ -417,7 +446,8 @@ class ClientMachine:
         if (
             last is not None
             and last.answer is not None
-            and (last.round, last.attempt, last.model_digest) == (record.round, record.attempt, record.model_digest)
+            and (last.round, last.attempt, last.model_digest)
+            == (record.round, record.attempt, record.model_digest)
         ):
             if last.answer.challenge != challenge.challenge:
                 raise ModelAlreadyAnsweredError("this attempt was answered for another challenge")
@@ -426,9 +456,7 @@ class ClientMachine:
             return None  # an upload accepted on evidence: its challenge may be answered once
         raise ModelAlreadyAnsweredError("this client already answered a challenge for this model")
 
-    def _restore(
-        self, round_id: int, attempt: int, registry: Mapping[str, RegistryEntry] | None
-    ) -> _Attempt:
+    def _restore(self, round_id: int, attempt: int, registry: Mapping[str, RegistryEntry] | None) -> _Attempt:
         """Rebuild an attempt this client uploaded for before a restart, from the ledger."""
         record = self.ledger.pending()
         if record is None or (record.round, record.attempt) != (round_id, attempt):
@@ -439,7 +467,9 @@ class ClientMachine:
         group = self.params.group
         online = OnlineSet.from_registry(group, {m: registry[m].elgamal_public for m in record.members})
         state = ClientAttempt(self.client_id, online, context, group.check_element(record.first, "own A"))
-        restored = _Attempt(state, None, {m: registry[m].verify_key for m in record.members}, record, record.members)
+        restored = _Attempt(
+            state, None, {m: registry[m].verify_key for m in record.members}, record, record.members
+        )
         self._attempts[(round_id, attempt)] = restored
         self.round, self.attempt = max((self.round, self.attempt), (round_id, attempt))
         return restored
@@ -460,4 +490,3 @@ class ClientMachine:
             if self.stage != ClientStage.IDLE:
                 self._to(ClientStage.IDLE)
         return committed
-

@@ -69,7 +69,11 @@ class AttemptRecord:
             answer = {
                 "challenge": format(self.answer.challenge, "x"),
                 "share": format(self.answer.share, "x"),
-                "proof": [format(proof.commitment_g, "x"), format(proof.commitment_h, "x"), format(proof.response, "x")],
+                "proof": [
+                    format(proof.commitment_g, "x"),
+                    format(proof.commitment_h, "x"),
+                    format(proof.response, "x"),
+                ],
             }
         return {
             "format": _FORMAT,
@@ -92,7 +96,9 @@ class AttemptRecord:
             answer = None
             if raw is not None:
                 t1, t2, z = (int(x, 16) for x in raw["proof"])
-                answer = AnswerRecord(int(raw["challenge"], 16), int(raw["share"], 16), EqualityProof(t1, t2, z))
+                answer = AnswerRecord(
+                    int(raw["challenge"], 16), int(raw["share"], 16), EqualityProof(t1, t2, z)
+                )
             members = tuple(str(m) for m in data["members"])
             return cls(
                 int(data["round"]),

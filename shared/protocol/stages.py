@@ -51,7 +51,8 @@ AGGREGATOR_TRANSITIONS: Mapping[AggregatorStage, frozenset[AggregatorStage]] = {
         {_A.DECRYPTING, _A.COLLECTING_UPLOADS, _A.COLLECTING_READY, _A.STOPPED}
     ),
     # A failed decryption with named cheaters retries without them (new uploads, with evidence).
-    _A.DECRYPTING: frozenset({_A.UPDATING, _A.COLLECTING_UPLOADS, _A.COLLECTING_READY, _A.STOPPED}),
+    # ... and one nobody can be blamed for waits (IDLE, with a deadline) before the round restarts.
+    _A.DECRYPTING: frozenset({_A.UPDATING, _A.COLLECTING_UPLOADS, _A.COLLECTING_READY, _A.IDLE, _A.STOPPED}),
     _A.UPDATING: frozenset({_A.CHECKPOINTING, _A.STOPPED}),
     _A.CHECKPOINTING: frozenset({_A.COLLECTING_READY, _A.IDLE, _A.STOPPED}),
     _A.STOPPED: frozenset(),

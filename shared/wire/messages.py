@@ -167,7 +167,8 @@ class RegisterAggregator:
     info: AggregatorInfo
 
     def __repr__(self) -> str:
-        return f"RegisterAggregator(token={_mask(self.token)}, verify_key={self.info.verify_key.hex()[:16]}...)"
+        key = self.info.verify_key.hex()[:16]
+        return f"RegisterAggregator(token={_mask(self.token)}, verify_key={key}...)"
 
 
 @dataclass(frozen=True)

@@ -27,14 +27,14 @@ from shared.errors import MalformedMessageError
 
 __all__ = ["MAX_ARRAY_ITEMS", "MAX_STR_BYTES", "Reader", "fail", "pack"]
 
-#: Longest array in any v1 message: betas for ~10^7 parameters, member lists, registry entries.
+#: Longest array in any message: member lists, challenge first components, registry entries, evidence.
 MAX_ARRAY_ITEMS = 2**18
 #: Longest msgpack str in bytes (4,096 characters of at most 4 UTF-8 bytes each).
 MAX_STR_BYTES = 4 * 4096
 
 
 def pack(value: Any) -> bytes:
-    """msgpack with the v1 options: str and bin distinct, floats as float64, shortest forms."""
+    """msgpack with the protocol's options: str and bin distinct, floats as float64, shortest forms."""
     return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
 
 
@@ -82,7 +82,7 @@ class Reader:
             raise fail(what, "message is truncated")
         byte = self._data[pos]
         if _is_map(byte):
-            raise fail(what, "maps are not allowed in protocol v1")
+            raise fail(what, "maps are not allowed in fedcast messages")
         return pos, byte
 
     def array(self, what: str, *, exact: int | None = None, min_items: int = 0) -> int:

@@ -55,3 +55,19 @@ def test_every_error_has_a_distinct_reason_code() -> None:
     reasons = [c.reason for c in classes]
     assert len(reasons) == len(set(reasons))
     assert all(r.replace("_", "").isalnum() and r.islower() for r in reasons)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "shared.crypto.modulus",
+        "shared.crypto.proofs",
+        "shared.crypto.batch",
+        "shared.crypto.pok",
+        "shared.protocol.ledger",
+        "services.edge_client.ledger",
+    ],
+)
+def test_protocol_v2_modules_are_covered_and_declare_all(name: str) -> None:
+    assert name in _modules()
+    assert hasattr(importlib.import_module(name), "__all__"), f"{name} has no __all__"

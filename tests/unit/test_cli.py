@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fedcast.bench.crypto import JSON_KEYS
-from fedcast.cli import main
+from fedcast.cli import build_parser, main
 
 
 def test_bench_crypto_json_rows(capsys: pytest.CaptureFixture[str]) -> None:
@@ -36,6 +36,33 @@ def test_usage_errors_exit_2() -> None:
     with pytest.raises(SystemExit) as excinfo:
         main(["bench", "crypto", "--modulus-bits", "1024"])
     assert excinfo.value.code == 2
+
+
+@pytest.mark.parametrize("command", [["demo"], ["attack", "--demo"], ["bench", "crypto"]])
+def test_group_size_flag_is_modulus_bits(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """Protocol version 2 sizes an RSA modulus N: --p-bits (a prime p) is gone."""
+    parser = build_parser()
+    assert parser.parse_args([*command, "--modulus-bits", "3072"]).modulus_bits == 3072
+    assert parser.parse_args(command).modulus_bits in (None, 2048)
+    with pytest.raises(SystemExit) as excinfo:
+        parser.parse_args([*command, "--p-bits", "2048"])
+    assert excinfo.value.code == 2
+    assert "--p-bits" in capsys.readouterr().err
+
+
+def test_demo_with_two_clients_fails_fast_with_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import fedcast.demo
+
+    def never(*args: object, **kwargs: object) -> object:
+        raise AssertionError("the demo must be refused before it starts (it would wait for a third client)")
+
+    monkeypatch.setattr(fedcast.demo, "run_demo", never)
+    monkeypatch.setattr(fedcast.demo, "run_demo_observed", never)
+    assert main(["demo", "--clients", "2", "--rounds", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "at least 3 clients" in err and "[invalid_configuration]" in err
 
 
 def test_bench_learning_json_keys(capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,6 +11,8 @@ from prometheus_client import REGISTRY
 from prometheus_client.metrics import MetricWrapperBase
 
 import shared.metrics
+from services.observability import initialize_series
+from shared import errors
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "METRICS.md"
@@ -32,7 +34,8 @@ class Documented:
 def _documented() -> dict[str, Documented]:
     """The rows of the metrics table: | `name` | type | unit | `l1`, `l2` | set by | meaning |."""
     rows: dict[str, Documented] = {}
-    for line in DOC.read_text().splitlines():
+    section = DOC.read_text().split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    for line in section.splitlines():
         match = re.match(r"^\|\s*`(fedcast_[a-z0-9_]+)`\s*\|(.*)\|\s*$", line)
         if match is None:
             continue
@@ -104,3 +107,58 @@ def test_labels_are_bounded_and_service_is_always_there() -> None:
         assert "service" in labels, name
         # Never a per-client label on the exported series: the target's instance carries that.
         assert not labels & {"client", "client_id", "instance", "sender", "member"}, name
+
+
+# -- reason codes and the protocol-version-2 wording -------------------------------------------------
+
+
+def _documented_reasons() -> list[str]:
+    """The first column of the Reason codes table: | `reason` | counted when |."""
+    text = DOC.read_text()
+    section = text.split("## Reason codes", 1)[1].split("\n## ", 1)[0]
+    reasons = []
+    for line in section.splitlines():
+        match = re.match(r"^\|\s*`([a-z_]+)`\s*\|(.*)\|\s*$", line)
+        if match is not None:
+            assert match.group(2).strip(), f"reason {match.group(1)} has no description"
+            reasons.append(match.group(1))
+    return reasons
+
+
+def test_the_reason_table_lists_exactly_the_reason_codes() -> None:
+    documented = _documented_reasons()
+    assert len(documented) == len(set(documented)), "a reason documented twice"
+    codes = {getattr(errors, name).reason for name in errors.__all__}
+    assert set(documented) == codes
+    for v2 in ("invalid_proof", "model_already_answered", "legacy_state"):
+        assert v2 in documented
+
+
+def test_the_doc_describes_protocol_version_2() -> None:
+    text = DOC.read_text()
+    for v1_only in ("Legendre", "subgroup", "p_bits", "P_BITS"):
+        assert v1_only not in text, f"{v1_only} is protocol version 1's"
+    rows = _documented()
+    dropouts = rows["fedcast_dropouts_total"].meaning
+    assert "invalid_proof" in dropouts and "fedcast_challenge_resends_total" in dropouts
+    assert "evidence" in dropouts
+    assert "challenge" in rows["fedcast_challenge_resends_total"].meaning
+    assert "invalid_proof" in rows["fedcast_messages_rejected_total"].meaning
+
+
+def test_the_documented_dropout_phases_are_the_ones_exported_from_start_up() -> None:
+    match = re.search(r"dropouts only ((?:`[a-z]+`(?:, | and )?)+)\)", DOC.read_text())
+    assert match is not None, "the phase label's dropout values are documented"
+    documented = set(re.findall(r"`([a-z]+)`", match.group(1)))
+    initialize_series("aggregator")
+    exported = {
+        sample.labels["phase"]
+        for family in REGISTRY.collect()
+        if family.name == "fedcast_dropouts"
+        for sample in family.samples
+        if sample.name == "fedcast_dropouts_total" and sample.labels["service"] == "aggregator"
+    }
+    assert documented == {"upload", "decrypt"}
+    assert documented <= exported
+    resends = REGISTRY.get_sample_value("fedcast_challenge_resends_total", {"service": "aggregator"})
+    assert resends is not None  # exported from start-up, as documented

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY
 
 from fedcast.cli import build_parser
 from fedcast.services_cli import _observed
@@ -78,6 +78,25 @@ async def test_metrics_endpoint_serves_the_default_registry_in_text_format() -> 
     # the registry is process-wide: other tests may have counted retries already
     assert re.search(r'^fedcast_round_retries_total\{service="aggregator"\} \d+\.\d+$', text, re.M)
     assert "fedcast_round_phase_duration_seconds" in text
+    assert re.search(r'^fedcast_challenge_resends_total\{service="aggregator"\} \d+\.\d+$', text, re.M)
+
+
+def test_initialized_series_follow_protocol_v2() -> None:
+    """From start-up: re-sent challenges, and dropouts in the two phases members are dropped in."""
+    initialize_series("aggregator")
+    initialize_series("edge")
+
+    def exported(name: str, **labels: str) -> bool:
+        return REGISTRY.get_sample_value(name, labels) is not None
+
+    assert exported("fedcast_challenge_resends_total", service="aggregator")
+    for phase in ("upload", "decrypt"):
+        assert exported("fedcast_dropouts_total", service="aggregator", phase=phase)
+    # Silence after the challenge re-sends it and drops nobody: no "response" dropouts series.
+    assert not exported("fedcast_dropouts_total", service="aggregator", phase="response")
+    assert not exported("fedcast_challenge_resends_total", service="edge")  # aggregator only
+    for reason in ("malformed", "unsupported_version", "bad_signature", "stale"):
+        assert exported("fedcast_messages_rejected_total", service="edge", reason=reason)
 
 
 async def test_healthz_and_readyz_follow_the_ready_callable() -> None:

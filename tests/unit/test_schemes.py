@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from shared.crypto.group import GroupParams
-from shared.errors import ConfigurationError
+from shared.crypto.proofs import RESPONSE_BITS
+from shared.errors import ConfigurationError, LegacyStateError
 from shared.params import SystemParams
 from shared.schemes import ElGamalSum, PaillierSum
 from shared.secure_sum import PlaintextSum, SecureSum
@@ -59,9 +60,25 @@ def test_elgamal_stats_and_wire_size(elgamal: ElGamalSum, small_group: GroupPara
     elgamal.sum(vectors)
     stats = elgamal.last_round
     u = elgamal.params.n_segments(100)
-    assert stats.upload_bytes == [u * small_group.ciphertext_bytes + 2 * small_group.element_bytes] * 3
-    assert len(stats.client_seconds) == 3 and stats.aggregate_seconds > 0 and stats.decrypt_seconds > 0
+    # v2 upload: the key segment K_i and u data segments mod N^2; A_i, B_i and the proof's t mod N;
+    # the proof's response z in a fixed 81-byte bin (641 bits).
+    ciphertexts, elements, response = (u + 1) * 128, 3 * 64, 81
+    assert (small_group.ciphertext_bytes, small_group.element_bytes) == (128, 64)
+    assert (RESPONSE_BITS + 7) // 8 == response
+    assert stats.upload_bytes == [ciphertexts + elements + response] * 3
+    assert len(stats.client_seconds) == len(stats.respond_seconds) == 3
+    assert stats.aggregate_seconds > 0 and stats.decrypt_seconds > 0
+    assert stats.n_clients == 3 and stats.n_params == 100 and stats.clipped_values == 0
     assert isinstance(elgamal, SecureSum)
+
+
+def test_elgamal_rounds_are_independent(elgamal: ElGamalSum) -> None:
+    """Each call is a new model (fresh digest): the same clients answer every round."""
+    vectors = [np.full(7, 0.5), np.full(7, -0.25), np.full(7, 1.0)]
+    first = elgamal.sum(vectors)
+    second = elgamal.sum(vectors)
+    assert np.allclose(first, 1.25, atol=3 / elgamal.params.encoding.scale)
+    assert np.allclose(second, first, atol=3 / elgamal.params.encoding.scale)
 
 
 def test_elgamal_refuses_single_client_and_mismatched_vectors(elgamal: ElGamalSum) -> None:
@@ -76,4 +93,6 @@ def test_elgamal_refuses_single_client_and_mismatched_vectors(elgamal: ElGamalSu
 def test_system_params_round_trip(small_group: GroupParams) -> None:
     params = SystemParams(small_group, max_clients=50)
     assert SystemParams.from_dict(params.to_dict(), allow_insecure=True) == params
+    with pytest.raises(LegacyStateError):  # written by protocol version 1: refused, never converted
+        SystemParams.from_dict({**params.to_dict(), "version": 1}, allow_insecure=True)
     assert params.layout.max_clients * params.layout.max_value < 2**params.layout.slot_bits

@@ -52,6 +52,9 @@ AGGREGATOR_TOKEN = "svc-test-aggregator-token-" + "b" * 24
 CLIP = 16.0  # wide enough that no value of SPEC is clipped (tests check the clip counter)
 QUANTUM = 2.0**-DEFAULT_FRAC_BITS
 SPEC = TaskSpec(n_items=12, latent_dim=3, learning_rate=0.01, seed=7)
+#: Test federations have 2-5 clients: the minimum online set is lowered to 2 explicitly (the
+#: default is 3) for the key service, the aggregator and every edge.
+MIN_ONLINE = 2
 #: Short timeouts: a ready window closes early once every expected client is ready.
 FAST_ROUNDS = RoundConfig(
     min_online=2, ready_window_s=1.5, upload_timeout_s=2.5, response_timeout_s=2.5, max_attempts=3
@@ -211,8 +214,8 @@ class ProbeAggregator(AggregatorService):
         self.seen: list[Seen] = []
         self.accepted: list[Header] = []  # passed the gate and the state machine
 
-    def _dispatch(self, msg: Signed) -> list[Outgoing]:
-        outgoing = super()._dispatch(msg)
+    def _dispatch(self, msg: Signed, raw: bytes) -> list[Outgoing]:
+        outgoing = super()._dispatch(msg, raw)
         self.accepted.append(msg.header)
         return outgoing
 
@@ -356,6 +359,7 @@ class Federation:
                 modulus_bits=2048,
                 clip=CLIP,
                 max_clients=16,
+                min_online=MIN_ONLINE,
                 admin_token=ADMIN_TOKEN,
                 aggregator_token=AGGREGATOR_TOKEN,
                 allow_insecure_test_group=not self.real_group,
@@ -430,6 +434,7 @@ class Federation:
             enrollment_token=self.tokens[cid],
             task=self.spec,
             data=self.sources[cid],
+            min_online=MIN_ONLINE,
             allow_insecure_test_group=not self.real_group,
         )
         service = cls(config, self.transport(cid), on_result=committed, **kwargs)

@@ -1,3 +1,5 @@
+"""GroupParams: serialization, repr, generators from N, the lift, and the received-element rule."""
+
 from __future__ import annotations
 
 import gmpy2
@@ -6,111 +8,201 @@ from gmpy2 import mpz
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.crypto.group import (
-    MIN_P_BITS,
-    GroupParams,
-    generate_group,
-    insecure_test_group,
-)
+from shared.crypto.group import EXPONENT_BITS, GroupParams
 from shared.errors import (
     InsecureParametersError,
     InvalidGroupElementError,
     InvalidParametersError,
+    LegacyStateError,
 )
 
-
-def test_generated_group_has_production_sizes() -> None:
-    group = generate_group(2048)
-    assert group.p.bit_length() == 2048
-    assert group.q.bit_length() == 256
-    assert not group.insecure
-    assert (group.p - 1) % group.q == 0
-    assert gmpy2.powmod(group.g, group.q, group.p) == 1
-    assert group.element_bytes == 256 and group.ciphertext_bytes == 512
+from .helpers import SAFE_P as P
+from .helpers import SAFE_Q as Q
+from .helpers import known_group
 
 
-def test_unsupported_size_is_refused() -> None:
-    with pytest.raises(InvalidParametersError):
-        generate_group(1024)
+@pytest.fixture(scope="module")
+def known() -> GroupParams:
+    for safe in (P, Q):
+        assert gmpy2.is_prime(safe) and gmpy2.is_prime((safe - 1) // 2)
+    return known_group()
 
 
-def test_stored_group_validates(group_2048: GroupParams) -> None:
-    group_2048.validate()
-    assert group_2048.plaintext_bits == 2047
+def is_qr(x: int) -> bool:
+    """Membership in QR_N, which only the holder of P and Q can test."""
+    return bool(gmpy2.legendre(x, P) == 1 and gmpy2.legendre(x, Q) == 1)
 
 
-def test_small_group_refused_without_explicit_opt_in(small_group: GroupParams) -> None:
+# -- serialization and repr ------------------------------------------------------------------------
+
+
+def test_round_trip_and_insecure_opt_in(small_group: GroupParams, group_2048: GroupParams) -> None:
+    assert GroupParams.from_dict(group_2048.to_dict()) == group_2048
+    doc = small_group.to_dict()
+    assert doc["insecure"] is True and int(doc["n"], 16) == small_group.n
     with pytest.raises(InsecureParametersError):
-        GroupParams.from_ints(small_group.p, small_group.q, small_group.g)
-    loaded = GroupParams.from_dict(small_group.to_dict(), allow_insecure=True)
-    assert loaded == small_group and loaded.insecure
-    assert small_group.p.bit_length() < MIN_P_BITS
+        GroupParams.from_dict(doc)
+    loaded = GroupParams.from_dict(doc, allow_insecure=True)
+    assert loaded == small_group and loaded.insecure and loaded.g == small_group.g
 
 
-def test_insecure_test_group_is_deterministic() -> None:
-    assert insecure_test_group(256, 64, seed=3) == insecure_test_group(256, 64, seed=3)
-    assert insecure_test_group(256, 64, seed=3) != insecure_test_group(256, 64, seed=4)
+def test_a_v1_group_document_is_refused_as_legacy() -> None:
+    v1 = {"p": format(gmpy2.next_prime(mpz(1) << 2047), "x"), "q": "f" * 64, "g": "4", "insecure": False}
+    with pytest.raises(LegacyStateError, match="version-1"):
+        GroupParams.from_dict(v1)
+    with pytest.raises(LegacyStateError):
+        GroupParams.from_dict(v1, allow_insecure=True)
 
 
 @pytest.mark.parametrize(
-    ("mutate", "message"),
+    "doc",
     [
-        (lambda p, q, g: (p + 2, q, g), "p is not prime"),
-        (lambda p, q, g: (p, q + 2, g), "q"),
-        (lambda p, q, g: (p, q, mpz(1)), "order q"),
-        (lambda p, q, g: (p, q, p - 1), "order q"),  # order 2, not q
-        (lambda p, q, g: (p, q, p + 5), "order q"),
+        {"format": "fedcast.group", "version": 2, "n": "zz"},
+        {"format": "fedcast.group", "version": 2},
+        {"format": "something.else", "version": 2, "n": "ff"},
+        {"format": "fedcast.group", "version": 3, "n": "ff"},
+        ["n", "ff"],
+        None,
     ],
 )
-def test_invalid_parameters_are_rejected(small_group: GroupParams, mutate, message: str) -> None:
-    p, q, g = mutate(small_group.p, small_group.q, small_group.g)
-    with pytest.raises(InvalidParametersError, match=message):
-        GroupParams.from_ints(p, q, g, allow_insecure=True)
-
-
-def test_q_not_dividing_p_minus_1_is_rejected(small_group: GroupParams) -> None:
-    other_q = gmpy2.next_prime(small_group.q)
+def test_malformed_group_documents_are_refused(doc: object) -> None:
     with pytest.raises(InvalidParametersError):
-        GroupParams.from_ints(small_group.p, other_q, small_group.g, allow_insecure=True)
+        GroupParams.from_dict(doc, allow_insecure=True)
 
 
-def test_malformed_dict_is_rejected() -> None:
+def test_a_document_is_validated_like_a_supplied_modulus(group_2048: GroupParams) -> None:
+    doc = {**group_2048.to_dict(), "n": format(gmpy2.next_prime(group_2048.n), "x")}
+    with pytest.raises(InvalidParametersError, match="prime"):
+        GroupParams.from_dict(doc)
+
+
+def test_repr_shows_only_a_prefix_of_n(group_2048: GroupParams) -> None:
+    text = repr(group_2048)
+    hex_n = format(group_2048.n, "x")
+    assert hex_n[:16] in text and hex_n[:17] not in text and "2048" in text
+    assert str(group_2048.n) not in text
+
+
+# -- generators ------------------------------------------------------------------------------------
+
+
+def test_generators_are_derived_deterministically_from_n(
+    small_group: GroupParams, group_1024: GroupParams
+) -> None:
+    again = GroupParams(small_group.n, insecure=True)
+    assert again.g == small_group.g
+    assert again.segment_bases("plant-7", 4) == small_group.segment_bases("plant-7", 4)
+    assert group_1024.g != small_group.g
+    assert group_1024.segment_bases("plant-7", 1) != small_group.segment_bases("plant-7", 1)
+
+
+def test_generators_are_squares_distinct_and_per_federation(small_group: GroupParams) -> None:
+    g, n = small_group.g, small_group.n
+    bases = small_group.segment_bases("plant-7", 8)
+    others = small_group.segment_bases("plant-8", 8)
+    everything = [g, *bases, *others]
+    assert len(set(everything)) == len(everything)  # g, every h_j, every federation distinct
+    for x in everything:
+        assert 1 < x < n and gmpy2.jacobi(x, n) == 1 and gmpy2.gcd(x, n) == 1
+
+
+def test_generators_are_in_qr_n(known: GroupParams) -> None:
+    """FDH squares its output: with the factors known, g and every h_j are quadratic residues."""
+    assert all(is_qr(x) for x in (known.g, *known.segment_bases("f", 20)))
+
+
+def test_segment_bases_are_prefix_consistent(small_group: GroupParams) -> None:
+    first, second = GroupParams(small_group.n, insecure=True), GroupParams(small_group.n, insecure=True)
+    short = first.segment_bases("plant-7", 3)
+    long = second.segment_bases("plant-7", 9)
+    assert long[:3] == short == first.segment_bases("plant-7", 9)[:3]
+    assert first.segment_bases("plant-7", 2) == short[:2]  # asking for fewer after more
     with pytest.raises(InvalidParametersError):
-        GroupParams.from_dict({"p": "zz", "q": "1", "g": "2"})
-    with pytest.raises(InvalidParametersError):
-        GroupParams.from_dict({"p": "ff"})
+        first.segment_bases("plant-7", 0)
 
 
-def test_check_element(small_group: GroupParams) -> None:
-    p = small_group.p
-    good = small_group.power(12345)
-    assert small_group.check_element(good) == good
-    for bad in (0, 1, p, p + 1, -good, p - 1):  # p-1 has order 2
+# -- the lift and exponents ------------------------------------------------------------------------
+
+
+@given(st.integers(min_value=2, max_value=2**512))
+def test_lift_is_x_to_the_n_and_a_homomorphism(small_group: GroupParams, e: int) -> None:
+    n, n2 = small_group.n, small_group.n2
+    x, y = small_group.power(e), small_group.power(e + 1)
+    assert small_group.lift(x) == gmpy2.powmod(x, n, n2)
+    assert small_group.lift(x * y % n) == small_group.lift(x) * small_group.lift(y) % n2
+    assert small_group.lift(x) % n == gmpy2.powmod(x, n, n)
+
+
+def test_random_exponents_are_fresh_and_in_range(small_group: GroupParams) -> None:
+    seen = [small_group.random_exponent() for _ in range(200)]
+    assert len(set(seen)) == 200 and all(0 < e < 2**EXPONENT_BITS for e in seen)
+    assert max(e.bit_length() for e in seen) == EXPONENT_BITS  # full width, not short exponents
+    assert all(0 < small_group.random_exponent(8) < 256 for _ in range(50))
+
+
+# -- the received-element rule ---------------------------------------------------------------------
+
+
+def test_honest_elements_are_accepted(small_group: GroupParams) -> None:
+    n = small_group.n
+    for x in (small_group.g, small_group.power(12345), small_group.power(2**255 + 7), n - small_group.g):
+        assert small_group.check_element(x) == x
+        assert small_group.received_square(x) == x * x % n
+    assert small_group.check_element(int(small_group.g)) == small_group.g  # a plain int is fine
+
+
+def test_order_two_and_out_of_range_values_are_refused(small_group: GroupParams) -> None:
+    n, g = small_group.n, small_group.g
+    for bad in (0, 1, n, n + 1, n + g, 2 * n, -g, -1):
         with pytest.raises(InvalidGroupElementError):
+            small_group.received_square(bad)
+    assert small_group.check_element(n - 1) == n - 1  # -1 passes the first half (Jacobi +1) ...
+    with pytest.raises(InvalidGroupElementError, match="squares to 1"):
+        small_group.received_square(n - 1)  # ... and is refused by its square
+
+
+@pytest.mark.parametrize("bad", ["4", b"4", 4.0, 4.7, None, True, False, [5]])
+def test_non_integers_are_refused(small_group: GroupParams, bad: object) -> None:
+    assert gmpy2.jacobi(4, small_group.n) == 1  # 4 itself would be accepted
+    with pytest.raises(InvalidGroupElementError, match="not an integer"):
+        small_group.check_element(bad)
+
+
+def test_jacobi_minus_one_is_refused(small_group: GroupParams) -> None:
+    n = small_group.n
+    x = next(x for x in range(2, 100) if gmpy2.jacobi(x, n) == -1)
+    for bad in (x, small_group.g * x % n):
+        with pytest.raises(InvalidGroupElementError, match="Jacobi"):
             small_group.check_element(bad)
-    # A quadratic non-residue-ish element outside the subgroup (order not dividing q):
-    with pytest.raises(InvalidGroupElementError):
-        small_group.check_element(mpz(2) if gmpy2.powmod(2, small_group.q, p) != 1 else mpz(3))
-    with pytest.raises(InvalidGroupElementError):
-        small_group.check_element("not a number")
 
 
-@given(st.integers(min_value=1, max_value=2**127))
-def test_lift_equals_x_to_the_p(small_group: GroupParams, e: int) -> None:
-    """The fast lift is the crypto note's x^p mod p^2: congruent to x, order q mod p^2."""
-    x = small_group.power(e)
-    lifted = small_group.lift(x)
-    assert lifted == gmpy2.powmod(x, small_group.p, small_group.p2)
-    assert lifted % small_group.p == x
-    assert gmpy2.powmod(lifted, small_group.q, small_group.p2) == 1
+def test_an_element_sharing_a_factor_with_n_is_refused(known: GroupParams) -> None:
+    for bad in (P, Q, 4 * P, P * 12345 % (P * Q)):
+        with pytest.raises(InvalidGroupElementError, match="factor"):
+            known.check_element(bad)
 
 
-def test_lift_is_a_homomorphism(group_2048: GroupParams) -> None:
-    a, b = group_2048.power(7), group_2048.power(11)
-    assert group_2048.lift(a * b % group_2048.p) == group_2048.lift(a) * group_2048.lift(b) % group_2048.p2
+def test_every_element_of_order_two_is_refused(known: GroupParams) -> None:
+    """The square roots of 1 are +-1 and the two CRT mixes; the mixes have Jacobi -1 (Q = 3 mod 4)."""
+    n = P * Q
+    mixes = _crt_roots_of_one()
+    assert all(x * x % n == 1 for x in mixes) and 1 not in mixes and n - 1 not in mixes
+    assert all(gmpy2.jacobi(x, n) == -1 for x in mixes)
+    for root in (*mixes, n - 1):
+        with pytest.raises(InvalidGroupElementError):
+            known.received_square(root)
 
 
-def test_random_exponents_are_in_range_and_fresh(small_group: GroupParams) -> None:
-    seen = {int(small_group.random_exponent()) for _ in range(200)}
-    assert len(seen) == 200
-    assert all(0 < e < small_group.q for e in seen)
+def _crt_roots_of_one() -> list[int]:
+    n = P * Q
+    one_mod_p = Q * pow(Q, -1, P)  # 1 mod P, 0 mod Q
+    one_mod_q = P * pow(P, -1, Q)
+    return [(one_mod_p - one_mod_q) % n, (one_mod_q - one_mod_p) % n]
+
+
+def test_squaring_puts_every_accepted_value_in_qr_n(known: GroupParams) -> None:
+    """x with (x|P) = (x|Q) = -1 has Jacobi +1: it passes the rule but is no square; its square is."""
+    n = P * Q
+    x = next(x for x in range(2, 1000) if gmpy2.legendre(x, P) == -1 and gmpy2.legendre(x, Q) == -1)
+    assert not is_qr(x) and known.check_element(x) == x
+    assert is_qr(known.received_square(x)) and is_qr(known.received_square(n - x))

@@ -1,4 +1,4 @@
-"""Schnorr proof of possession of the ElGamal key: completeness, soundness checks, binding."""
+"""Proof of possession at enrollment: completeness, binding to federation/id/key, no rogue keys."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import pytest
 from shared.crypto.group import GroupParams
 from shared.crypto.keys import ClientKeyPair
 from shared.crypto.pok import enrollment_context, prove_possession, verify_possession
-from shared.errors import InvalidGroupElementError, InvalidKeyError
+from shared.crypto.proofs import RESPONSE_BITS, DlogProof
+from shared.errors import InvalidKeyError
 
-CTX = enrollment_context("plant-7", "line-3", b"\x01" * 32)
+VK = b"\x01" * 32
+CTX = enrollment_context("plant-7", "line-3", VK)
 
 
 def test_honest_proofs_verify(small_group: GroupParams) -> None:
@@ -19,37 +21,53 @@ def test_honest_proofs_verify(small_group: GroupParams) -> None:
         verify_possession(small_group, kp.public, prove_possession(kp, CTX), CTX)
 
 
-def test_proofs_are_bound_to_key_and_context(small_group: GroupParams) -> None:
-    kp, other = ClientKeyPair.generate(small_group), ClientKeyPair.generate(small_group)
-    proof = prove_possession(kp, CTX)
-    with pytest.raises(InvalidKeyError):
-        verify_possession(small_group, other.public, proof, CTX)
-    for ctx in (
-        enrollment_context("plant-8", "line-3", b"\x01" * 32),
-        enrollment_context("plant-7", "line-4", b"\x01" * 32),
+@pytest.mark.parametrize(
+    "other",
+    [
+        enrollment_context("plant-8", "line-3", VK),
+        enrollment_context("plant-7", "line-4", VK),
         enrollment_context("plant-7", "line-3", b"\x02" * 32),
-    ):
-        with pytest.raises(InvalidKeyError):
-            verify_possession(small_group, kp.public, proof, ctx)
+        enrollment_context("plant-7line-3", "", VK),  # fields cannot shift into each other
+    ],
+)
+def test_a_proof_is_bound_to_federation_id_and_verify_key(small_group: GroupParams, other: bytes) -> None:
+    kp = ClientKeyPair.generate(small_group)
+    proof = prove_possession(kp, CTX)
+    assert other != CTX
+    with pytest.raises(InvalidKeyError):
+        verify_possession(small_group, kp.public, proof, other)
+
+
+def test_a_proof_is_bound_to_its_key(small_group: GroupParams) -> None:
+    kp, other = ClientKeyPair.generate(small_group), ClientKeyPair.generate(small_group)
+    with pytest.raises(InvalidKeyError):
+        verify_possession(small_group, other.public, prove_possession(kp, CTX), CTX)
 
 
 def test_rogue_key_cannot_be_proven(small_group: GroupParams) -> None:
     """pk_M = g^x / pk_A: whoever knows x does not know log(pk_M), so no valid proof exists."""
+    n = small_group.n
     victim = ClientKeyPair.generate(small_group)
     x = small_group.random_exponent()
-    rogue = small_group.power(x) * gmpy2.invert(victim.public, small_group.p) % small_group.p
-    # The attacker's best try: a proof made with the key it does know (g^x) for the rogue key.
+    rogue = small_group.power(x) * gmpy2.invert(victim.public, n) % n
+    assert rogue * victim.public % n == small_group.power(x)  # the product has a known log
     attempt = prove_possession(ClientKeyPair.from_secret(small_group, x), CTX)
     with pytest.raises(InvalidKeyError):
         verify_possession(small_group, rogue, attempt, CTX)
 
 
-def test_malformed_proofs(small_group: GroupParams) -> None:
+def test_malformed_proofs_and_keys_are_refused(small_group: GroupParams) -> None:
+    n = small_group.n
     kp = ClientKeyPair.generate(small_group)
-    t, s = prove_possession(kp, CTX)
-    with pytest.raises(InvalidGroupElementError):
-        verify_possession(small_group, kp.public, (int(small_group.p) - 1, s), CTX)
-    with pytest.raises(InvalidKeyError):
-        verify_possession(small_group, kp.public, (t, int(small_group.q) + s), CTX)
-    with pytest.raises(InvalidKeyError):
-        verify_possession(small_group, kp.public, (t, (s + 1) % int(small_group.q)), CTX)
+    proof = prove_possession(kp, CTX)
+    for bad in (
+        DlogProof(int(n - 1), proof.response),
+        DlogProof(0, proof.response),
+        DlogProof(proof.commitment, proof.response + 2**RESPONSE_BITS),
+        DlogProof(proof.commitment, proof.response + 1),
+    ):
+        with pytest.raises(InvalidKeyError):
+            verify_possession(small_group, kp.public, bad, CTX)
+    for key in (n - 1, 1, 0, n + kp.public):
+        with pytest.raises(InvalidKeyError):
+            verify_possession(small_group, key, proof, CTX)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import gmpy2
 import pytest
 
 from services.keyserver.service import KeyServerConfig, load_device_tokens
 from shared.errors import ConfigurationError
 from shared.wire.serde import DEFAULT_MAX_MESSAGE_BYTES
+from tests.conftest import stored_modulus
 
 ADMIN = "admin-secret-0123456789"
 AGG = "aggregator-secret-0123456789"
@@ -18,8 +20,14 @@ AGG = "aggregator-secret-0123456789"
 def test_defaults() -> None:
     cfg = KeyServerConfig.from_env({})
     assert cfg.state_dir == Path("/var/lib/fedcast/keyserver")
-    assert (cfg.federation, cfg.p_bits, cfg.frac_bits, cfg.clip) == ("default", 2048, 16, 4.0)
-    assert (cfg.max_clients, cfg.min_online) == (1000, 2)
+    assert (cfg.federation, cfg.modulus_bits, cfg.modulus, cfg.frac_bits, cfg.clip) == (
+        "default",
+        2048,
+        None,
+        16,
+        4.0,
+    )
+    assert (cfg.max_clients, cfg.min_online) == (1000, 3)  # clients' default minimum |S| is 3
     assert (cfg.admin_token, cfg.aggregator_token, cfg.device_tokens) == ("", "", None)
     assert cfg.max_message_bytes == DEFAULT_MAX_MESSAGE_BYTES
     assert cfg.allow_insecure_test_group is False
@@ -29,7 +37,7 @@ def test_every_variable(tmp_path: Path) -> None:
     env = {
         "FEDCAST_STATE_DIR": str(tmp_path),
         "FEDCAST_FEDERATION": "plant-7",
-        "FEDCAST_P_BITS": "3072",
+        "FEDCAST_MODULUS_BITS": "3072",
         "FEDCAST_FRAC_BITS": "12",
         "FEDCAST_CLIP": "2.5",
         "FEDCAST_MAX_CLIENTS": "50",
@@ -42,7 +50,19 @@ def test_every_variable(tmp_path: Path) -> None:
     }
     cfg = KeyServerConfig.from_env(env)
     assert cfg == KeyServerConfig(
-        tmp_path, "plant-7", 3072, 12, 2.5, 50, 5, ADMIN, AGG, tmp_path / "tokens", 1048576, False
+        tmp_path,
+        federation="plant-7",
+        modulus_bits=3072,
+        modulus=None,
+        frac_bits=12,
+        clip=2.5,
+        max_clients=50,
+        min_online=5,
+        admin_token=ADMIN,
+        aggregator_token=AGG,
+        device_tokens=tmp_path / "tokens",
+        max_message_bytes=1048576,
+        allow_insecure_test_group=False,
     )
     assert cfg.registry_path == tmp_path / "registry.sqlite3"
 
@@ -60,11 +80,75 @@ def test_tokens_from_files_and_masked_repr(tmp_path: Path) -> None:
     assert ADMIN not in text and AGG not in text and "<redacted>" in text
 
 
+# -- the modulus ------------------------------------------------------------------------------------
+
+
+def test_supplied_modulus_in_hex_from_the_variable_or_a_file(tmp_path: Path) -> None:
+    n = stored_modulus(2048)
+    assert KeyServerConfig.from_env({"FEDCAST_MODULUS": format(n, "x")}).modulus == n
+    assert KeyServerConfig.from_env({"FEDCAST_MODULUS": f"0x{n:X}\n"}).modulus == n
+    path = tmp_path / "modulus.hex"
+    path.write_text(format(n, "x") + "\n")
+    assert KeyServerConfig.from_env({"FEDCAST_MODULUS_FILE": str(path)}).modulus == n
+
+
+def test_repr_does_not_print_the_modulus() -> None:
+    n = stored_modulus(2048)
+    cfg = KeyServerConfig.from_env({"FEDCAST_MODULUS": format(n, "x"), "FEDCAST_ADMIN_TOKEN": ADMIN})
+    text = repr(cfg) + str(cfg)
+    assert "supplied" in text
+    for form in (format(n, "x"), format(n, "X"), str(n)):
+        assert form[:32] not in text
+    assert ADMIN not in text
+
+
+def _prime_of_2048_bits() -> int:
+    return int(gmpy2.next_prime((1 << 2047) + 12345))
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (_prime_of_2048_bits, "is prime"),  # protocol v1's flaw: a public factorization
+        (lambda: 2 * stored_modulus(2048), "even"),
+        (lambda: stored_modulus(512), "below the minimum"),  # only tests may use small moduli
+        (lambda: stored_modulus(2048) * 3, "prime factor below"),
+    ],
+    ids=["prime", "even", "small", "small-factor"],
+)
+def test_unusable_moduli_are_refused_at_configuration_time(tmp_path: Path, make: object, match: str) -> None:
+    assert callable(make)
+    n = make()
+    with pytest.raises(ConfigurationError, match=match):
+        KeyServerConfig.from_env({"FEDCAST_MODULUS": format(n, "x")})
+    path = tmp_path / "n.hex"
+    path.write_text(format(n, "x"))
+    with pytest.raises(ConfigurationError, match=match):
+        KeyServerConfig.from_env({"FEDCAST_MODULUS_FILE": str(path)})
+    with pytest.raises(ConfigurationError, match=match):
+        KeyServerConfig(tmp_path, modulus=n)  # the dataclass itself validates, not only from_env
+
+
+def test_small_modulus_is_accepted_only_for_tests(tmp_path: Path) -> None:
+    n = stored_modulus(512)
+    assert KeyServerConfig(tmp_path, modulus=n, allow_insecure_test_group=True).modulus == n
+
+
+def test_version_1_setting_is_refused_with_its_replacement_named() -> None:
+    with pytest.raises(ConfigurationError, match="FEDCAST_MODULUS_BITS") as info:
+        KeyServerConfig.from_env({"FEDCAST_P_BITS": "2048"})
+    assert "FEDCAST_P_BITS" in str(info.value)
+
+
 @pytest.mark.parametrize(
     ("env", "match"),
     [
-        ({"FEDCAST_P_BITS": "1024"}, "p_bits"),
-        ({"FEDCAST_P_BITS": "many"}, "FEDCAST_P_BITS must be an integer"),
+        ({"FEDCAST_MODULUS_BITS": "1024"}, "modulus_bits"),
+        ({"FEDCAST_MODULUS_BITS": "4096"}, "modulus_bits"),
+        ({"FEDCAST_MODULUS_BITS": "many"}, "FEDCAST_MODULUS_BITS must be an integer"),
+        ({"FEDCAST_MODULUS": "not-hex"}, "hexadecimal"),
+        ({"FEDCAST_MODULUS": "abc", "FEDCAST_MODULUS_FILE": "/x"}, "not both"),
+        ({"FEDCAST_MODULUS_FILE": "/nonexistent/modulus"}, "cannot read"),
         ({"FEDCAST_CLIP": "wide"}, "FEDCAST_CLIP"),
         ({"FEDCAST_CLIP": "-1"}, "clip"),
         ({"FEDCAST_FRAC_BITS": "40"}, "frac_bits"),
@@ -83,6 +167,9 @@ def test_invalid_settings_are_refused(env: dict[str, str], match: str) -> None:
     with pytest.raises(ConfigurationError, match=match) as info:
         KeyServerConfig.from_env(env)
     assert ADMIN not in str(info.value)
+
+
+# -- device tokens ----------------------------------------------------------------------------------
 
 
 def test_device_tokens_from_a_mounted_secret_directory(tmp_path: Path) -> None:

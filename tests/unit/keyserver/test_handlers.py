@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
+import gmpy2
 import pytest
 
 from services.keyserver.handlers import MAX_KEYS_PER_REQUEST, KeyServiceHandler, error_reply, reply_type
-from services.keyserver.store import RegistryStore
-from shared.crypto.group import GroupParams
-from shared.crypto.keys import ClientKeyPair
+from services.keyserver.store import DeviceStatus, RegistryStore
+from shared.crypto.group import GroupParams, frame
+from shared.crypto.keys import AggregatorPublicKey, AggregatorSecretKey, ClientKeyPair, aggregator_key_context
 from shared.crypto.pok import enrollment_context, prove_possession
+from shared.crypto.proofs import DlogProof, prove_dlog
 from shared.crypto.signing import SigningKeyPair
 from shared.errors import InvalidGroupElementError
 from shared.params import SystemParams
@@ -50,12 +53,14 @@ class Env:
         keypair: ClientKeyPair | None = None,
         pk: int | None = None,
         vk: bytes | None = None,
-        proof: tuple[int, int] | None = None,
+        proof: DlogProof | None = None,
+        signature: bytes | None = None,
     ) -> object:
         """Send ENROLL signed by ``signer``, carrying ``vk`` (default: the signer's own key).
 
         The proof of possession is computed for ``keypair`` (a fresh one by default) unless
-        ``proof`` is given; ``pk`` overrides the public key sent (for refusal tests).
+        ``proof`` is given; ``pk`` overrides the public key sent and ``signature`` the
+        request's signature (for refusal tests).
         """
         signer = signer or SigningKeyPair.generate()
         keypair = keypair or ClientKeyPair.generate(self.group)
@@ -63,8 +68,17 @@ class Env:
         if proof is None:
             proof = prove_possession(keypair, enrollment_context(FEDERATION, client_id, verify_key))
         public = int(keypair.public) if pk is None else pk
-        body = EnrollRequest(token, public, verify_key, *proof)
-        return self.handler.handle(signed(MessageType.ENROLL, body, signer, self.group, sender=client_id))
+        body = EnrollRequest(token, public, verify_key, proof)
+        msg = signed(MessageType.ENROLL, body, signer, self.group, sender=client_id)
+        if signature is not None:
+            msg = dataclasses.replace(msg, signature=signature)
+        return self.handler.handle(msg)
+
+    def register(self, info: AggregatorInfo, by: SigningKeyPair, token: str = AGGREGATOR_TOKEN) -> object:
+        body = RegisterAggregator(token, info)
+        return self.handler.handle(
+            signed(MessageType.REGISTER_AGGREGATOR, body, by, self.group, sender="aggregator")
+        )
 
 
 @pytest.fixture
@@ -78,19 +92,69 @@ def refused(reply: object, reason: str) -> None:
     assert reply.reason == reason, reply
 
 
+def test_params_reply_carries_the_modulus_and_nothing_of_a_prime_group() -> None:
+    # Only N travels: g and the segment bases are derived from it; no p, q, g fields.
+    assert [f.name for f in dataclasses.fields(ParamsReply)] == [
+        "modulus",
+        "frac_bits",
+        "clip",
+        "max_clients",
+        "min_online",
+        "aggregator",
+    ]
+
+
 def test_get_params_before_and_after_the_aggregator_registers(env: Env) -> None:
     request = signed(MessageType.GET_PARAMS, ParamsRequest(), SigningKeyPair.generate(), env.group)
     reply = env.handler.handle(request)
     assert isinstance(reply, ParamsReply)
-    assert (reply.p, reply.q, reply.g) == (env.group.p, env.group.q, env.group.g)
+    assert reply.modulus == int(env.group.n)
     assert (reply.frac_bits, reply.clip) == (env.params.encoding.frac_bits, env.params.encoding.clip)
     assert (reply.max_clients, reply.min_online, reply.aggregator) == (16, 3, None)
     signer = SigningKeyPair.generate()
     info = aggregator_info(env.group, signer)
-    body = RegisterAggregator(AGGREGATOR_TOKEN, info)
-    assert env.handler.handle(signed(MessageType.REGISTER_AGGREGATOR, body, signer, env.group)) == Ack()
+    assert env.register(info, signer) == Ack()
     reply = env.handler.handle(request)
     assert isinstance(reply, ParamsReply) and reply.aggregator == info
+    # The proofs are served as registered: any client can verify them again.
+    key = AggregatorPublicKey.verified(
+        env.group,
+        reply.aggregator.beta,
+        reply.aggregator.delivery,
+        reply.aggregator.beta_proof,
+        reply.aggregator.delivery_proof,
+        federation=FEDERATION,
+        verify_key=signer.verify_key,
+    )
+    assert int(key.beta) == info.beta
+
+
+def test_get_params_and_get_keys_are_answered_without_checking_the_request_signature(env: Env) -> None:
+    """Specified behaviour (handlers.py docstring): public answers, signed replies, no side effects."""
+    token = env.store.provision_device("c1")
+    assert env.enroll("c1", token) == Ack()
+    garbage = b"\x00" * 64
+    for mtype, body, expected in (
+        (MessageType.GET_PARAMS, ParamsRequest(), ParamsReply),
+        (MessageType.GET_KEYS, KeysRequest(("c1",)), KeysReply),
+    ):
+        msg = signed(mtype, body, SigningKeyPair.generate(), env.group, sender="not-enrolled")
+        reply = env.handler.handle(dataclasses.replace(msg, signature=garbage))
+        assert isinstance(reply, expected), reply
+    keys = env.handler.handle(
+        dataclasses.replace(
+            signed(MessageType.GET_KEYS, KeysRequest(("c1",)), SigningKeyPair.generate(), env.group),
+            signature=garbage,
+        )
+    )
+    assert isinstance(keys, KeysReply) and [e.client_id for e in keys.entries] == ["c1"]
+
+
+def test_enroll_with_a_bad_signature_is_refused(env: Env) -> None:
+    token = env.store.provision_device("c1")
+    refused(env.enroll("c1", token, signature=b"\x00" * 64), "bad_signature")
+    assert env.store.status("c1") is DeviceStatus.PROVISIONED
+    assert env.enroll("c1", token) == Ack()
 
 
 def test_enroll_and_get_keys(env: Env) -> None:
@@ -112,23 +176,43 @@ def test_enroll_and_get_keys(env: Env) -> None:
     )
 
 
+def test_enroll_proof_bound_to_another_identity_is_refused(env: Env) -> None:
+    token = env.store.provision_device("c1")
+    signer = SigningKeyPair.generate()
+    keypair = ClientKeyPair.generate(env.group)
+    # A valid proof for the same key, bound to another client id ...
+    other_id = prove_possession(keypair, enrollment_context(FEDERATION, "c9", signer.verify_key))
+    refused(env.enroll("c1", token, signer, keypair=keypair, proof=other_id), "invalid_key")
+    # ... to another verify key ...
+    other_vk = prove_possession(
+        keypair, enrollment_context(FEDERATION, "c1", SigningKeyPair.generate().verify_key)
+    )
+    refused(env.enroll("c1", token, signer, keypair=keypair, proof=other_vk), "invalid_key")
+    # ... or to another federation: none transfers.
+    other_fed = prove_possession(keypair, enrollment_context("other-fed", "c1", signer.verify_key))
+    refused(env.enroll("c1", token, signer, keypair=keypair, proof=other_fed), "invalid_key")
+    assert env.store.entries(["c1"]) == []
+    assert env.enroll("c1", token, signer, keypair=keypair) == Ack()  # the bound proof goes through
+
+
 def test_enroll_refusals(env: Env) -> None:
     token = env.store.provision_device("c1")
+    n = int(env.group.n)
     refused(env.enroll("c1", "wrong-token-0123456789"), "enrollment_refused")
     refused(env.enroll("c9", token), "enrollment_refused")  # token of another device
     # Signed by a key other than the one it registers: no proof of possession.
     other = SigningKeyPair.generate()
     refused(env.enroll("c1", token, vk=other.verify_key), "bad_signature")
-    refused(env.enroll("c1", token, pk=int(env.group.p) - 1), "invalid_group_element")  # order 2
+    # N - 1 passes 1 < x < N, gcd and Jacobi (+1 for N = PQ, P = Q = 3 mod 4) but squares to 1.
+    assert gmpy2.jacobi(n - 1, n) == 1
+    refused(env.enroll("c1", token, pk=n - 1), "invalid_group_element")
+    refused(env.enroll("c1", token, pk=1), "invalid_group_element")
+    jacobi_minus = next(x for x in range(2, 1000) if gmpy2.jacobi(x, n) == -1)
+    refused(env.enroll("c1", token, pk=jacobi_minus), "invalid_group_element")
     # A rogue key g^x / pk_A (no knowledge of its log) fails the proof of possession.
     victim = ClientKeyPair.generate(env.group)
-    rogue = int(env.group.power(12345) * pow(int(victim.public), -1, int(env.group.p)) % env.group.p)
+    rogue = int(env.group.power(12345) * pow(int(victim.public), -1, n) % n)
     refused(env.enroll("c1", token, pk=rogue), "invalid_key")
-    # A valid proof bound to another client id does not transfer.
-    signer = SigningKeyPair.generate()
-    keypair = ClientKeyPair.generate(env.group)
-    foreign = prove_possession(keypair, enrollment_context(FEDERATION, "c9", signer.verify_key))
-    refused(env.enroll("c1", token, signer, keypair=keypair, proof=foreign), "invalid_key")
     assert env.store.entries(["c1"]) == []  # nothing refused left a trace
     assert env.enroll("c1", token) == Ack()
     refused(env.enroll("c1", token), "enrollment_refused")  # already enrolled with other keys
@@ -136,26 +220,48 @@ def test_enroll_refusals(env: Env) -> None:
     refused(env.enroll("c1", token), "enrollment_refused")
 
 
-def test_register_aggregator_refusals(env: Env) -> None:
+def test_register_aggregator_with_valid_proofs(env: Env) -> None:
     signer = SigningKeyPair.generate()
     info = aggregator_info(env.group, signer)
+    assert env.register(info, signer) == Ack()
+    assert env.register(info, signer) == Ack()  # idempotent
+    assert env.store.aggregator() == info
 
-    def register(token: str, info: AggregatorInfo, by: SigningKeyPair = signer) -> object:
-        body = RegisterAggregator(token, info)
-        return env.handler.handle(signed(MessageType.REGISTER_AGGREGATOR, body, by, env.group))
 
-    refused(register("wrong-token-0123456789", info), "not_authorized")
-    refused(register(ADMIN_TOKEN, info), "not_authorized")  # the admin token is not the aggregator's
-    refused(register(AGGREGATOR_TOKEN, info, by=SigningKeyPair.generate()), "bad_signature")
-    bad_beta = AggregatorInfo((*info.betas[:-1], int(env.group.p) - 1), info.delivery, info.verify_key)
-    refused(register(AGGREGATOR_TOKEN, bad_beta), "invalid_group_element")
-    bad_delivery = AggregatorInfo(info.betas, int(env.group.p) - 1, info.verify_key)
-    refused(register(AGGREGATOR_TOKEN, bad_delivery), "invalid_group_element")
-    twice = AggregatorInfo((info.betas[0], info.betas[0]), info.delivery, info.verify_key)
-    refused(register(AGGREGATOR_TOKEN, twice), "invalid_key")  # equal betas leak m_j - m_k
+def test_register_aggregator_refusals(env: Env) -> None:
+    signer = SigningKeyPair.generate()
+    secret = AggregatorSecretKey.generate(env.group)
+    info = aggregator_info(env.group, signer, secret=secret)
+    n = int(env.group.n)
+
+    refused(env.register(info, signer, "wrong-token-0123456789"), "not_authorized")
+    refused(
+        env.register(info, signer, ADMIN_TOKEN), "not_authorized"
+    )  # the admin token is not the aggregator's
+    refused(env.register(info, SigningKeyPair.generate()), "bad_signature")
+    # The two proofs swapped: each is bound to its own key's role.
+    swapped = dataclasses.replace(info, beta_proof=info.delivery_proof, delivery_proof=info.beta_proof)
+    refused(env.register(swapped, signer), "invalid_key")
+    # Valid proofs of another federation (replayed from there) do not transfer.
+    foreign = aggregator_info(env.group, signer, federation="other-fed", secret=secret)
+    assert (foreign.beta, foreign.delivery) == (info.beta, info.delivery)
+    refused(env.register(foreign, signer), "invalid_key")
+    # Proofs made for another verify key, re-signed by this one.
+    stolen = aggregator_info(env.group, SigningKeyPair.generate(), secret=secret)
+    refused(env.register(dataclasses.replace(stolen, verify_key=signer.verify_key), signer), "invalid_key")
+    # beta = N - 1 would expose every s and m: refused by the element rule.
+    refused(env.register(dataclasses.replace(info, beta=n - 1), signer), "invalid_key")
+    refused(env.register(dataclasses.replace(info, delivery=n - 1), signer), "invalid_key")
+    # beta and D equal (both proofs genuine, same secret): refused.
+    context = aggregator_key_context(FEDERATION, signer.verify_key)
+    same = dataclasses.replace(
+        info,
+        delivery=info.beta,
+        delivery_proof=prove_dlog(env.group, secret.alpha, info.beta, frame(b"delivery", context)),
+    )
+    refused(env.register(same, signer), "invalid_key")
     assert env.store.aggregator() is None
-    assert register(AGGREGATOR_TOKEN, info) == Ack()
-    assert register(AGGREGATOR_TOKEN, info) == Ack()
+    assert env.register(info, signer) == Ack()
     assert env.store.aggregator() == info
 
 

@@ -4,52 +4,60 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import stat
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
 
-from services.keyserver.client import KeyServiceClient, error_for
+import shared.crypto.modulus
+from services.keyserver.client import KeyServiceClient
 from services.keyserver.service import (
     PARAMS_FILE,
+    REGISTRY_FILE,
     SIGNING_KEY_FILE,
     VERIFY_KEY_FILE,
     KeyServer,
     KeyServerConfig,
 )
 from services.keyserver.store import DeviceStatus
-from shared.crypto.group import GroupParams, insecure_test_group
+from shared.crypto.group import GroupParams
 from shared.crypto.keys import ClientKeyPair
+from shared.crypto.proofs import DlogProof
 from shared.crypto.signing import SigningKeyPair
 from shared.errors import (
     ConfigurationError,
     EnrollmentRefusedError,
     InsecureParametersError,
-    InternalError,
-    InvalidGroupElementError,
-    InvalidParametersError,
+    LegacyStateError,
     NotAuthorizedError,
     RegistryError,
-    RequestTimeoutError,
     SignatureError,
 )
-from shared.transport.base import KEYSERVER, Delivery
+from shared.transport.base import KEYSERVER
 from shared.transport.inprocess import InProcessBroker, InProcessTransport
 from shared.wire.codec import WireContext
 from shared.wire.messages import (
     EnrollRequest,
     ErrorReply,
     Header,
-    KeysReply,
     MessageType,
     ParamsReply,
     RegistryEntry,
 )
 from shared.wire.serde import decode, encode
-from tests.unit.keyserver.helpers import ADMIN_TOKEN, AGGREGATOR_TOKEN, FEDERATION, aggregator_info
+from tests.conftest import stored_modulus
+from tests.unit.keyserver.helpers import (
+    ADMIN_TOKEN,
+    AGGREGATOR_TOKEN,
+    FEDERATION,
+    aggregator_info,
+    write_v1_registry,
+)
 
 
 async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -145,6 +153,7 @@ async def test_full_flow(h: Harness, small_group: GroupParams) -> None:
     await agg.register_aggregator(AGGREGATOR_TOKEN, info)
     _, aggregator, _ = await client.get_params()
     assert aggregator == info
+    assert client.aggregator_key is not None and int(client.aggregator_key.beta) == info.beta
 
     entries = await agg.get_keys(["c1", "c2", "c1"])
     assert entries == {"c1": RegistryEntry("c1", int(keys.public), client._signer.verify_key, False)}
@@ -208,7 +217,7 @@ async def test_garbage_and_forged_enroll_are_counted_and_service_keeps_serving(h
     a, b = SigningKeyPair.generate(), SigningKeyPair.generate()
     forged = encode(
         Header(MessageType.ENROLL, FEDERATION, 0, 0, "c1"),
-        EnrollRequest(token, int(group.g), a.verify_key, int(group.g), 0),
+        EnrollRequest(token, int(group.g), a.verify_key, DlogProof(int(group.g), 0)),
         b,
         ctx,
     )
@@ -252,142 +261,10 @@ async def test_trust_on_first_use(h: Harness) -> None:
         assert client.keyserver_verify_key == h.server.verify_key
 
 
-async def test_timeouts_are_retried_then_raised(tmp_path: Path) -> None:
-    broker = InProcessBroker()
-    transport = InProcessTransport(broker)
-    await transport.connect()
-    client = KeyServiceClient(
-        transport,
-        FEDERATION,
-        "c1",
-        SigningKeyPair.generate(),
-        keyserver_verify_key=b"k" * 32,
-        timeout=0.05,
-        retries=2,
-        backoff=0.01,
-    )
-    start = time.monotonic()
-    with pytest.raises(RequestTimeoutError):
-        await client.get_params()
-    assert time.monotonic() - start >= 0.15
-    assert broker.depth(KEYSERVER) == 3  # one request per attempt (expired, nobody consumed them)
-    await transport.close()
-
-
-class FakeKeyServer:
-    """Answers every request with one canned reply, signed with a key the client pins."""
-
-    def __init__(self, transport: InProcessTransport, group: GroupParams, reply: object) -> None:
-        self.signer = SigningKeyPair.generate()
-        self.transport = transport
-        self.ctx = WireContext.from_group(group)
-        self.reply = reply
-
-    async def handle(self, delivery: Delivery) -> None:
-        mtype = MessageType.PARAMS if isinstance(self.reply, ParamsReply) else MessageType.KEYS
-        header = Header(mtype, FEDERATION, 0, 0, "keyserver")
-        await self.transport.reply(delivery, encode(header, self.reply, self.signer, self.ctx))  # type: ignore[arg-type]
-
-
-def params_reply(group: GroupParams, **overrides: object) -> ParamsReply:
-    fields: dict[str, object] = {
-        "p": int(group.p),
-        "q": int(group.q),
-        "g": int(group.g),
-        "frac_bits": 16,
-        "clip": 4.0,
-        "max_clients": 16,
-        "min_online": 2,
-        "aggregator": None,
-    } | overrides
-    return ParamsReply(**fields)  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize("what", ["beta", "entry"])
-async def test_client_checks_every_element_it_receives(small_group: GroupParams, what: str) -> None:
-    broker = InProcessBroker()
-    server_side, client_side = InProcessTransport(broker), InProcessTransport(broker)
-    await server_side.connect()
-    await client_side.connect()
-    bad = int(small_group.p) - 1  # order 2: not in the subgroup
-    if what == "beta":
-        info = aggregator_info(small_group, SigningKeyPair.generate())
-        reply: object = params_reply(
-            small_group, aggregator=type(info)((bad,), info.delivery, info.verify_key)
-        )
-    else:
-        reply = params_reply(small_group)
-    fake = FakeKeyServer(server_side, small_group, reply)
-    await server_side.consume(KEYSERVER, fake.handle)
-    client = KeyServiceClient(
-        client_side,
-        FEDERATION,
-        "c1",
-        SigningKeyPair.generate(),
-        keyserver_verify_key=fake.signer.verify_key,
-        timeout=2,
-        allow_insecure_test_group=True,
-    )
-    if what == "beta":
-        with pytest.raises(InvalidGroupElementError):
-            await client.get_params()
-    else:
-        await client.get_params()
-        fake.reply = KeysReply((RegistryEntry("c1", bad, b"v" * 32, False),))
-        with pytest.raises(InvalidGroupElementError):
-            await client.get_keys(["c1"])
-    await server_side.close()
-    await client_side.close()
-
-
 async def test_client_refuses_insecure_group_unless_allowed(h: Harness) -> None:
     client = await h.client("c1", allow_insecure_test_group=False)
     with pytest.raises(InsecureParametersError):
         await client.get_params()
-
-
-async def test_client_refuses_a_changed_group(small_group: GroupParams) -> None:
-    broker = InProcessBroker()
-    server_side, client_side = InProcessTransport(broker), InProcessTransport(broker)
-    await server_side.connect()
-    await client_side.connect()
-    fake = FakeKeyServer(server_side, small_group, params_reply(small_group))
-    await server_side.consume(KEYSERVER, fake.handle)
-    client = KeyServiceClient(
-        client_side,
-        FEDERATION,
-        "c1",
-        SigningKeyPair.generate(),
-        keyserver_verify_key=fake.signer.verify_key,
-        timeout=2,
-        allow_insecure_test_group=True,
-    )
-    await client.get_params()
-    await client.get_params()  # the same group again: fine
-    fake.reply = params_reply(insecure_test_group(seed=1))
-    with pytest.raises(InvalidParametersError, match="changed"):
-        await client.get_params()
-    await server_side.close()
-    await client_side.close()
-
-
-def test_client_checks_the_pinned_key_length() -> None:
-    with pytest.raises(ConfigurationError):
-        KeyServiceClient(
-            InProcessTransport(InProcessBroker()),
-            FEDERATION,
-            "c1",
-            SigningKeyPair.generate(),
-            keyserver_verify_key=b"x",
-        )
-
-
-def test_error_for_maps_reason_codes_back() -> None:
-    assert type(error_for(ErrorReply("not_authorized", "x"))) is NotAuthorizedError
-    assert type(error_for(ErrorReply("invalid_group_element", "x"))) is InvalidGroupElementError
-    assert type(error_for(ErrorReply("internal_error", "boom"))) is InternalError
-    unknown = error_for(ErrorReply("no_such_reason", "boom"))
-    assert type(unknown) is RegistryError and "no_such_reason" in str(unknown)
 
 
 async def test_state_persists_across_restarts(tmp_path: Path) -> None:
@@ -459,20 +336,183 @@ async def test_run_serves_until_stopped(tmp_path: Path) -> None:
     await h.close()
 
 
-async def test_real_2048_bit_group_is_generated_once_and_validated_on_load(tmp_path: Path) -> None:
+# -- state on disk: legacy files, the modulus, and its factors ------------------------------------
+
+
+async def failed_start(tmp_path: Path, **overrides: object) -> BaseException:
+    """Start a key service expected to refuse its state; the exception it raised."""
     h = Harness(tmp_path)
-    start = time.monotonic()
-    server = await h.start(allow_insecure_test_group=False)
-    generated = time.monotonic() - start
-    group = server.params.group
-    assert group.p.bit_length() == 2048 and group.q.bit_length() == 256 and not group.insecure
+    try:
+        with pytest.raises(Exception) as info:
+            await h.start(**overrides)
+    finally:
+        await h.close()
+    return info.value
+
+
+def v1_params_document() -> dict[str, Any]:
+    """system-params.json as protocol version 1 wrote it (a public prime p, q | p - 1, g)."""
+    p = 2**127 - 1
+    return {
+        "format": "fedcast.system-params",
+        "version": 1,
+        "group": {"p": format(p, "x"), "q": format(p // 2, "x"), "g": "3", "insecure": True},
+        "frac_bits": 16,
+        "clip": 4.0,
+        "max_clients": 16,
+    }
+
+
+@pytest.mark.parametrize("where", ["document", "group"])
+async def test_v1_system_params_are_refused_with_what_to_do(tmp_path: Path, where: str) -> None:
+    state = tmp_path / "keyserver"
+    state.mkdir(mode=0o700)
+    document = v1_params_document()
+    if where == "group":  # a version-2 wrapper around a version-1 group is refused too
+        document["version"] = 2
+    (state / PARAMS_FILE).write_text(json.dumps(document))
+    before = (state / PARAMS_FILE).read_bytes()
+    error = await failed_start(tmp_path)
+    assert isinstance(error, LegacyStateError), error
+    message = str(error)
+    assert "version 1" in message or "version-1" in message
+    assert "new" in message and "docs/SECURITY.md" in message  # says what to do
+    assert (state / PARAMS_FILE).read_bytes() == before  # refused, never converted
+    assert not (state / REGISTRY_FILE).exists()  # nothing else was started on top of it
+
+
+async def test_v1_registry_with_enrolled_keys_is_refused_at_start(tmp_path: Path) -> None:
+    state = tmp_path / "keyserver"
+    state.mkdir(mode=0o700)
+    write_v1_registry(state / REGISTRY_FILE, enrolled=True)
+    error = await failed_start(tmp_path, federation="f1")
+    assert isinstance(error, LegacyStateError) and "re-provision" in str(error)
+
+
+async def test_v1_registry_with_provisioned_devices_only_is_migrated_at_start(tmp_path: Path) -> None:
+    state = tmp_path / "keyserver"
+    state.mkdir(mode=0o700)
+    token = write_v1_registry(state / REGISTRY_FILE)
+    h = Harness(tmp_path)
+    server = await h.start(federation="f1")
+    client = KeyServiceClient(
+        await h.transport(),
+        "f1",
+        "c1",
+        SigningKeyPair.generate(),
+        keyserver_verify_key=server.verify_key,
+        timeout=2,
+        allow_insecure_test_group=True,
+    )
+    params, _, _ = await client.get_params()
+    await client.enroll(token, ClientKeyPair.generate(params.group))  # the version-1 token still works
+    assert server.store.status("c1") is DeviceStatus.ENROLLED
+    await h.close()
+
+
+async def test_a_supplied_modulus_is_used_and_another_one_later_is_refused(tmp_path: Path) -> None:
+    n = stored_modulus(512)
+    h = Harness(tmp_path)
+    server = await h.start(modulus=n)
+    assert server.params.group.n == n
     stored = json.loads((h.state_dir / PARAMS_FILE).read_text())
-    assert int(stored["group"]["p"], 16) == group.p
+    assert int(stored["group"]["n"], 16) == n
+    client = await h.client("c1")
+    params, _, _ = await client.get_params()
+    assert params.group.n == n
+    await h.close()
+
+    h2 = Harness(tmp_path)
+    assert (await h2.start(modulus=n)).params.group.n == n  # the same N again: fine
+    await h2.close()
+    error = await failed_start(tmp_path, modulus=stored_modulus(1024))
+    assert isinstance(error, ConfigurationError) and "modulus" in str(error)
+    assert int(json.loads((h.state_dir / PARAMS_FILE).read_text())["group"]["n"], 16) == n
+
+
+async def test_a_registry_bound_to_another_modulus_is_refused(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    await h.start(modulus=stored_modulus(512))
+    await h.close()
+    (h.state_dir / PARAMS_FILE).unlink()  # parameters replaced, registry kept: keys of another N
+    error = await failed_start(tmp_path, modulus=stored_modulus(1024))
+    assert isinstance(error, ConfigurationError) and "another modulus" in str(error)
+
+
+def _record_safe_primes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every safe prime generate_group / insecure_test_group draws (the only way to see P and Q)."""
+    primes: list[int] = []
+    real = shared.crypto.modulus._safe_prime
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        prime = real(*args, **kwargs)
+        primes.append(int(prime))
+        return prime
+
+    monkeypatch.setattr(shared.crypto.modulus, "_safe_prime", recording)
+    return primes
+
+
+def _assert_factors_never_stored(state_dir: Path, n: int, primes: list[int], log_text: str) -> None:
+    assert any(n % p == 0 and 1 < p < n for p in primes), "the recorded primes include N's factors"
+    contents = {path: path.read_bytes() for path in state_dir.rglob("*") if path.is_file()}
+    assert {PARAMS_FILE, REGISTRY_FILE, SIGNING_KEY_FILE, VERIFY_KEY_FILE} <= {p.name for p in contents}
+    assert any(format(n, "x").encode() in data for data in contents.values())  # the scan can see N
+    for prime in primes:
+        forms = {
+            format(prime, "x"),
+            format(prime, "X"),
+            str(prime),
+            format(prime - 1, "x"),  # phi(N) would follow from P - 1 and Q - 1
+            format((prime - 1) // 2, "x"),  # ... or from p' and q'
+        }
+        raw = prime.to_bytes((prime.bit_length() + 7) // 8, "big")
+        for path, data in contents.items():
+            assert raw not in data, path
+            for form in forms:
+                assert form.encode() not in data, path
+        for form in forms:
+            assert form not in log_text
+
+
+async def test_the_factors_of_a_generated_modulus_never_reach_a_file_or_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    primes = _record_safe_primes(monkeypatch)
+    h = Harness(tmp_path)
+    server = await h.start()
+    h.server.store.provision_device("c1")  # type: ignore[union-attr]
+    n = int(server.params.group.n)
+    await h.close()
+    _assert_factors_never_stored(h.state_dir, n, primes, caplog.text)
+
+
+async def test_real_2048_bit_modulus_is_generated_once_without_storing_its_factors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    primes = _record_safe_primes(monkeypatch)
+    h = Harness(tmp_path)
+    server = await h.start(allow_insecure_test_group=False)
+    group = server.params.group
+    assert group.modulus_bits == 2048 and not group.insecure
+    assert sorted(p.bit_length() for p in primes[-2:]) == [1024, 1024]
+    stored = json.loads((h.state_dir / PARAMS_FILE).read_text())
+    assert int(stored["group"]["n"], 16) == group.n and set(stored["group"]) == {
+        "format",
+        "version",
+        "n",
+        "insecure",
+    }
     client = await h.client("c1", allow_insecure_test_group=False)
     params, _, _ = await client.get_params()
     assert params == server.params
     await h.close()
+    _assert_factors_never_stored(h.state_dir, int(group.n), primes, caplog.text)
+    assert "modulus generation" in caplog.text  # progress was logged, without the primes
+    primes.clear()
     h2 = Harness(tmp_path)
     assert (await h2.start(allow_insecure_test_group=False)).params == server.params
     await h2.close()
-    assert generated < 60
+    assert primes == []  # loaded and validated, not generated again

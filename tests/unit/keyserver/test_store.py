@@ -19,8 +19,16 @@ from services.keyserver.store import (
     hash_token,
     migrate,
 )
-from shared.errors import ConfigurationError, EnrollmentRefusedError, KeyStorageError, RegistryError
+from shared.crypto.proofs import DlogProof
+from shared.errors import (
+    ConfigurationError,
+    EnrollmentRefusedError,
+    KeyStorageError,
+    LegacyStateError,
+    RegistryError,
+)
 from shared.wire.messages import AggregatorInfo
+from tests.unit.keyserver.helpers import write_v1_registry
 
 VK1, VK2 = b"\x01" * 32, b"\x02" * 32
 
@@ -184,16 +192,95 @@ def test_entries_many_ids_in_request_order(store: RegistryStore) -> None:
 
 
 def test_aggregator_roundtrip_and_replacement(store: RegistryStore) -> None:
+    # The store keeps what the handler verified; the proofs travel on to every client.
     assert store.aggregator() is None
-    info = AggregatorInfo((11, 13, 17), 19, VK1)
+    info = AggregatorInfo(11, DlogProof(13, 17), 19, DlogProof(23, 2**700 + 1), VK1)
     assert store.set_aggregator(info) is True
     assert store.set_aggregator(info) is False
     assert store.aggregator() == info
-    other = AggregatorInfo((23,), 29, VK2)
+    other = AggregatorInfo(29, DlogProof(31, 37), 41, DlogProof(43, 47), VK2)
     assert store.set_aggregator(other) is True
     assert store.aggregator() == other
     with pytest.raises(RegistryError):
-        store.set_aggregator(AggregatorInfo((), 29, VK2))
+        store.set_aggregator(AggregatorInfo(29, DlogProof(31, 37), 41, DlogProof(43, 47), b"short"))
+    assert store.aggregator() == other
+
+
+def test_modulus_binding(tmp_path: Path) -> None:
+    path = tmp_path / "registry.sqlite3"
+    n1, n2 = 0xC5 * 2**600 + 1, 0xC7 * 2**600 + 3
+    with RegistryStore(path) as store:
+        store.bind_modulus(n1)
+        store.bind_modulus(n1)  # idempotent
+    with RegistryStore(path) as store:
+        store.bind_modulus(n1)  # remembered across a reopen
+        with pytest.raises(ConfigurationError, match="another modulus"):
+            store.bind_modulus(n2)
+    raw = path.read_bytes() + b"".join(p.read_bytes() for p in tmp_path.glob("registry.sqlite3-*"))
+    assert format(n1, "x").encode() not in raw  # only a digest of N is kept
+
+
+# -- protocol version 1 registries ------------------------------------------------------------------
+
+
+def _open_files() -> set[str]:
+    fds = Path("/proc/self/fd")
+    if not fds.is_dir():
+        pytest.skip("needs /proc")
+    found = set()
+    for fd in fds.iterdir():
+        try:
+            found.add(os.readlink(fd))
+        except OSError:
+            continue
+    return found
+
+
+def _dump(path: Path) -> list[str]:
+    db = sqlite3.connect(path)
+    try:
+        return [*db.iterdump(), f"user_version={db.execute('PRAGMA user_version').fetchone()[0]}"]
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize(
+    ("enrolled", "aggregator", "counts"),
+    [
+        (True, False, r"1 device key\(s\) and 0 aggregator"),
+        (False, True, r"0 device key\(s\) and 1 aggregator"),
+    ],
+    ids=["enrolled-device", "aggregator-row"],
+)
+def test_a_v1_registry_with_keys_is_refused_and_left_unchanged(
+    tmp_path: Path, enrolled: bool, aggregator: bool, counts: str
+) -> None:
+    path = tmp_path / "registry.sqlite3"
+    write_v1_registry(path, enrolled=enrolled, aggregator=aggregator)
+    before = _dump(path)
+    with pytest.raises(LegacyStateError, match=counts) as info:
+        RegistryStore(path)
+    message = str(info.value)
+    assert "version 1" in message and "new state directory" in message and "re-provision" in message
+    assert isinstance(info.value, KeyStorageError)  # the service treats it as unusable state
+    assert str(path) not in _open_files()  # the refused store closed its connection
+    assert _dump(path) == before  # nothing migrated, nothing dropped
+    assert "user_version=1" in before
+
+
+def test_a_v1_registry_with_provisioned_devices_only_migrates_and_keeps_their_tokens(tmp_path: Path) -> None:
+    path = tmp_path / "registry.sqlite3"
+    token = write_v1_registry(path)
+    with RegistryStore(path) as store:
+        assert store.schema_version == SCHEMA_VERSION == 2
+        assert store.status("c1") is DeviceStatus.PROVISIONED
+        store.bind_federation("f1")  # the federation binding is kept too
+        with pytest.raises(EnrollmentRefusedError):
+            store.enroll("c1", "another-token-0123456789", 5, VK1)
+        assert store.enroll("c1", token, 5, VK1) is True  # the operator's token still works
+        info = AggregatorInfo(11, DlogProof(13, 17), 19, DlogProof(23, 29), VK2)
+        assert store.set_aggregator(info) is True  # the version-2 aggregator table
+        assert store.aggregator() == info
 
 
 def test_federation_binding(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared.crypto.elgamal import Aggregation, OnlineSet
+from shared.crypto.elgamal import Aggregation, AttemptContext, OnlineSet
 from shared.crypto.group import GroupParams
 from shared.crypto.keys import ClientKeyPair
 from shared.encoding import FixedPointEncoding
@@ -66,5 +66,8 @@ def test_attack_has_no_input_under_elgamal(small_group: GroupParams) -> None:
 def test_the_aggregator_cannot_form_a_one_client_aggregate(small_group: GroupParams) -> None:
     kp = ClientKeyPair.generate(small_group)
     alone = OnlineSet.from_registry(small_group, {"only": kp.public})
+    context = AttemptContext("simulation", bytes(32), 1, 0, alone.members)
     with pytest.raises(OnlineSetTooSmallError):
-        Aggregation(alone, 1)
+        Aggregation(alone, context, 1)
+    with pytest.raises(OnlineSetTooSmallError):
+        Aggregation(alone, context, 1, min_online=1)  # never below two members

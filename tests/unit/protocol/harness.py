@@ -11,15 +11,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from shared.crypto.elgamal import ClientTables
 from shared.crypto.group import GroupParams
 from shared.crypto.keys import AggregatorSecretKey, ClientKeyPair
 from shared.crypto.signing import SigningKeyPair
 from shared.encoding import FixedPointEncoding
+from shared.errors import FedcastError
 from shared.learning.data import SyntheticConfig, make_synthetic, partition_users
 from shared.learning.tasks import FedMFClientTask, FedMFServerTask, TaskSpec
 from shared.params import SystemParams
 from shared.protocol.aggregator import AggregatorMachine, RoundConfig
 from shared.protocol.client import ClientMachine
+from shared.protocol.ledger import MemoryLedger
 from shared.protocol.outgoing import Outgoing
 from shared.transport.base import AGGREGATOR, client_endpoint
 from shared.wire import serde
@@ -54,21 +57,29 @@ class Federation:
     tamper: Callable[[str, Signed], Signed] | None = None
     next_round: list[Outgoing] = field(default_factory=list)  # held back between rounds
     completed: list[tuple[int, tuple[str, ...], np.ndarray]] = field(default_factory=list)
+    # every message as delivered to the aggregator, raw bytes (what evidence is made of)
+    raw: dict[tuple[str, MessageType, int, int], bytes] = field(default_factory=dict)
+    ledgers: dict[str, MemoryLedger] = field(default_factory=dict)
+    tables: ClientTables | None = None
+    hold_finish: bool = False  # leave DECRYPTING to the test
 
     @classmethod
     def create(
-        cls, group: GroupParams, n_clients: int = 4, *, config: RoundConfig | None = None
+        cls, group: GroupParams, n_clients: int = 4, *, config: RoundConfig | None = None, min_online: int = 2
     ) -> Federation:
         spec = TaskSpec(n_items=12, latent_dim=3, learning_rate=0.01, seed=3)
         params = SystemParams(group, FixedPointEncoding(16, 16.0), max_clients=64)
-        secret = AggregatorSecretKey.generate(group, params.n_segments(spec.upload_size))
+        secret = AggregatorSecretKey.generate(group)
+        signers: dict[str, SigningKeyPair] = {"aggregator": SigningKeyPair.generate()}
+        public = secret.public(federation=FED, verify_key=signers["aggregator"].verify_key)
+        tables = ClientTables(public, federation=FED, n_segments=params.n_segments(spec.upload_size))
         data = make_synthetic(SyntheticConfig(n_users=2 * n_clients, n_items=12, ratings_per_user=6, seed=3))
         shards = partition_users(data, users_per_client=2, seed=3)
         clock = Clock()
         ctx = serde.WireContext.from_group(group)
         registry: dict[str, RegistryEntry] = {}
-        signers: dict[str, SigningKeyPair] = {"aggregator": SigningKeyPair.generate()}
         clients: dict[str, ClientMachine] = {}
+        ledgers: dict[str, MemoryLedger] = {}
         for i, users in enumerate(shards):
             cid = f"line-{i}"
             kp = ClientKeyPair.generate(group)
@@ -76,13 +87,17 @@ class Federation:
             signers[cid] = signer
             registry[cid] = RegistryEntry(cid, int(kp.public), signer.verify_key, False)
             local = data.for_users(np.sort(users))
+            ledgers[cid] = MemoryLedger()
             clients[cid] = ClientMachine(
                 client_id=cid,
                 federation=FED,
                 params=params,
                 keypair=kp,
-                aggregator=secret.public,
+                aggregator=public,
                 task=FedMFClientTask(spec, local, client_seed=i),
+                min_online=min_online,
+                tables=tables,
+                ledger=ledgers[cid],
                 sign_first=lambda r, a, first, s=signer, c=cid: serde.sign_first(s, FED, r, a, c, first, ctx),
                 verify_first=lambda m, r, a, first, sig, key: serde.verify_first(
                     key, sig, FED, r, a, m, first, ctx
@@ -100,7 +115,9 @@ class Federation:
             ),
             clock=clock,
         )
-        return cls(group, params, spec, aggregator, clients, registry, signers, clock)
+        federation = cls(group, params, spec, aggregator, clients, registry, signers, clock)
+        federation.ledgers, federation.tables = ledgers, tables
+        return federation
 
     @property
     def ctx(self) -> serde.WireContext:
@@ -112,6 +129,8 @@ class Federation:
         msg = serde.decode(data, self.ctx)
         key = self.signers[sender].verify_key
         serde.verify(msg, key, self.ctx)
+        if out.endpoint == AGGREGATOR:
+            self.raw[(sender, out.type, out.round, out.attempt)] = data
         return msg
 
     def expected_vectors(self, members: list[str]) -> dict[str, np.ndarray]:
@@ -141,8 +160,12 @@ class Federation:
                     if cid in self.offline:
                         continue
                     queue += [(cid, o) for o in self._to_client(cid, msg)]
-            if self.aggregator.ready_to_finish:
-                outcome = self.aggregator.finish()
+            if self.aggregator.ready_to_finish and not self.hold_finish:
+                try:
+                    outcome = self.aggregator.finish()
+                except FedcastError as exc:  # as the service does: retry or restart
+                    queue += [("aggregator", o) for o in self.aggregator.decryption_failed(exc.reason)]
+                    continue
                 self.aggregator.adopt(outcome)
                 self.completed.append((outcome.round, outcome.members, outcome.model))
                 after = self.aggregator.checkpointed()
@@ -159,7 +182,8 @@ class Federation:
             if h.type == MessageType.UPLOAD:
                 return agg.on_upload(h.sender, h.round, h.attempt, msg.body)  # type: ignore[arg-type]
             if h.type == MessageType.RESPONSE:
-                return agg.on_response(h.sender, h.round, h.attempt, msg.body)  # type: ignore[arg-type]
+                raw = serde.encode(msg.header, msg.body, self.signers[src], self.ctx)
+                return agg.on_response(h.sender, h.round, h.attempt, msg.body, raw)  # type: ignore[arg-type]
         except Exception as exc:
             self.rejected.append(("aggregator", exc))
         return []
@@ -174,7 +198,8 @@ class Federation:
                 job = client.on_envelope(h.round, h.attempt, msg.body, self.registry)  # type: ignore[arg-type]
                 return client.uploaded(client.compute_upload(job))
             if h.type == MessageType.CHALLENGE:
-                return client.on_challenge(h.round, h.attempt, msg.body)  # type: ignore[arg-type]
+                registry = self.registry if client.needs_registry(h.round, h.attempt) else None
+                return client.on_challenge(h.round, h.attempt, msg.body, registry)  # type: ignore[arg-type]
             if h.type == MessageType.RESULT:
                 client.on_result(h.round, h.attempt, msg.body)  # type: ignore[arg-type]
         except Exception as exc:

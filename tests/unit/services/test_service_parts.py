@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import stat
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,7 +22,8 @@ from services.keyfiles import (
 from services.runtime import MessageGate, Outbox
 from shared.crypto.group import GroupParams
 from shared.crypto.signing import SigningKeyPair
-from shared.errors import ConfigurationError, DataError, InvalidKeyError, KeyStorageError
+from shared.errors import ConfigurationError, DataError, InvalidKeyError, KeyStorageError, LegacyStateError
+from shared.keystore import write_json_atomic
 from shared.learning.data import SyntheticConfig, make_synthetic
 from shared.learning.tasks import FedMFClientTask, TaskSpec
 from shared.metrics import MESSAGES_REJECTED
@@ -29,6 +32,7 @@ from shared.transport.base import AGGREGATOR, Delivery
 from shared.transport.inprocess import InProcessBroker, InProcessTransport
 from shared.wire.messages import MessageType, Ready
 from shared.wire.serde import WireContext
+from tests.conftest import stored_modulus
 
 
 def test_checkpoint_round_trip_and_corruption(tmp_path: Path) -> None:
@@ -46,17 +50,79 @@ def test_checkpoint_round_trip_and_corruption(tmp_path: Path) -> None:
         store.load()
 
 
+def test_checkpoint_of_protocol_version_1_is_refused(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path / "ckpt")
+    store.save(7, "fedmf", np.zeros(30))
+    meta_path = tmp_path / "ckpt" / "checkpoint.json"
+    meta = json.loads(meta_path.read_text())
+    meta["version"] = 1
+    write_json_atomic(meta_path, meta, secret=True)
+    with pytest.raises(LegacyStateError, match="version-1") as info:
+        store.load()
+    assert "move the old state directory away" in str(info.value)
+    meta["version"] = 3  # neither: not a checkpoint this build reads
+    write_json_atomic(meta_path, meta, secret=True)
+    with pytest.raises(KeyStorageError, match="not a fedcast checkpoint") as other:
+        store.load()
+    assert not isinstance(other.value, LegacyStateError)
+
+
 def test_key_files_are_created_0600_and_reloaded(tmp_path: Path, small_group: GroupParams) -> None:
     signer = load_or_create_signing_key(tmp_path / "s.json")
     assert load_or_create_signing_key(tmp_path / "s.json") == signer
     client = load_or_create_client_key(tmp_path / "c.json", small_group)
     assert load_or_create_client_key(tmp_path / "c.json", small_group) == client
-    agg = load_or_create_aggregator_key(tmp_path / "a.json", small_group, 4)
-    assert load_or_create_aggregator_key(tmp_path / "a.json", small_group, 4) == agg
+    agg = load_or_create_aggregator_key(tmp_path / "a.json", small_group)
+    assert load_or_create_aggregator_key(tmp_path / "a.json", small_group) == agg
     for name in ("s.json", "c.json", "a.json"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600
-    with pytest.raises(InvalidKeyError, match="segment keys"):
-        load_or_create_aggregator_key(tmp_path / "a.json", small_group, 5)
+    assert json.loads((tmp_path / "c.json").read_text())["version"] == 2
+    assert json.loads((tmp_path / "a.json").read_text())["version"] == 2
+
+
+def test_key_files_of_another_modulus_are_refused(tmp_path: Path, small_group: GroupParams) -> None:
+    other = GroupParams.from_modulus(stored_modulus(1024), allow_insecure=True)
+    load_or_create_client_key(tmp_path / "c.json", small_group)
+    load_or_create_aggregator_key(tmp_path / "a.json", small_group)
+    with pytest.raises(InvalidKeyError, match="different group"):
+        load_or_create_client_key(tmp_path / "c.json", other)
+    with pytest.raises(InvalidKeyError, match="different group"):
+        load_or_create_aggregator_key(tmp_path / "a.json", other)
+
+
+_V1_GROUP = {"p": format(2**127 - 1, "x"), "q": format((2**127 - 2) // 2, "x"), "g": "3", "insecure": True}
+
+
+@pytest.mark.parametrize(
+    ("document", "load"),
+    [
+        (
+            {"format": "fedcast.client-secret-key", "version": 1, "group": _V1_GROUP, "secret": "1234"},
+            load_or_create_client_key,
+        ),
+        (
+            {
+                "format": "fedcast.aggregator-secret-key",
+                "version": 1,
+                "group": _V1_GROUP,
+                "alphas": ["1234", "5678"],
+                "delivery_secret": "9abc",
+            },
+            load_or_create_aggregator_key,
+        ),
+    ],
+    ids=["client", "aggregator"],
+)
+def test_v1_key_files_are_refused_never_reused_or_replaced(
+    tmp_path: Path, small_group: GroupParams, document: dict[str, object], load: Any
+) -> None:
+    path = tmp_path / "key.json"
+    write_json_atomic(path, document, secret=True)
+    before = path.read_bytes()
+    with pytest.raises(LegacyStateError, match="version 1") as info:
+        load(path, small_group)
+    assert "delete it" in str(info.value)  # says what to do
+    assert path.read_bytes() == before  # not overwritten with a new key
 
 
 def test_local_state_round_trip(tmp_path: Path) -> None:

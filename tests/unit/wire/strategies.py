@@ -1,4 +1,10 @@
-"""Hypothesis strategies for protocol v1 bodies, and helpers to build hostile raw messages."""
+"""Hypothesis strategies for protocol v2 bodies, and helpers to build hostile raw messages.
+
+The wire checks widths and structure, never group membership or proofs, so the strategies
+draw any integer of the right width: that is exactly the set the decoder must accept.
+Widths come from the stored 512-bit test modulus (tests/conftest.py, ``small_group``):
+64-byte elements, 128-byte ciphertexts; proof responses are 81 bytes in every group.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,8 @@ from typing import Any
 import msgpack
 from hypothesis import strategies as st
 
+from shared.crypto.group import GroupParams
+from shared.crypto.proofs import RESPONSE_BITS, DlogProof, EqualityProof
 from shared.crypto.signing import SigningKeyPair
 from shared.wire.codec import ID_PATTERN, MAX_UINT, WireContext
 from shared.wire.messages import (
@@ -34,11 +42,19 @@ from shared.wire.messages import (
     RoundStatus,
     Upload,
 )
+from tests.conftest import stored_modulus
 
 # RFC 8032 section 7.1, TEST 1: a fixed signing key, so signatures (and known answers) are stable.
 RFC8032_SECRET = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
 RFC8032_VERIFY = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
 TEST_KEY = SigningKeyPair.from_private_bytes(RFC8032_SECRET)
+
+#: The stored 512-bit modulus (the ``small_group`` fixture's): INSECURE, for widths only.
+GROUP = GroupParams.from_modulus(stored_modulus(512), allow_insecure=True)
+CTX = WireContext.from_group(GROUP)  # 64-byte elements, 128-byte ciphertexts
+#: Every proof response travels as a bin of exactly this many bytes, whatever the group.
+RESPONSE_BYTES = 81
+assert (RESPONSE_BITS + 7) // 8 == RESPONSE_BYTES
 
 ids = st.from_regex(ID_PATTERN, fullmatch=True)
 tokens = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=40)
@@ -53,6 +69,11 @@ uints = st.one_of(st.integers(0, 300), st.integers(0, MAX_UINT))
 floats = st.floats(allow_nan=False, allow_infinity=False)
 verify_keys = st.binary(min_size=32, max_size=32)
 signatures = st.binary(min_size=64, max_size=64)
+digests = st.binary(min_size=32, max_size=32)
+#: Proof responses z: any integer in [0, 2^641), edges included.
+responses = st.one_of(
+    st.integers(0, 3), st.integers(0, 2**RESPONSE_BITS - 1), st.just(2**RESPONSE_BITS - 1), st.just(2**640)
+)
 
 
 def elements(width: int) -> st.SearchStrategy[int]:
@@ -60,23 +81,38 @@ def elements(width: int) -> st.SearchStrategy[int]:
     return st.one_of(st.integers(0, 3), st.integers(0, 256**width - 1))
 
 
+def ciphertexts(width: int) -> st.SearchStrategy[int]:
+    return st.one_of(st.integers(0, 3), st.integers(0, 256**width - 1), st.just(256**width - 1))
+
+
+def dlog_proofs(width: int) -> st.SearchStrategy[DlogProof]:
+    return st.builds(DlogProof, commitment=elements(width), response=responses)
+
+
+def equality_proofs(width: int) -> st.SearchStrategy[EqualityProof]:
+    return st.builds(
+        EqualityProof, commitment_g=elements(width), commitment_h=elements(width), response=responses
+    )
+
+
 def aggregator_infos(width: int) -> st.SearchStrategy[AggregatorInfo]:
     return st.builds(
         AggregatorInfo,
-        betas=st.lists(elements(width), min_size=1, max_size=4).map(tuple),
+        beta=elements(width),
+        beta_proof=dlog_proofs(width),
         delivery=elements(width),
+        delivery_proof=dlog_proofs(width),
         verify_key=verify_keys,
     )
 
 
 @st.composite
 def params_replies(draw: st.DrawFn) -> ParamsReply:
-    p = draw(st.integers(2, 2**700))
-    width = (p.bit_length() + 7) // 8
+    """PARAMS brings its own modulus; the aggregator's elements take that modulus's width."""
+    n = draw(st.one_of(st.integers(3, 2**16), st.integers(3, 2**700), st.just(GROUP.n).map(int)))
+    width = (n.bit_length() + 7) // 8
     return ParamsReply(
-        p=p,
-        q=draw(st.integers(1, p)),
-        g=draw(elements(width)),
+        modulus=n,
         frac_bits=draw(uints),
         clip=draw(floats),
         max_clients=draw(uints),
@@ -87,17 +123,13 @@ def params_replies(draw: st.DrawFn) -> ParamsReply:
 
 def bodies(mtype: MessageType, ctx: WireContext) -> st.SearchStrategy[Any]:
     """A strategy for every valid body of message type ``mtype`` under ``ctx``."""
-    el = elements(ctx.element_bytes)
-    ct = st.integers(0, 256**ctx.ciphertext_bytes - 1)
+    width = ctx.element_bytes
+    el = elements(width)
+    ct = ciphertexts(ctx.ciphertext_bytes)
     member_lists = st.lists(ids, unique=True, max_size=6)
     return {
         MessageType.ENROLL: st.builds(
-            EnrollRequest,
-            token=tokens,
-            elgamal_public=el,
-            verify_key=verify_keys,
-            proof_commitment=el,
-            proof_response=el,
+            EnrollRequest, token=tokens, elgamal_public=el, verify_key=verify_keys, proof=dlog_proofs(width)
         ),
         MessageType.GET_PARAMS: st.just(ParamsRequest()),
         MessageType.PARAMS: params_replies(),
@@ -111,7 +143,7 @@ def bodies(mtype: MessageType, ctx: WireContext) -> st.SearchStrategy[Any]:
             ).map(tuple),
         ),
         MessageType.REGISTER_AGGREGATOR: st.builds(
-            RegisterAggregator, token=tokens, info=aggregator_infos(ctx.element_bytes)
+            RegisterAggregator, token=tokens, info=aggregator_infos(width)
         ),
         MessageType.REVOKE: st.builds(RevokeRequest, token=tokens, client_id=ids),
         MessageType.ACK: st.just(Ack()),
@@ -124,25 +156,30 @@ def bodies(mtype: MessageType, ctx: WireContext) -> st.SearchStrategy[Any]:
             aggregate_key=el,
             min_online=uints,
             sealed_model=st.binary(max_size=100),
+            evidence=st.lists(st.binary(max_size=120), max_size=3).map(tuple),
         ),
         MessageType.UPLOAD: st.builds(
             Upload,
+            key_segment=ct,
             segments=st.lists(ct, min_size=1, max_size=4).map(tuple),
             first=el,
             second=el,
+            first_proof=dlog_proofs(width),
             first_signature=signatures,
         ),
         MessageType.CHALLENGE: st.builds(
             Challenge,
             challenge=el,
             firsts=st.lists(
-                st.builds(FirstComponent, ids, el, signatures),
+                st.builds(FirstComponent, ids, el, dlog_proofs(width), signatures),
                 min_size=1,
                 max_size=5,
                 unique_by=lambda f: f.member,
             ).map(tuple),
         ),
-        MessageType.RESPONSE: st.builds(Response, share=el),
+        MessageType.RESPONSE: st.builds(
+            Response, share=el, proof=equality_proofs(width), challenge_digest=digests
+        ),
         MessageType.RESULT: st.builds(
             RoundResult, status=st.sampled_from(RoundStatus), members=member_lists.map(tuple), detail=texts
         ),
@@ -153,14 +190,23 @@ def headers(mtype: MessageType) -> st.SearchStrategy[Header]:
     return st.builds(Header, type=st.just(mtype), federation=ids, round=uints, attempt=uints, sender=ids)
 
 
-def example_body(mtype: MessageType, width: int = 64, ct_width: int = 128) -> Body:
+def example_body(mtype: MessageType, ctx: WireContext = CTX) -> Body:
     """One fixed, valid body per type (for tests that mutate a known-good message)."""
+    width, ct_width = ctx.element_bytes, ctx.ciphertext_bytes
     e = 2 ** (8 * width - 1) + 12345  # top bit set: exactly ``width`` bytes
-    info = AggregatorInfo(betas=(e, e + 1), delivery=e + 2, verify_key=b"\x01" * 32)
+    z = 2**640 + 99  # a response that needs all 81 bytes
+    proof = DlogProof(e + 10, z)
+    info = AggregatorInfo(
+        beta=e,
+        beta_proof=proof,
+        delivery=e + 2,
+        delivery_proof=DlogProof(e + 11, z + 1),
+        verify_key=b"\x01" * 32,
+    )
     examples: dict[MessageType, Body] = {
-        MessageType.ENROLL: EnrollRequest("tok-123", e, b"\x02" * 32, e + 3, e + 4),
+        MessageType.ENROLL: EnrollRequest("tok-123", e, b"\x02" * 32, proof),
         MessageType.GET_PARAMS: ParamsRequest(),
-        MessageType.PARAMS: ParamsReply(2**511 + 187, 2**127 + 45, e, 16, 4.0, 1000, 2, info),
+        MessageType.PARAMS: ParamsReply(2 ** (8 * width - 1) + 187, 16, 4.0, 1000, 2, info),
         MessageType.GET_KEYS: KeysRequest(("a", "b")),
         MessageType.KEYS: KeysReply((RegistryEntry("a", e, b"\x03" * 32, False),)),
         MessageType.REGISTER_AGGREGATOR: RegisterAggregator("tok-123", info),
@@ -169,12 +215,14 @@ def example_body(mtype: MessageType, width: int = 64, ct_width: int = 128) -> Bo
         MessageType.ERROR: ErrorReply("malformed", "bad message"),
         MessageType.ANNOUNCE: Announce("fedmf", 1000, 5.0),
         MessageType.READY: Ready(),
-        MessageType.ENVELOPE: MemberEnvelope(("a", "b", "c"), e, 2, b"sealed"),
-        MessageType.UPLOAD: Upload((2 ** (8 * ct_width - 1), 7), e, e, b"\x04" * 64),
-        MessageType.CHALLENGE: Challenge(
-            e, (FirstComponent("a", e, b"\x05" * 64), FirstComponent("b", e, b"\x06" * 64))
+        MessageType.ENVELOPE: MemberEnvelope(("a", "b", "c"), e, 2, b"sealed", (b"raw response 1", b"")),
+        MessageType.UPLOAD: Upload(
+            2 ** (8 * ct_width - 1) + 5, (2 ** (8 * ct_width - 1), 7), e, e + 1, proof, b"\x04" * 64
         ),
-        MessageType.RESPONSE: Response(e),
+        MessageType.CHALLENGE: Challenge(
+            e, (FirstComponent("a", e, proof, b"\x05" * 64), FirstComponent("b", e + 1, proof, b"\x06" * 64))
+        ),
+        MessageType.RESPONSE: Response(e, EqualityProof(e + 20, e + 21, z), b"\x07" * 32),
         MessageType.RESULT: RoundResult(RoundStatus.RETRY, ("a", "b"), "client c dropped"),
     }
     return examples[mtype]

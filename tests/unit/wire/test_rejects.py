@@ -1,18 +1,17 @@
-"""The decoder refuses everything that is not a well-formed v1 message, with the right typed error."""
+"""The decoder refuses everything that is not a well-formed v2 message, with the right typed error."""
 
 from __future__ import annotations
 
 import copy
 import struct
-import time
 from collections.abc import Callable
 from typing import Any
 
+import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.crypto.group import insecure_test_group
 from shared.errors import (
     MalformedMessageError,
     OversizeMessageError,
@@ -20,12 +19,63 @@ from shared.errors import (
     WireError,
 )
 from shared.wire import serde
-from shared.wire.messages import MessageType
-from shared.wire.serde import WireContext
-from tests.unit.wire.strategies import TEST_KEY, example_body, example_header, repack, unpack_trusted
+from shared.wire.messages import MessageType, Response, Upload
+from shared.wire.reader import MAX_ARRAY_ITEMS
+from tests.unit.wire.strategies import CTX, TEST_KEY, example_body, example_header, repack, unpack_trusted
 
-CTX = WireContext.from_group(insecure_test_group())
 SIG = b"\x00" * 64
+E = CTX.element_bytes  # 64
+C = CTX.ciphertext_bytes  # 128
+Z = 81  # proof responses
+
+# The worked example of protocol version 1 (docs/PROTOCOL.md of v1): a READY that v1 peers sent.
+V1_READY = bytes.fromhex(
+    "9801a57265616479a7706c616e742d370300ab636c69656e742d3030303190c440"
+    "6ade0be6db3973fdab3563c094e66fe0b7987b7544f40fa3d22d049ddde83e88f7"
+    "1385c033680d24844a479de38587126481ae7757e20a63c9438a117e946a08"
+)
+
+#: Where each proof response sits in the example bodies (paths into the body array).
+RESPONSE_PATHS: list[tuple[MessageType, tuple[int, ...]]] = [
+    (MessageType.ENROLL, (3, 1)),
+    (MessageType.PARAMS, (5, 1, 1)),
+    (MessageType.PARAMS, (5, 3, 1)),
+    (MessageType.REGISTER_AGGREGATOR, (1, 1, 1)),
+    (MessageType.REGISTER_AGGREGATOR, (1, 3, 1)),
+    (MessageType.UPLOAD, (4, 1)),
+    (MessageType.CHALLENGE, (1, 0, 2, 1)),
+    (MessageType.CHALLENGE, (1, 1, 2, 1)),
+    (MessageType.RESPONSE, (1, 2)),
+]
+#: Where each group element sits (a sample per type, proof commitments included).
+ELEMENT_PATHS: list[tuple[MessageType, tuple[int, ...]]] = [
+    (MessageType.ENROLL, (1,)),
+    (MessageType.ENROLL, (3, 0)),
+    (MessageType.PARAMS, (5, 0)),
+    (MessageType.PARAMS, (5, 1, 0)),
+    (MessageType.PARAMS, (5, 2)),
+    (MessageType.REGISTER_AGGREGATOR, (1, 3, 0)),
+    (MessageType.KEYS, (0, 0, 1)),
+    (MessageType.ENVELOPE, (1,)),
+    (MessageType.UPLOAD, (2,)),
+    (MessageType.UPLOAD, (3,)),
+    (MessageType.UPLOAD, (4, 0)),
+    (MessageType.CHALLENGE, (0,)),
+    (MessageType.CHALLENGE, (1, 1, 1)),
+    (MessageType.CHALLENGE, (1, 0, 2, 0)),
+    (MessageType.RESPONSE, (0,)),
+    (MessageType.RESPONSE, (1, 0)),
+    (MessageType.RESPONSE, (1, 1)),
+]
+#: Where each proof struct sits, and its number of fields.
+PROOF_PATHS: list[tuple[MessageType, tuple[int, ...], int]] = [
+    (MessageType.ENROLL, (3,), 2),
+    (MessageType.PARAMS, (5, 1), 2),
+    (MessageType.REGISTER_AGGREGATOR, (1, 3), 2),
+    (MessageType.UPLOAD, (4,), 2),
+    (MessageType.CHALLENGE, (1, 0, 2), 2),
+    (MessageType.RESPONSE, (1,), 3),
+]
 
 
 def wire_of(mtype: MessageType) -> bytes:
@@ -48,9 +98,40 @@ def assert_malformed(data: bytes, match: str | None = None) -> None:
         serde.decode(data, CTX)
 
 
+def body_setter(index: int, value: Any, *path: int) -> Callable[[list[Any]], None]:
+    """Set body[path...][index] = value."""
+
+    def change(e: list[Any]) -> None:
+        target = e[6]
+        for step in path:
+            target = target[step]
+        target[index] = value
+
+    return change
+
+
+def at(path: tuple[int, ...], value: Any) -> Callable[[list[Any]], None]:
+    """Set the body value at ``path`` (a tuple of indices into the body array)."""
+    return body_setter(path[-1], value, *path[:-1])
+
+
 def test_the_mutation_helper_is_faithful() -> None:
     for mtype in MessageType:
         assert mutated(mtype, lambda e: None) == wire_of(mtype)
+
+
+def test_the_paths_point_where_they_claim() -> None:
+    for mtype, path in RESPONSE_PATHS + ELEMENT_PATHS:
+        value: Any = elements_of(mtype)[6]
+        for step in path:
+            value = value[step]
+        expected = Z if (mtype, path) in RESPONSE_PATHS else E
+        assert isinstance(value, bytes) and len(value) == expected, (mtype, path)
+    for mtype, path, size in PROOF_PATHS:
+        value = elements_of(mtype)[6]
+        for step in path:
+            value = value[step]
+        assert isinstance(value, list) and len(value) == size
 
 
 # -- framing ---------------------------------------------------------------------------------------
@@ -86,7 +167,8 @@ def test_trailing_bytes_are_malformed() -> None:
 def test_oversize_is_refused_before_parsing() -> None:
     wire = wire_of(MessageType.UPLOAD)
     assert serde.decode(wire, CTX, max_bytes=len(wire)).body == example_body(MessageType.UPLOAD)
-    for bad in (wire, b"\xc1" * len(wire)):  # garbage too: the size check comes first
+    for bad in (wire, b"\xc1" * len(wire), V1_READY + b"\x00" * len(wire)):
+        # garbage and other versions too: the size check comes first
         with pytest.raises(OversizeMessageError):
             serde.decode(bad, CTX, max_bytes=len(wire) - 1)
         with pytest.raises(OversizeMessageError):
@@ -94,21 +176,70 @@ def test_oversize_is_refused_before_parsing() -> None:
     assert serde.DEFAULT_MAX_MESSAGE_BYTES == 64 * 1024 * 1024
 
 
+# -- versions --------------------------------------------------------------------------------------
+
+
+def test_a_version_1_message_is_unsupported() -> None:
+    for data in (V1_READY, V1_READY[:10], V1_READY + b"trailing"):
+        with pytest.raises(UnsupportedVersionError) as info:
+            serde.decode(data, CTX)
+        assert info.value.reason == "unsupported_version"
+        with pytest.raises(UnsupportedVersionError):
+            serde.peek_header(data)
+    # the same message as version 2 decodes (its signature is another matter)
+    as_v2 = b"\x98\x02" + V1_READY[2:]
+    assert serde.decode(as_v2, CTX).header.version == 2
+
+
+@pytest.mark.parametrize("mtype", list(MessageType))
+def test_every_type_as_version_1_is_unsupported(mtype: MessageType) -> None:
+    assert serde.decode(wire_of(mtype), CTX).header.version == 2
+    with pytest.raises(UnsupportedVersionError):
+        serde.decode(mutated(mtype, lambda e: e.__setitem__(0, 1)), CTX)
+
+
+def test_version_1_bodies_are_unsupported_not_malformed() -> None:
+    """A v1 peer's RESPONSE ([share] only) and PARAMS ([p, q, g, ...]) get the version error."""
+    v1_response = [1, "response", "plant-7", 3, 0, "client-0001", [b"\x01" * E], SIG]
+    v1_params = [
+        1,
+        "params",
+        "plant-7",
+        0,
+        0,
+        "keyserver",
+        [b"\x01" * E, b"\x01" * 16, b"\x02" * E, 16, 4.0, 10, 2, None],
+        SIG,
+    ]
+    for message in (v1_response, v1_params):
+        with pytest.raises(UnsupportedVersionError):
+            serde.decode(repack(message), CTX)
+        message[0] = 2  # the same layout claiming version 2 is simply malformed
+        assert_malformed(repack(message))
+
+
 def test_version_is_checked_first() -> None:
     def set_version(version: Any, extra: bool = False) -> bytes:
         def change(e: list[Any]) -> None:
             e[0] = version
             if extra:
-                e.append("a v2 field")
+                e.append("a v3 field")
 
         return mutated(MessageType.READY, change)
 
-    for data in (set_version(2), set_version(0), set_version(2, extra=True), repack([2]), repack([2, "x"])):
+    for data in (
+        set_version(1),
+        set_version(3),
+        set_version(0),
+        set_version(3, extra=True),
+        repack([3]),
+        repack([1, "x"]),
+    ):
         with pytest.raises(UnsupportedVersionError):
             serde.decode(data, CTX)
         with pytest.raises(UnsupportedVersionError):
             serde.peek_header(data)
-    for version in ("1", True, 1.0, None, b"\x01", -1):
+    for version in ("2", True, 2.0, None, b"\x02", -1):
         assert_malformed(set_version(version))
     assert_malformed(repack([]))
 
@@ -126,6 +257,8 @@ def test_unknown_message_type_is_malformed(value: Any) -> None:
 def test_body_of_another_type_is_malformed() -> None:
     response_body = elements_of(MessageType.RESPONSE)[6]
     assert_malformed(mutated(MessageType.READY, lambda e: e.__setitem__(6, response_body)))
+    upload_body = elements_of(MessageType.UPLOAD)[6]
+    assert_malformed(mutated(MessageType.RESPONSE, lambda e: e.__setitem__(6, upload_body)))
 
 
 # -- maps, ext types, hostile containers ----------------------------------------------------------
@@ -141,26 +274,33 @@ def test_maps_are_refused_everywhere() -> None:
     assert_malformed(mutated(MessageType.READY, lambda e: e.__setitem__(6, {})), "maps")
     assert_malformed(mutated(MessageType.RESPONSE, lambda e: e.__setitem__(6, {"share": e[6][0]})), "maps")
     assert_malformed(mutated(MessageType.READY, lambda e: e.__setitem__(2, {"a": 1})), "maps")
+    # a proof as a map
+    assert_malformed(mutated(MessageType.RESPONSE, body_setter(1, {"t1": b"", "t2": b"", "z": b""})), "maps")
+    assert_malformed(mutated(MessageType.ENVELOPE, body_setter(4, {})), "maps")
 
 
 def test_ext_types_are_refused() -> None:
-    import msgpack
-
     ext = msgpack.ExtType(1, b"\x00" * 8)
     assert_malformed(mutated(MessageType.READY, lambda e: e.__setitem__(2, ext)), "scalar")
+    assert_malformed(mutated(MessageType.RESPONSE, body_setter(2, ext, 1)), "scalar")
+    assert_malformed(mutated(MessageType.ENVELOPE, body_setter(0, ext, 4)), "scalar")
 
 
-def test_hostile_array_headers_do_not_allocate() -> None:
+def test_hostile_array_headers_are_refused() -> None:
     """Array headers that claim far more elements than the message holds are refused at once."""
     huge = b"\xdd" + struct.pack(">I", 2**32 - 1)
-    start = time.perf_counter()
     assert_malformed(huge + b"\x01" * 10)
-    head = wire_of(MessageType.READY)[: -(1 + 66 + 1)]  # up to (not incl.) the empty body array
-    assert_malformed(head + huge * 1000)
-    assert_malformed(head + b"\xdc\xff\xff" + b"\x90" * 100)
+    head = wire_of(MessageType.READY)[: -(1 + 66)]  # up to (not incl.) the empty body array
+    assert head.endswith(b"\xabclient-0001")
+    assert_malformed(head + huge * 1000, "longer than the message")
+    assert_malformed(head + b"\xdc\xff\xff" + b"\x90" * 100, "longer than the message")
     # a 10^4-deep nest of arrays where a scalar is expected
-    assert_malformed(b"\x98\x01\xa5ready" + b"\x91" * 10_000)
-    assert time.perf_counter() - start < 1.0
+    assert_malformed(b"\x98\x02\xa5ready" + b"\x91" * 10_000)
+    # an evidence list claiming 2^32 - 1 items
+    envelope = wire_of(MessageType.ENVELOPE)
+    evidence = repack([b"raw response 1", b""])
+    assert evidence in envelope
+    assert_malformed(envelope.replace(evidence, huge + evidence[1:]))
 
 
 def test_long_strings_are_refused_before_being_decoded() -> None:
@@ -201,59 +341,181 @@ def test_non_canonical_encodings_are_refused() -> None:
     wire = wire_of(MessageType.READY)
     # round 3 as uint8 (cc 03) instead of the fixint 03
     assert_malformed(wire.replace(b"\x03\x01\xab", b"\xcc\x03\x01\xab"), "non-canonical")
+    # the version as uint8 (cc 02)
+    assert_malformed(b"\x98\xcc\x02" + wire[2:], "non-canonical")
     # federation "plant-7" as str8 (d9 07) instead of fixstr (a7)
     assert_malformed(wire.replace(b"\xa7plant-7", b"\xd9\x07plant-7"), "non-canonical")
     # empty body as array16 (dc 00 00) instead of the fixarray 90
     assert_malformed(wire.replace(b"\x90\xc4\x40", b"\xdc\x00\x00\xc4\x40"), "non-canonical")
+    # the outer array as array16
+    assert_malformed(b"\xdc\x00\x08" + wire[1:], "non-canonical")
     # the signature as bin16
     assert_malformed(wire.replace(b"\x90\xc4\x40", b"\x90\xc5\x00\x40"), "non-canonical")
     announce = wire_of(MessageType.ANNOUNCE)
     float64 = b"\xcb" + struct.pack(">d", 5.0)
     assert float64 in announce
     assert_malformed(announce.replace(float64, b"\xca" + struct.pack(">f", 5.0)), "non-canonical")
+    # an 81-byte proof response as bin16 (c5 00 51) instead of bin8 (c4 51)
+    response = wire_of(MessageType.RESPONSE)
+    z = example_body(MessageType.RESPONSE).proof.response.to_bytes(Z, "big")  # type: ignore[union-attr]
+    assert b"\xc4\x51" + z in response
+    assert_malformed(response.replace(b"\xc4\x51" + z, b"\xc5\x00\x51" + z), "non-canonical")
+    # the proof array as array16
+    assert_malformed(response.replace(b"\x93\xc4\x40", b"\xdc\x00\x03\xc4\x40"), "non-canonical")
 
 
 # -- body fields: types, widths, bools, floats, strings --------------------------------------------
 
 
-def body_setter(index: int, value: Any, *path: int) -> Callable[[list[Any]], None]:
-    def change(e: list[Any]) -> None:
-        target = e[6]
-        for step in path:
-            target = target[step]
-        target[index] = value
-
-    return change
-
-
-@pytest.mark.parametrize("size", [0, 63, 65, 128])
+@pytest.mark.parametrize("size", [0, 63, 65, 81, 128])
 def test_elements_must_have_the_exact_width(size: int) -> None:
-    assert_malformed(mutated(MessageType.RESPONSE, body_setter(0, b"\x01" * size)), "64 bytes")
-    assert_malformed(mutated(MessageType.UPLOAD, body_setter(1, b"\x01" * size)), "64 bytes")
-    assert_malformed(mutated(MessageType.CHALLENGE, body_setter(1, b"\x01" * size, 1, 0)), "64 bytes")
+    for mtype, path in ELEMENT_PATHS:
+        assert_malformed(mutated(mtype, at(path, b"\x01" * size)), "64 bytes")
 
 
 @pytest.mark.parametrize("value", [5, -5, "00" * 64, None, True, [b"\x01" * 64]])
 def test_elements_must_be_bin(value: Any) -> None:
     assert_malformed(mutated(MessageType.RESPONSE, body_setter(0, value)))
+    assert_malformed(mutated(MessageType.RESPONSE, body_setter(0, value, 1)))
+
+
+# -- proofs (v2) -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [0, 1, 64, 80, 82, 128])
+def test_proof_responses_are_exactly_81_bytes(size: int) -> None:
+    for mtype, path in RESPONSE_PATHS:
+        assert_malformed(mutated(mtype, at(path, b"\x00" * size)), "81 bytes")
+
+
+@pytest.mark.parametrize(
+    "top",
+    [b"\x02", b"\x03", b"\x80", b"\xff"],  # 81 bytes with a top byte >= 2: z >= 2^641
+)
+def test_proof_responses_of_2_641_or_more_are_refused(top: bytes) -> None:
+    for mtype, path in RESPONSE_PATHS:
+        assert_malformed(mutated(mtype, at(path, top + b"\x00" * 80)), "2\\^641")
+
+
+@pytest.mark.parametrize(
+    "raw", [b"\x01" + b"\xff" * 80, b"\x01" + b"\x00" * 80, b"\x00" * 81, b"\x00" * 80 + b"\x01"]
+)
+def test_proof_responses_below_2_641_decode_exactly(raw: bytes) -> None:
+    msg = serde.decode(mutated(MessageType.RESPONSE, at((1, 2), raw)), CTX)
+    assert isinstance(msg.body, Response)
+    assert msg.body.proof.response == int.from_bytes(raw, "big") < 2**641
+    msg2 = serde.decode(mutated(MessageType.UPLOAD, at((4, 1), raw)), CTX)
+    assert isinstance(msg2.body, Upload)
+    assert msg2.body.first_proof.response == int.from_bytes(raw, "big")
+
+
+@pytest.mark.parametrize("value", [5, None, True, "00" * 81, [b"\x00" * 81]])
+def test_proof_responses_must_be_bin(value: Any) -> None:
+    for mtype, path in RESPONSE_PATHS:
+        assert_malformed(mutated(mtype, at(path, value)))
+
+
+def test_proofs_are_arrays_of_the_exact_length() -> None:
+    for mtype, path, size in PROOF_PATHS:
+
+        def extra(e: list[Any], path: tuple[int, ...] = path) -> None:
+            target = e[6]
+            for step in path:
+                target = target[step]
+            target.append(b"\x00" * 81)
+
+        def short(e: list[Any], path: tuple[int, ...] = path) -> None:
+            target = e[6]
+            for step in path:
+                target = target[step]
+            target.pop()
+
+        assert_malformed(mutated(mtype, extra), f"expected {size} elements")
+        assert_malformed(mutated(mtype, short), f"expected {size} elements")
+        assert_malformed(mutated(mtype, at(path, b"\x00" * (E + Z))), "array")
+        assert_malformed(mutated(mtype, at(path, None)), "array")
+
+
+def test_a_dlog_proof_where_an_equality_proof_belongs_is_malformed() -> None:
+    dlog = elements_of(MessageType.ENROLL)[6][3]
+    assert_malformed(mutated(MessageType.RESPONSE, body_setter(1, dlog)), "3 elements")
+    equality = elements_of(MessageType.RESPONSE)[6][1]
+    assert_malformed(mutated(MessageType.ENROLL, body_setter(3, equality)), "2 elements")
+
+
+# -- ciphertexts and digests (v2) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [0, 1, 64, 127, 129, 256])
+def test_the_key_segment_is_exactly_one_ciphertext(size: int) -> None:
+    assert_malformed(mutated(MessageType.UPLOAD, body_setter(0, b"\x01" * size)), "128 bytes")
+
+
+@pytest.mark.parametrize("value", [5, None, "00" * 128, [b"\x00" * 128]])
+def test_the_key_segment_must_be_bin(value: Any) -> None:
+    assert_malformed(mutated(MessageType.UPLOAD, body_setter(0, value)), "key_segment")
+
+
+def test_the_key_segment_decodes_to_a_fixed_width_integer() -> None:
+    for value in (0, 1, 2**1023, 2**1024 - 1):
+        msg = serde.decode(mutated(MessageType.UPLOAD, body_setter(0, value.to_bytes(C, "big"))), CTX)
+        assert msg.body.key_segment == value  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("size", [0, 1, 127, 129, 255, 3 * 128 + 1])
 def test_segment_blob_must_be_a_positive_multiple_of_the_ciphertext_width(size: int) -> None:
-    assert_malformed(mutated(MessageType.UPLOAD, body_setter(0, b"\x01" * size)), "segment")
+    assert_malformed(mutated(MessageType.UPLOAD, body_setter(1, b"\x01" * size)), "segment")
 
 
 def test_segment_blob_decodes_to_fixed_width_integers() -> None:
     blob = (1).to_bytes(128, "big") + (2**1023).to_bytes(128, "big") + bytes(128)
-    msg = serde.decode(mutated(MessageType.UPLOAD, body_setter(0, blob)), CTX)
+    msg = serde.decode(mutated(MessageType.UPLOAD, body_setter(1, blob)), CTX)
     assert msg.body.segments == (1, 2**1023, 0)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("value", [b"", b"\x00" * 31, b"\x00" * 33, b"\x00" * 64, "00" * 32, None, 5])
+def test_challenge_digest_is_exactly_32_bytes(value: Any) -> None:
+    assert_malformed(mutated(MessageType.RESPONSE, body_setter(2, value)), "challenge_digest")
+
+
+def test_challenge_digest_decodes_as_given() -> None:
+    digest = bytes(range(32))
+    msg = serde.decode(mutated(MessageType.RESPONSE, body_setter(2, digest)), CTX)
+    assert msg.body.challenge_digest == digest  # type: ignore[union-attr]
+
+
+# -- evidence (v2) ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "evidence", [[], [b""], [b"x" * 300], [b"a", b"a"], [wire_of(MessageType.RESPONSE)] * 3]
+)
+def test_evidence_is_a_list_of_bytes(evidence: list[bytes]) -> None:
+    msg = serde.decode(mutated(MessageType.ENVELOPE, body_setter(4, evidence)), CTX)
+    assert msg.body.evidence == tuple(evidence)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "evidence", [None, b"raw", "raw", 5, [None], ["raw"], [5], [[b"raw"]], [b"ok", True]]
+)
+def test_evidence_of_another_shape_is_malformed(evidence: Any) -> None:
+    assert_malformed(mutated(MessageType.ENVELOPE, body_setter(4, evidence)), "evidence")
+
+
+def test_an_envelope_without_evidence_is_malformed() -> None:
+    """v2 envelopes always carry the evidence field (possibly empty): four fields are v1's shape."""
+    assert_malformed(mutated(MessageType.ENVELOPE, lambda e: e[6].pop()), "5 elements")
+
+
+# -- other body fields -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("size", [0, 31, 33])
 def test_verify_keys_must_be_32_bytes(size: int) -> None:
     assert_malformed(mutated(MessageType.ENROLL, body_setter(2, b"\x00" * size)), "32 bytes")
     assert_malformed(mutated(MessageType.KEYS, body_setter(2, b"\x00" * size, 0, 0)), "32 bytes")
-    assert_malformed(mutated(MessageType.PARAMS, body_setter(2, b"\x00" * size, 7)), "32 bytes")
+    assert_malformed(mutated(MessageType.PARAMS, body_setter(4, b"\x00" * size, 5)), "32 bytes")
+    assert_malformed(mutated(MessageType.REGISTER_AGGREGATOR, body_setter(4, b"\x00" * size, 1)), "32 bytes")
 
 
 @pytest.mark.parametrize("value", [0, 1, None, "true", 1.0])
@@ -264,17 +526,29 @@ def test_bools_must_be_msgpack_bools(value: Any) -> None:
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), 5, True, "5.0", None])
 def test_floats_must_be_finite_float64(value: Any) -> None:
     assert_malformed(mutated(MessageType.ANNOUNCE, body_setter(2, value)), "float")
-    assert_malformed(mutated(MessageType.PARAMS, body_setter(4, value)), "float")
+    assert_malformed(mutated(MessageType.PARAMS, body_setter(2, value)), "float")
+
+
+def test_nan_with_any_payload_is_refused() -> None:
+    announce = wire_of(MessageType.ANNOUNCE)
+    float64 = b"\xcb" + struct.pack(">d", 5.0)
+    for nan in (
+        b"\x7f\xf8\x00\x00\x00\x00\x00\x00",
+        b"\xff\xf8\x00\x00\x00\x00\x00\x01",
+        b"\x7f\xf0\x00\x00\x00\x00\x00\x01",
+    ):
+        assert_malformed(announce.replace(float64, b"\xcb" + nan), "float|non-canonical")
 
 
 @pytest.mark.parametrize("value", [-1, 2**63, True, 1.5, None])
 def test_small_ints_must_be_non_negative_ints(value: Any) -> None:
     assert_malformed(mutated(MessageType.ANNOUNCE, body_setter(1, value)))
     assert_malformed(mutated(MessageType.ENVELOPE, body_setter(2, value)))
+    assert_malformed(mutated(MessageType.PARAMS, body_setter(1, value)))
 
 
 def test_text_bounds() -> None:
-    ok = mutated(MessageType.ERROR, body_setter(1, "\u00e9" * 4096 + ""))
+    ok = mutated(MessageType.ERROR, body_setter(1, "\u00e9" * 4096))
     assert serde.decode(ok, CTX).body.message == "\u00e9" * 4096  # type: ignore[union-attr]
     assert_malformed(mutated(MessageType.ERROR, body_setter(1, "a" * 4097)), "4096")
     assert_malformed(mutated(MessageType.RESULT, body_setter(2, "x" * 4097)), "4096")
@@ -287,12 +561,16 @@ def test_invalid_utf8_is_malformed() -> None:
     wire = wire_of(MessageType.ERROR)
     assert b"\xabbad message" in wire
     assert_malformed(wire.replace(b"\xabbad message", b"\xabbad\xff\xfeessage"))
+    ready = wire_of(MessageType.READY)
+    assert_malformed(ready.replace(b"\xa7plant-7", b"\xa7plant\xc3("))  # a broken 2-byte sequence
+    assert_malformed(ready.replace(b"\xa7plant-7", b"\xa7plan\xed\xa0\x80"))  # an encoded surrogate
 
 
 @pytest.mark.parametrize("value", ["", "has space", "x" * 257, "caf\u00e9", 5, None, b"tok"])
 def test_tokens_must_be_printable_ascii(value: Any) -> None:
     assert_malformed(mutated(MessageType.ENROLL, body_setter(0, value)), "token")
     assert_malformed(mutated(MessageType.REVOKE, body_setter(0, value)), "token")
+    assert_malformed(mutated(MessageType.REGISTER_AGGREGATOR, body_setter(0, value)), "token")
 
 
 @pytest.mark.parametrize("value", ["unknown", "COMPLETE", "", 1, None])
@@ -327,6 +605,7 @@ def test_wrong_body_lengths_are_malformed(mtype: MessageType) -> None:
         ([], "at least 1"),
         (["a", "b c"], "id"),
         (["B", "a"], None),  # "B" < "a" in byte order: sorted, so accepted
+        (["a-1", "a.1", "a_1"], None),  # "-" (2d) < "." (2e) < "_" (5f)
     ],
 )
 def test_envelope_members_must_be_sorted_and_unique(members: list[Any], match: str | None) -> None:
@@ -343,7 +622,10 @@ def test_challenge_firsts_must_have_distinct_members() -> None:
 
     assert_malformed(mutated(MessageType.CHALLENGE, duplicate), "duplicate")
     assert_malformed(mutated(MessageType.CHALLENGE, body_setter(1, [])), "at least 1")
-    assert_malformed(mutated(MessageType.CHALLENGE, body_setter(2, b"\x00" * 63, 1, 0)), "64 bytes")
+    assert_malformed(mutated(MessageType.CHALLENGE, body_setter(3, b"\x00" * 63, 1, 0)), "64 bytes")
+    # unlike the envelope's member list, the firsts need not be sorted
+    swapped = mutated(MessageType.CHALLENGE, lambda e: e[6][1].reverse())
+    assert [f.member for f in serde.decode(swapped, CTX).body.firsts] == ["b", "a"]  # type: ignore[union-attr]
 
 
 def test_other_id_lists_must_be_unique() -> None:
@@ -355,17 +637,43 @@ def test_other_id_lists_must_be_unique() -> None:
 # -- PARAMS ----------------------------------------------------------------------------------------
 
 
-def test_params_widths() -> None:
+def test_params_modulus_is_minimal_and_gives_the_widths() -> None:
     assert_malformed(mutated(MessageType.PARAMS, body_setter(0, b"\x00" + b"\x01" * 64)), "minimal")
     assert_malformed(mutated(MessageType.PARAMS, body_setter(0, b"")), "minimal")
     assert_malformed(mutated(MessageType.PARAMS, body_setter(0, b"\x01" * 1025)), "minimal")
     assert_malformed(mutated(MessageType.PARAMS, body_setter(0, b"\x01")), "modulus")
-    assert_malformed(mutated(MessageType.PARAMS, body_setter(1, b"\x01" * 65)), "wider than p")
-    assert_malformed(mutated(MessageType.PARAMS, body_setter(2, b"\x01" * 63)), "64 bytes")  # g
-    assert_malformed(mutated(MessageType.PARAMS, body_setter(0, b"\x01" * 63, 7, 0)), "64 bytes")  # a beta
-    assert_malformed(mutated(MessageType.PARAMS, body_setter(0, [], 7)), "at least 1")  # no betas
+    assert_malformed(mutated(MessageType.PARAMS, body_setter(0, b"\x02")), "modulus")
+    assert_malformed(mutated(MessageType.PARAMS, body_setter(0, 12345)), "modulus")
+    # a 65-byte modulus makes the aggregator's 64-byte elements too short
+    assert_malformed(mutated(MessageType.PARAMS, body_setter(0, b"\x01" * 65)), "65 bytes")
+    assert_malformed(mutated(MessageType.PARAMS, body_setter(0, b"\x01" * 63, 5)), "64 bytes")  # beta
+    assert_malformed(
+        mutated(MessageType.PARAMS, body_setter(0, b"\x01" * 63, 5, 3)), "64 bytes"
+    )  # commitment
+    # without an aggregator the modulus alone decides; a 3-byte one is fine for the wire
+    data = mutated(
+        MessageType.PARAMS, lambda e: (body_setter(5, None)(e), body_setter(0, b"\x01\x00\x01")(e))
+    )
+    assert serde.decode(data, None).body.modulus == 65537  # type: ignore[union-attr]
     # no aggregator yet: nil
-    assert serde.decode(mutated(MessageType.PARAMS, body_setter(7, None)), None).body.aggregator is None  # type: ignore[union-attr]
+    assert serde.decode(mutated(MessageType.PARAMS, body_setter(5, None)), None).body.aggregator is None  # type: ignore[union-attr]
+
+
+def test_params_in_the_v1_layout_is_malformed() -> None:
+    """v1 sent [p, q, g, frac_bits, clip, max_clients, min_online, aggregator]: 8 fields, not 6."""
+
+    def v1_layout(e: list[Any]) -> None:
+        body = e[6]
+        e[6] = [body[0], b"\x01" * 16, b"\x02" * E, *body[1:5], None]
+
+    assert_malformed(mutated(MessageType.PARAMS, v1_layout), "6 elements")
+
+
+def test_aggregator_info_has_five_fields() -> None:
+    assert_malformed(mutated(MessageType.PARAMS, lambda e: e[6][5].pop()), "5 elements")
+    v1_info = [[b"\x01" * E, b"\x02" * E], b"\x03" * E, b"\x04" * 32]  # v1: [betas, delivery, verify_key]
+    assert_malformed(mutated(MessageType.PARAMS, body_setter(5, v1_info)), "5 elements")
+    assert_malformed(mutated(MessageType.REGISTER_AGGREGATOR, body_setter(1, v1_info)), "5 elements")
 
 
 # -- fuzz ------------------------------------------------------------------------------------------
@@ -414,14 +722,16 @@ def test_fuzz_mutated_messages(mtype: MessageType, data: st.DataObject) -> None:
 )
 def test_fuzz_arbitrary_msgpack(value: Any) -> None:
     _decode_or_wire_error(repack(value))
-    _decode_or_wire_error(repack([1, "upload", "f", 0, 0, "s", value, SIG]))
+    _decode_or_wire_error(repack([2, "upload", "f", 0, 0, "s", value, SIG]))
+    _decode_or_wire_error(repack([2, "response", "f", 0, 0, "s", value, SIG]))
+    _decode_or_wire_error(repack([2, "envelope", "f", 0, 0, "s", [["a"], b"\x01" * E, 2, b"", value], SIG]))
 
 
 def test_arrays_longer_than_the_limit_are_refused() -> None:
-    from shared.wire.reader import MAX_ARRAY_ITEMS
-
     ids = ["a"] * (MAX_ARRAY_ITEMS + 1)  # fits in the byte limit, but not in the array limit
     assert_malformed(mutated(MessageType.GET_KEYS, body_setter(0, ids)), "more than")
+    evidence = [b""] * (MAX_ARRAY_ITEMS + 1)
+    assert_malformed(mutated(MessageType.ENVELOPE, body_setter(4, evidence)), "more than")
 
 
 def test_bytes_like_input_is_accepted() -> None:
