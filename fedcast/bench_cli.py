@@ -46,7 +46,7 @@ def _cmd_bench_learning(args: argparse.Namespace) -> int:
 
     report = _progress(args.json)
     secure = _elgamal_scheme(args, args.clip)
-    report(f"parity run: {args.rounds} rounds, secure scheme {secure.name} |p|={args.modulus_bits}")
+    report(f"parity run: {args.rounds} rounds, secure scheme {secure.name} |N|={args.modulus_bits}")
     result = run_learning_parity(secure, seed=args.seed, rounds=args.rounds)
     if args.json:
         print(json.dumps(result))
@@ -178,8 +178,8 @@ def _cmd_bench_scale(args: argparse.Namespace) -> int:
 def _cmd_bench_e2e(args: argparse.Namespace) -> int:
     from fedcast.bench.e2e import JSON_KEYS, TABLE_COLUMNS, E2EBenchConfig, notes, run_e2e_bench
 
-    keys = ("rounds", "n_items", "latent_dim", "table_memory_mb", "amqp_url", "modulus_bits", "cell_timeout_s")
-    changes = _overrides(args, keys, clients="n_clients", schemes="schemes")
+    keys = ("rounds", "n_items", "latent_dim", "table_memory_mb", "amqp_url", "modulus_bits")
+    changes = _overrides(args, (*keys, "cell_timeout_s"), clients="n_clients", schemes="schemes")
     config = replace(E2EBenchConfig.quick() if args.quick else E2EBenchConfig(), **changes)
     rows = run_e2e_bench(config, progress=_progress(args.quiet))
     _emit("e2e", rows, TABLE_COLUMNS, notes(config), json_path=args.json, json_keys=JSON_KEYS)
@@ -190,7 +190,12 @@ def _cmd_bench_peers(args: argparse.Namespace) -> int:
     from fedcast.bench.peers import JSON_KEYS, TABLE_COLUMNS, PeersBenchConfig, notes, run_peers_bench
 
     changes = _overrides(
-        args, ("modulus_bits",), table_bytes=True, clients="n_clients", params="n_params", settings="settings"
+        args,
+        ("modulus_bits", "min_online"),
+        table_bytes=True,
+        clients="n_clients",
+        params="n_params",
+        settings="settings",
     )
     config = replace(PeersBenchConfig.quick() if args.quick else PeersBenchConfig(), **changes)
     rows = run_peers_bench(config, progress=_progress(args.quiet))
@@ -271,7 +276,7 @@ def add_bench_commands(commands: Any) -> None:
     crypto.add_argument("--json", action="store_true", help="print a JSON list of rows instead of a table")
     crypto.add_argument("--params", type=int, nargs="+", help="parameter counts (default 10000 100000)")
     crypto.add_argument("--clients", type=int, nargs="+", help="client counts (default 10 100)")
-    crypto.add_argument("--modulus-bits", type=int, default=2048, choices=(2048, 3072), help="group size")
+    crypto.add_argument("--modulus-bits", type=int, default=2048, choices=(2048, 3072), help="RSA modulus")
     crypto.add_argument(
         "--table-memory-mb", type=int, default=256, help="client fixed-base table budget (MiB)"
     )
@@ -299,7 +304,7 @@ def add_bench_commands(commands: Any) -> None:
     size = fedmf.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="61 users, 40 items, 1024-bit Paillier only")
     size.add_argument(
-        "--small", action="store_true", help="tests: 20 users, 5 items, 4 dims, INSECURE groups"
+        "--small", action="store_true", help="tests: 20 users, 5 items, 4 dims, INSECURE moduli"
     )
     fedmf.add_argument("--items", type=int, nargs="+", help="item counts (default 40 80 160)")
     fedmf.add_argument(
@@ -315,8 +320,10 @@ def add_bench_commands(commands: Any) -> None:
         "--paillier-budget-s", type=float, help="seconds of whole users measured per Paillier setting (20)"
     )
     fedmf.add_argument("--movielens", metavar="PATH", help="ml-latest-small ratings.csv (default: synthetic)")
-    fedmf.add_argument("--modulus-bits", type=int, choices=(2048, 3072), help="ElGamal group size (default 2048)")
-    fedmf.add_argument("--insecure-test-group", action="store_true", help="512-bit INSECURE group (tests)")
+    fedmf.add_argument(
+        "--modulus-bits", type=int, choices=(2048, 3072), help="RSA modulus |N| of fedcast (default 2048)"
+    )
+    fedmf.add_argument("--insecure-test-group", action="store_true", help="512-bit INSECURE N (tests)")
     fedmf.add_argument("--json", metavar="PATH", help="also write the rows as JSON to PATH")
     fedmf.add_argument("--quiet", action="store_true", help="no progress on stderr")
     fedmf.add_argument("--seed", type=int, default=0)
@@ -326,18 +333,20 @@ def add_bench_commands(commands: Any) -> None:
     scale = benches.add_parser("scale", help="aggregator cost vs clients x parameters; a Pi-class client")
     size = scale.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="10 clients x 10,000 params, Pi run at 10,000")
-    size.add_argument("--small", action="store_true", help="tests: tiny sizes, INSECURE group")
+    size.add_argument("--small", action="store_true", help="tests: tiny sizes, INSECURE modulus")
     scale.add_argument("--clients", type=int, nargs="+", help="client counts N (default 10 100 1000)")
     scale.add_argument("--params", type=int, nargs="+", help="parameter counts n (default 1e4 1e5 1e6)")
     scale.add_argument("--cell-budget-s", type=float, help="skip cells whose uploads take longer (600)")
     scale.add_argument("--table-memory-mb", type=int, help="client table budget, MiB (default 256)")
-    scale.add_argument("--members", dest="challenge_members", type=int, help="challenge size (default 100)")
+    scale.add_argument(
+        "--members", dest="challenge_members", type=int, help="members whose proofs a client checks (100)"
+    )
     scale.add_argument("--no-pi", action="store_true", help="skip the Pi-class client run")
     scale.add_argument("--pi-params", type=int, help="Pi run parameters (default 100000)")
     scale.add_argument("--pi-as-mb", dest="pi_address_space_mb", type=int, help="Pi RLIMIT_AS, MiB (512)")
     scale.add_argument("--pi-table-mb", type=int, nargs="+", help="Pi table budgets, MiB (default 64 256)")
-    scale.add_argument("--modulus-bits", type=int, choices=(2048, 3072), help="group size (default 2048)")
-    scale.add_argument("--insecure-test-group", action="store_true", help="512-bit INSECURE group (tests)")
+    scale.add_argument("--modulus-bits", type=int, choices=(2048, 3072), help="RSA modulus (default 2048)")
+    scale.add_argument("--insecure-test-group", action="store_true", help="512-bit INSECURE N (tests)")
     scale.add_argument("--json", metavar="PATH", help="also write the rows as JSON to PATH")
     scale.add_argument("--quiet", action="store_true", help="no progress on stderr")
     scale.add_argument("--seed", type=int, default=0)
@@ -357,7 +366,9 @@ def add_bench_commands(commands: Any) -> None:
     e2e.add_argument(
         "--amqp", dest="amqp_url", help="broker URL (default amqp://guest:guest@127.0.0.1:5672/)"
     )
-    e2e.add_argument("--modulus-bits", type=int, choices=(2048, 3072), help="group size (default 2048)")
+    e2e.add_argument(
+        "--modulus-bits", type=int, choices=(2048, 3072), help="FEDCAST_MODULUS_BITS, key service (2048)"
+    )
     e2e.add_argument("--cell-timeout-s", type=float, help="give up on a cell after this long (default 600)")
     e2e.add_argument("--json", metavar="PATH", help="also write the rows as JSON to PATH")
     e2e.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -371,7 +382,14 @@ def add_bench_commands(commands: Any) -> None:
     peers.add_argument(
         "--settings", nargs="+", choices=("flower-3/2", "flower-all/half", "fedcast"), help="default all"
     )
-    peers.add_argument("--modulus-bits", type=int, default=2048, choices=(2048, 3072), help="fedcast group size")
+    peers.add_argument(
+        "--modulus-bits", type=int, default=2048, choices=(2048, 3072), help="fedcast's RSA modulus |N|"
+    )
+    peers.add_argument(
+        "--min-online",
+        type=int,
+        help="smallest online set fedcast's clients accept (default 3): bounds the collusion it tolerates",
+    )
     peers.add_argument("--table-memory-mb", type=int, help="fedcast client table budget, MiB (default 256)")
     peers.add_argument("--json", metavar="PATH", help="also write the rows as JSON to PATH")
     peers.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -386,5 +404,7 @@ def add_bench_commands(commands: Any) -> None:
     report.add_argument("--plot-dir", default="docs/bench", help="plots and JSON rows (default docs/bench)")
     report.add_argument("--no-plots", action="store_true", help="skip the PNG plots (no matplotlib needed)")
     report.add_argument("--movielens", metavar="PATH", help="ml-latest-small ratings.csv for the fedmf bench")
-    report.add_argument("--modulus-bits", type=int, default=2048, choices=(2048, 3072), help="group size")
+    report.add_argument(
+        "--modulus-bits", type=int, default=2048, choices=(2048, 3072), help="RSA modulus |N| of every bench"
+    )
     report.set_defaults(handler=_cmd_bench_report)

@@ -8,8 +8,13 @@ and the same model size (FedMF on the seeded synthetic data; the item matrix is
   aggregator`` and N x ``fedcast edge`` subprocesses configured by ``FEDCAST_*``
   variables; devices are provisioned with ``fedcast keyserver add-device`` and the
   clients pin the key service's verify key (``fedcast keyserver verify-key``).
-  A round is the full protocol: announce, ready, sealed model per member, encrypted
-  upload (signed first component), challenge, response, decrypt, checkpoint, result.
+  The key service generates the federation's RSA modulus (``FEDCAST_MODULUS_BITS``).
+  A round is the full protocol v2: announce, ready, sealed model per member,
+  encrypted upload (key segment, data segments, signed first component with its
+  proof of knowledge), challenge (every member checks every proof), response with
+  its equality proof, decrypt, checkpoint, result. Clients accept no online set
+  smaller than ``FEDCAST_MIN_ONLINE`` (3 by default): a cell with fewer edges sets
+  it to N on the key service and the edges, and says so in its notes.
 * ``plaintext``: a deliberately small FedAvg-style runner (:mod:`fedcast.bench.e2e_plaintext`)
   (``python -m fedcast.bench.e2e_plaintext plaintext-aggregator|plaintext-edge``) over
   :class:`shared.transport.amqp.AmqpTransport` (same queues, exchanges, quorum
@@ -74,6 +79,7 @@ from fedcast.bench.procs import (
     tail_log,
     watch_children,
 )
+from shared.crypto.elgamal import DEFAULT_MIN_ONLINE, MIN_ONLINE
 
 __all__ = [
     "JSON_KEYS",
@@ -150,8 +156,8 @@ class E2EBenchConfig:
         unknown = [s for s in self.schemes if s not in SCHEMES]
         if unknown:
             raise E2EBenchError(f"unknown schemes {unknown}; choose from {list(SCHEMES)}")
-        if not self.n_clients or min(self.n_clients) < 2:
-            raise E2EBenchError("every cell needs at least 2 edge clients")
+        if not self.n_clients or min(self.n_clients) < MIN_ONLINE:
+            raise E2EBenchError(f"every cell needs at least {MIN_ONLINE} edge clients")
         if self.rounds < 1 or self.warmup_rounds < 1:
             # the last warm-up round's completion is where the first measured round starts
             raise E2EBenchError("rounds and warmup_rounds must be >= 1")
@@ -243,6 +249,15 @@ def _fedcast_cli() -> list[str]:
     return [sys.executable, "-m", "fedcast.cli"]
 
 
+def _min_online_env(n_clients: int) -> dict[str, str]:
+    """FEDCAST_MIN_ONLINE for the key service and the edges: their default (3) unless N is smaller.
+
+    The clients' minimum |S| is a security setting (it bounds the collusion they tolerate),
+    so it is lowered only where the cell could not run otherwise, and then to N.
+    """
+    return {"FEDCAST_MIN_ONLINE": str(n_clients)} if n_clients < DEFAULT_MIN_ONLINE else {}
+
+
 def _task_env(config: E2EBenchConfig) -> dict[str, str]:
     return {
         "FEDCAST_TASK": "fedmf",
@@ -273,8 +288,9 @@ async def _fedcast_cell(
         "FEDCAST_MODULUS_BITS": str(config.modulus_bits),
         "FEDCAST_AGGREGATOR_TOKEN": aggregator_token,
         "FEDCAST_LOG_LEVEL": "INFO",
+        **_min_online_env(n_clients),
     }
-    say(f"fedcast N={n_clients}: key service ({config.modulus_bits}-bit group)")
+    say(f"fedcast N={n_clients}: key service ({config.modulus_bits}-bit RSA modulus)")
     keyserver = await cell.spawn("keyserver", [*_fedcast_cli(), "keyserver"], ks_env)
     verify_file = cell.root / "keyserver" / "verify-key.json"
     deadline = time.monotonic() + 60
@@ -324,6 +340,7 @@ async def _fedcast_cell(
             "FEDCAST_DATA_SEED": str(config.seed),
             "FEDCAST_TABLE_MEMORY_MB": str(config.table_memory_mb),
             "FEDCAST_LOG_LEVEL": "WARNING",
+            **_min_online_env(n_clients),
         }
         edges.append(await cell.spawn(cid, [*_fedcast_cli(), "edge"], edge_env))
     setup_s = time.perf_counter() - started
@@ -547,14 +564,22 @@ def run_e2e_bench(
 
 def notes(config: E2EBenchConfig) -> Sequence[str]:
     """Footnotes printed under the table: what each scheme does, and how it was measured."""
-    return [
+    lines = [
         f"FedMF, {config.n_items:,} items x {config.latent_dim} = {config.n_params:,} parameters; "
         f"{config.rounds} measured rounds after {config.warmup_rounds} warm-up; every party its own "
         f"process, one broker ({urlsplit(config.amqp_url).netloc.rpartition('@')[2]})",
-        f"fedcast: keyserver + aggregator + N edges (fedcast CLI), |p|={config.modulus_bits}, "
-        f"FEDCAST_TABLE_MEMORY_MB={config.table_memory_mb:g} per edge; full protocol per round",
+        f"fedcast: keyserver + aggregator + N edges (fedcast CLI), protocol v2 on an RSA modulus "
+        f"|N|={config.modulus_bits} (FEDCAST_MODULUS_BITS), FEDCAST_TABLE_MEMORY_MB="
+        f"{config.table_memory_mb:g} per edge; full protocol per round (proofs included)",
         "plaintext: N edges + 1 aggregator over AmqpTransport, announce(float32 model) -> float32 upload "
         "-> sum -> result; no signatures, key service, ready phase, sealed model, challenge or checkpoint",
         "latency: aggregator round start to completion, p50/p95 (linear interpolation) over measured "
         "rounds; B/round: all bytes between processes and the broker, both directions (TCP relay)",
     ]
+    small = sorted(n for n in config.n_clients if n < DEFAULT_MIN_ONLINE)
+    if small and "fedcast" in config.schemes:
+        lines.append(
+            f"N={', '.join(map(str, small))}: below the clients' default minimum online set "
+            f"({DEFAULT_MIN_ONLINE}), so FEDCAST_MIN_ONLINE=N on the key service and the edges"
+        )
+    return lines

@@ -17,15 +17,20 @@ and serializes the reply back. No Ray, no network, no threads: one core.
 * upload B: the serialized stage-2 reply (the masked vector) of one node;
   sent B: all four replies of one node.
 
-fedcast side: :class:`shared.schemes.ElGamalSum` on a real group (2048-bit by
-default) over the same N random vectors: client s is encode + pack + encrypt +
-answer the challenge; server s is folding uploads and responses + decrypt,
-unpack and decode; upload B is the ciphertext (u segments + the two group
-elements), sent B adds the response T_i. Fixed-base tables are built once per
-deployment and not counted (as in ``fedcast bench crypto``).
+fedcast side: :class:`shared.schemes.ElGamalSum` (scheme v2) on a real RSA
+modulus (2048-bit by default) over the same N random vectors: client s is
+encode + pack + encrypt (key segment, data segments, A_i, B_i, the proof of
+knowledge of r2) + answer the challenge (batch-verify every member's proof,
+T_i with its equality proof); server s is screening and folding uploads,
+batch-verifying the proofs, folding responses, decrypting, unpacking and
+decoding; upload B is the raw upload (key segment and u data segments mod N^2,
+A_i, B_i and the proof), sent B adds the raw response (T_i, its proof and the
+challenge digest). Fixed-base tables are built once per deployment and not
+counted (as in ``fedcast bench crypto``).
 
 Collusion and dropout tolerance are derived from each setting's parameters
-(Flower's effective share count k and threshold t as its workflow chose them).
+(Flower's effective share count k and threshold t as its workflow chose them;
+fedcast's from the smallest online set its clients accept, ``min_online``).
 """
 
 from __future__ import annotations
@@ -39,9 +44,10 @@ from typing import Any
 
 import numpy as np
 
-from shared.crypto.elgamal import DEFAULT_TABLE_MEMORY_BYTES, MIN_ONLINE
+from shared.crypto.elgamal import DEFAULT_MIN_ONLINE, DEFAULT_TABLE_MEMORY_BYTES, MIN_ONLINE
 from shared.crypto.group import DEFAULT_MODULUS_BITS
 from shared.crypto.modulus import generate_group
+from shared.crypto.proofs import RESPONSE_BITS
 from shared.errors import ConfigurationError
 from shared.params import SystemParams
 from shared.schemes import ElGamalSum
@@ -109,6 +115,9 @@ class PeersBenchConfig:
     settings: tuple[str, ...] = ("flower-3/2", "flower-all/half", "fedcast")
     modulus_bits: int = DEFAULT_MODULUS_BITS
     table_memory_bytes: int = DEFAULT_TABLE_MEMORY_BYTES
+    #: The smallest online set fedcast's clients accept (the deployed default); it bounds the
+    #: collusion fedcast tolerates, since the aggregator chooses S.
+    min_online: int = DEFAULT_MIN_ONLINE
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -117,6 +126,12 @@ class PeersBenchConfig:
             raise ConfigurationError(f"unknown settings {unknown}; choose from {sorted(SETTINGS)}")
         if not self.n_clients or min(self.n_clients) < 3:
             raise ConfigurationError("SecAgg+ needs at least 3 clients per cell")
+        if self.min_online < MIN_ONLINE:
+            raise ConfigurationError(f"min_online must be >= {MIN_ONLINE}")
+        if "fedcast" in self.settings and min(self.n_clients) < self.min_online:
+            raise ConfigurationError(
+                f"fedcast's clients refuse fewer than min_online={self.min_online} members"
+            )
         if not self.n_params or min(self.n_params) < 1:
             raise ConfigurationError("n_params must be >= 1")
 
@@ -159,10 +174,20 @@ def _flower_tolerance(shares: int, threshold: int, n_clients: int) -> tuple[str,
     return collusion, f"{shares - threshold} {scope}, in-round"
 
 
-def _fedcast_tolerance(n_clients: int) -> tuple[str, str]:
-    """Up to |S|-2 clients may collude with the aggregator; a dropout fails the attempt,
-    which is retried with the survivors (all re-encrypt) while at least MIN_ONLINE remain."""
-    return f"aggregator + {n_clients - 2} (N-2)", f"any, >= {MIN_ONLINE} left; retry"
+def _fedcast_tolerance(min_online: int) -> tuple[str, str]:
+    """(collusion, dropout) tolerance of fedcast whose clients accept no S smaller than ``min_online``.
+
+    The aggregator chooses S: with S = {victim} + colluders the sum is the victim's
+    input (in any secure aggregation), so an honest client is safe while fewer than
+    min_online - 1 clients collude with the aggregator (crypto note section 1). A
+    dropout before the challenge fails the attempt, which is retried with the
+    survivors while at least min_online remain; after the challenge a member is
+    waited for (a retry could difference two answers, crypto note 0.3).
+    """
+    return (
+        f"aggregator + {min_online - 2} (min |S| {min_online} - 2)",
+        f"before the challenge, >= {min_online} left; retry",
+    )
 
 
 class _Flower:
@@ -347,16 +372,18 @@ def _flower_row(fl: _Flower, name: str, vectors: Sequence[np.ndarray], version: 
     }
 
 
-def _fedcast_row(scheme: ElGamalSum, vectors: Sequence[np.ndarray]) -> dict[str, Any]:
+def _fedcast_row(scheme: ElGamalSum, vectors: Sequence[np.ndarray], min_online: int) -> dict[str, Any]:
     n_clients, n = len(vectors), int(vectors[0].size)
     total = scheme.sum([np.asarray(v, dtype=np.float64) for v in vectors])
     expected = np.sum(np.stack(vectors).astype(np.float64), axis=0)
     if not np.allclose(total, expected, atol=1e-2 * n_clients):
         raise ConfigurationError("fedcast's ElGamal sum did not match the plaintext sum")
     stats = scheme.last_round
-    response_bytes = scheme.params.group.element_bytes
+    group = scheme.params.group
+    # Response: T_i, the equality proof (t1, t2 mod N and its response z) and the challenge digest.
+    response_bytes = 3 * group.element_bytes + (RESPONSE_BITS + 7) // 8 + 32
     client_s = float(np.mean(stats.client_seconds)) + float(np.mean(stats.respond_seconds))
-    collusion, dropouts = _fedcast_tolerance(n_clients)
+    collusion, dropouts = _fedcast_tolerance(min_online)
     return {
         "system": "fedcast",
         "setting": "fedcast",
@@ -371,7 +398,7 @@ def _fedcast_row(scheme: ElGamalSum, vectors: Sequence[np.ndarray]) -> dict[str,
         "threshold": 0,
         "collusion": collusion,
         "dropouts": dropouts,
-        "version": f"elgamal |p|={scheme.params.group.p.bit_length()}",
+        "version": f"elgamal v2 |N|={group.modulus_bits}",
     }
 
 
@@ -401,7 +428,7 @@ def run_peers_bench(
     fl = _Flower() if wants_flower else None
     scheme: ElGamalSum | None = None
     if "fedcast" in config.settings:
-        say(f"generating a {config.modulus_bits}-bit group")
+        say(f"generating a {config.modulus_bits}-bit RSA modulus")
         params = SystemParams(generate_group(config.modulus_bits), max_clients=max(1000, *config.n_clients))
         scheme = ElGamalSum(params, table_memory_bytes=config.table_memory_bytes, seed=config.seed)
     rng = np.random.default_rng(config.seed)
@@ -426,7 +453,7 @@ def run_peers_bench(
                     say(f"{name} n={n:,} N={n_clients}")
                     if SETTINGS[name] is None:
                         assert scheme is not None
-                        rows.append(_fedcast_row(scheme, vectors))
+                        rows.append(_fedcast_row(scheme, vectors, config.min_online))
                     else:
                         assert fl is not None
                         rows.append(_flower_row(fl, name, vectors, version))
@@ -445,9 +472,12 @@ def notes(config: PeersBenchConfig, version: str | None = None) -> Sequence[str]
         "message, not counted: serde_s in --json)",
         "flower-3/2: num_shares=3, reconstruction_threshold=2 (Flower's example); "
         "flower-all/half: num_shares=1.0 (all N), threshold 0.5 (N/2)",
-        f"fedcast: shared.schemes.ElGamalSum, |p|={config.modulus_bits}, "
-        f"max_clients={max(1000, *config.n_clients)}; "
-        "client s = encrypt + respond, server s = fold + decrypt; tables prebuilt (not counted)",
+        f"fedcast: shared.schemes.ElGamalSum (scheme v2), RSA modulus |N|={config.modulus_bits}, "
+        f"max_clients={max(1000, *config.n_clients)}; client s = encrypt (with the proof of knowledge "
+        "of r2) + respond (batch-verify every member's proof, T_i and its proof), server s = screen/fold "
+        "+ verify proofs + decrypt; tables prebuilt (not counted); bytes are raw values, no framing",
+        f"fedcast tolerance: the aggregator chooses S and clients refuse |S| < {config.min_online} "
+        "(min_online), so up to min_online - 2 clients may collude with it (crypto note section 1)",
         "client s: mean per client per round; upload B: the vector upload of one client; "
         "sent B: everything one client sends in the round",
     ]

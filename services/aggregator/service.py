@@ -206,7 +206,12 @@ class AggregatorService:
             )
         rounds = cfg.rounds
         if rounds.min_online < min_online:  # the federation's minimum is a floor, never lowered
-            rounds = RoundConfig(**{**rounds.__dict__, "min_online": min_online})
+            try:
+                rounds = RoundConfig(**{**rounds.__dict__, "min_online": min_online})
+            except ConfigurationError as exc:
+                raise ConfigurationError(
+                    f"the key service's minimum online set is {min_online}: {exc}"
+                ) from exc
         self._ctx = WireContext.from_group(params.group)
         resume_round = 1 if checkpoint is None else checkpoint.round + 1
 

@@ -38,6 +38,8 @@ import gmpy2
 import numpy as np
 from gmpy2 import mpz
 
+from shared.errors import ConfigurationError
+
 __all__ = ["BATCH_EXPONENT_BITS", "batch_exponents", "multi_exp"]
 
 #: Width of the random batch exponents: a false equation survives with probability 2^-128.
@@ -70,10 +72,10 @@ def _digits(exponents: Sequence[int], c: int, windows: int) -> np.ndarray[Any, n
 def multi_exp(bases: Sequence[Any], exponents: Sequence[int], modulus: Any) -> mpz:
     """prod bases[i]^exponents[i] mod ``modulus`` (non-negative exponents), Pippenger's method."""
     if len(bases) != len(exponents):
-        raise ValueError("bases and exponents differ in length")
+        raise ConfigurationError("bases and exponents differ in length")
     m = mpz(modulus)
     if any(e < 0 for e in exponents):
-        raise ValueError("exponents must be non-negative")
+        raise ConfigurationError("exponents must be non-negative")
     pairs = [(mpz(b), int(e)) for b, e in zip(bases, exponents, strict=True) if e]
     if not pairs:
         return mpz(1) % m

@@ -105,6 +105,11 @@ _TAG_ATTEMPT = b"fedcast/v2/attempt"
 _TAG_CHALLENGE = b"fedcast/v2/challenge"
 
 
+def _is_int(value: Any) -> bool:
+    """An int or mpz, never a bool, str or float (mpz() would parse or truncate those)."""
+    return isinstance(value, int | _MPZ) and not isinstance(value, bool)
+
+
 def _u64(value: int) -> bytes:
     return int(value).to_bytes(8, "big")
 
@@ -309,7 +314,7 @@ class ElGamalClient:
         if online.key_of(client_id) != self.keypair.public:
             raise NotAMemberError(f"S lists {client_id!r} under a key that is not this client's")
         pk_s = online.aggregate_key
-        if mpz(claimed_aggregate_key) != pk_s:
+        if not _is_int(claimed_aggregate_key) or mpz(claimed_aggregate_key) != pk_s:
             raise AggregateKeyMismatchError("pkbar_S is not the product of the members' keys")
         if len(segments) != self.tables.n_segments:
             raise CiphertextShapeError(f"expected {self.tables.n_segments} segments, got {len(segments)}")
@@ -376,7 +381,8 @@ def check_challenge(
     members = attempt.online.members
     if set(firsts) != set(members) or len(firsts) != len(members):
         raise ChallengeRejectedError("the challenge's member list is not the online set encrypted for")
-    if mpz(firsts[attempt.client_id].value) != attempt.first:
+    own = firsts[attempt.client_id].value
+    if not _is_int(own) or mpz(own) != attempt.first:
         raise ChallengeRejectedError("the challenge carries a first component that is not ours")
     statements = [
         DlogStatement(firsts[m].value, firsts[m].proof, attempt.context.first_context(m)) for m in members
@@ -719,6 +725,10 @@ class Aggregation:
             raise ProtocolOrderError(f"responses missing from {sorted(self.missing_responses)}")
         if decryptor.n_segments != self.n_segments or decryptor.group != self.group:
             raise DecryptionError("the decryptor was built for another group or segment count")
+        if len(self.online) > decryptor.max_members:
+            raise DecryptionError(
+                f"|S| = {len(self.online)} exceeds the {decryptor.max_members} the decryptor is sized for"
+            )
         group = self.group
         n, n2 = group.n, group.n2
         x = self._d * gmpy2.invert(self._t, n) % n

@@ -121,8 +121,11 @@ class RoundConfig:
                 raise ConfigurationError(f"{name} must be > 0")
         if self.max_attempts < 1:
             raise ConfigurationError("max_attempts must be >= 1")
-        if self.expected_clients is not None and self.expected_clients < 1:
-            raise ConfigurationError("expected_clients must be >= 1")
+        if self.expected_clients is not None and self.expected_clients < self.min_online:
+            raise ConfigurationError(
+                f"expected_clients ({self.expected_clients}) is below min_online ({self.min_online}): "
+                "no online set could ever be fixed"
+            )
 
 
 @dataclass(frozen=True)

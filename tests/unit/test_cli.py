@@ -22,8 +22,9 @@ def test_bench_crypto_json_rows(capsys: pytest.CaptureFixture[str]) -> None:
     elgamal, paillier, plaintext = rows
     assert not elgamal["extrapolated"] and paillier["extrapolated"] and not plaintext["extrapolated"]
     assert plaintext["bytes_per_param"] == 4.0 and paillier["bytes_per_param"] == 512.0
-    # 300 params = 5 segments of 70 slots: 5 x 512 B + (A, B) 2 x 256 B
-    assert elgamal["bytes_per_param"] == pytest.approx((5 * 512 + 512) / 300)
+    # 300 params = 5 data segments of 70 slots + the key segment: 6 x 512 B (mod N^2), A, B and the
+    # proof's commitment 3 x 256 B (mod N), the proof's response 81 B (641 bits)
+    assert elgamal["bytes_per_param"] == pytest.approx((6 * 512 + 3 * 256 + 81) / 300)
 
 
 def test_bench_crypto_table(capsys: pytest.CaptureFixture[str]) -> None:
