@@ -130,7 +130,7 @@ class ElGamalSum:
         stats = RoundStats(n_clients=len(vectors), n_params=n)
         aggregation = Aggregation(online, context, u)
         attempts = {}
-        # Upload = K_i + u segments (mod N^2), A_i and B_i (mod N), A_i's proof (t mod N, z of 81 bytes).
+        # Upload = K_i + u segments (mod N^2), A_i and B_i (mod N), A_i's proof (t mod N, z of 65 bytes).
         upload_bytes = (u + 1) * group.ciphertext_bytes + 3 * group.element_bytes + (RESPONSE_BITS + 7) // 8
         for cid, client, vector in zip(ids, clients, vectors, strict=True):
             start = time.perf_counter()

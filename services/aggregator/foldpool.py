@@ -1,15 +1,18 @@
-"""Folding uploads on several cores: helper processes that multiply data segments mod N^2.
+"""The aggregator's work on several cores: helper processes that fold segments and check proofs.
 
-Folding (one 4096-bit multiplication per data segment per member) is the
-aggregator's largest per-round cost, and gmpy2 holds the GIL, so threads do not
-help. :class:`ProcessFolder` splits the segment indices into contiguous shards:
-this process folds the first shard itself and each helper process one other
-shard. Helpers are plain subprocesses (``python -m services.aggregator.foldpool``)
-speaking a tiny binary protocol over their stdin/stdout; nothing is pickled::
+Folding (one 4096-bit multiplication per data segment per member) and the batch
+check of every member's proof of knowledge of r2 are the aggregator's largest
+per-round costs, and gmpy2 holds the GIL, so threads do not help.
+:class:`ProcessFolder` splits the segment indices into contiguous shards (this
+process folds the first shard itself, each helper process one other shard) and
+splits a set of proofs the same way (each part gets its own batch test). Helpers
+are plain subprocesses (``python -m services.aggregator.foldpool``) speaking a tiny
+binary protocol over their stdin/stdout; nothing is pickled::
 
-    "S" u32(count) u32(width) modulus   start a product of ``count`` segments (all 1)
-    "F" u32(length) blob                 multiply in ``count`` big-endian values of ``width`` bytes
-    "P"                                  reply with the ``count`` products, ``width`` bytes each
+    "S" u32(count) u32(width) u32(len) modulus   start a product of ``count`` segments (all 1)
+    "F" u32(length) blob                          multiply in ``count`` values of ``width`` bytes
+    "P"                                           reply with the ``count`` products, ``width`` bytes each
+    "V" u32(length) payload                       batch-test proofs; reply one byte, 1 if they hold
 
 A helper that dies is noticed at :meth:`ProcessFolder.products` (InternalError:
 the caller retries the attempt, before any member answered) and respawned at the
@@ -18,6 +21,7 @@ next :meth:`ProcessFolder.start`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -27,9 +31,21 @@ from typing import IO, Any
 import gmpy2
 from gmpy2 import mpz
 
+from shared.crypto.group import GroupParams
+from shared.crypto.proofs import (
+    DlogStatement,
+    ScreenedDlog,
+    dlog_batch_holds,
+    dlog_individual_failures,
+    screen_dlogs,
+)
 from shared.errors import ConfigurationError, InternalError
 
 __all__ = ["ProcessFolder", "default_workers", "worker_main"]
+
+# The sizes of one screened proof on the pipe: X and t (element width), z, c.
+_Z_BYTES = 96
+_C_BYTES = 32
 
 
 #: This process's share of the segments relative to a helper's (it also screens each upload and
@@ -84,7 +100,8 @@ class _Helper:
     def close(self) -> None:
         for stream in (self.process.stdin, self.process.stdout):
             if stream is not None:
-                stream.close()
+                with contextlib.suppress(OSError):  # a dead helper's pipe cannot flush what is buffered
+                    stream.close()
         try:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:  # pragma: no cover - a wedged helper
@@ -164,6 +181,46 @@ class ProcessFolder:
             out.extend(mpz.from_bytes(raw[i : i + width], "big") for i in range(0, len(raw), width))
         return out
 
+    def dlog_failures(self, group: GroupParams, items: Sequence[DlogStatement]) -> dict[int, str]:
+        """:func:`shared.crypto.proofs.dlog_failures`, its batch test split over the helpers.
+
+        Screening (element rule, ranges, hashes) runs here; each part of the screened set
+        gets an independent batch test (a helper draws its own random exponents); only a
+        part that fails is checked proof by proof, here, to name the culprits.
+        """
+        failures, screened = screen_dlogs(group, items)
+        if not screened:
+            return failures
+        n = group.n
+        g2 = group.g * group.g % n
+        parts = len(self._helpers) + 1
+        shares = [
+            screened[k * len(screened) // parts : (k + 1) * len(screened) // parts] for k in range(parts)
+        ]
+        asked: list[tuple[_Helper, list[ScreenedDlog]]] = []
+        for helper, share in zip(self._helpers, shares[1:], strict=True):
+            if not share or not helper.alive:
+                shares[0] = [*shares[0], *share]
+                continue
+            try:
+                helper.send(b"V" + _verify_payload(n, g2, group.element_bytes, share))
+                asked.append((helper, share))
+            except OSError:
+                shares[0] = [*shares[0], *share]
+        failed: list[ScreenedDlog] = []
+        if shares[0] and not dlog_batch_holds(n, g2, shares[0]):
+            failed += shares[0]
+        for helper, share in asked:
+            try:
+                holds = helper.read(1) == b"\x01"
+            except (OSError, EOFError):
+                holds = dlog_batch_holds(n, g2, share)  # the helper died: check its part here
+            if not holds:
+                failed += share
+        if failed:
+            failures.update(dlog_individual_failures(group, failed))
+        return failures
+
     def close(self) -> None:
         """Stop the helpers (safe to call twice)."""
         helpers, self._helpers = self._helpers, []
@@ -175,6 +232,36 @@ class ProcessFolder:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def _verify_payload(n: mpz, g2: mpz, width: int, share: Sequence[ScreenedDlog]) -> bytes:
+    head: bytes = _u32(width) + _u32(len(share)) + bytes(mpz(n).to_bytes(width, "big"))
+    head += bytes(mpz(g2).to_bytes(width, "big"))
+    body = b"".join(
+        bytes(mpz(x).to_bytes(width, "big"))
+        + bytes(mpz(t).to_bytes(width, "big"))
+        + bytes(mpz(z).to_bytes(_Z_BYTES, "big"))
+        + int(c).to_bytes(_C_BYTES, "big")
+        for _, x, t, z, c in share
+    )
+    payload = head + body
+    return _u32(len(payload)) + payload
+
+
+def _verify(payload: bytes) -> bool:
+    width = int.from_bytes(payload[:4], "big")
+    count = int.from_bytes(payload[4:8], "big")
+    n = mpz.from_bytes(payload[8 : 8 + width], "big")
+    g2 = mpz.from_bytes(payload[8 + width : 8 + 2 * width], "big")
+    offset, step = 8 + 2 * width, 2 * width + _Z_BYTES + _C_BYTES
+    screened: list[ScreenedDlog] = []
+    for k in range(count):
+        item = payload[offset + k * step : offset + (k + 1) * step]
+        x = mpz.from_bytes(item[:width], "big")
+        t = mpz.from_bytes(item[width : 2 * width], "big")
+        z = mpz.from_bytes(item[2 * width : 2 * width + _Z_BYTES], "big")
+        screened.append((k, x, t, z, int.from_bytes(item[2 * width + _Z_BYTES :], "big")))
+    return dlog_batch_holds(n, g2, screened)
 
 
 def worker_main(stdin: IO[bytes], stdout: IO[bytes]) -> None:
@@ -197,6 +284,10 @@ def worker_main(stdin: IO[bytes], stdout: IO[bytes]) -> None:
             products = [a * e % modulus for a, e in zip(products, values, strict=True)]
         elif op == b"P":
             stdout.write(b"".join(int(p).to_bytes(width, "big") for p in products))
+            stdout.flush()
+        elif op == b"V":
+            payload = _read_exact(stdin, int.from_bytes(_read_exact(stdin, 4), "big"))
+            stdout.write(b"\x01" if _verify(payload) else b"\x00")
             stdout.flush()
         else:
             raise SystemExit(f"fold helper: unknown operation {op!r}")

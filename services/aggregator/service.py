@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.aggregator.checkpoint import CheckpointStore
+from services.aggregator.foldpool import ProcessFolder
 from services.envconfig import env_float, env_hex, env_int, env_optional_int, env_path, env_str, task_from_env
 from services.keyfiles import load_or_create_aggregator_key, load_or_create_signing_key
 from services.keyserver.client import KeyServiceClient
@@ -90,12 +91,16 @@ class AggregatorConfig:
     keyserver_timeout_s: float = 10.0
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     table_memory_bytes: int = DEFAULT_TABLE_MEMORY_BYTES
+    #: Helper processes folding uploads and checking proofs (None: one per extra CPU core).
+    fold_workers: int | None = None
     allow_insecure_test_group: bool = False  # tests only
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state_dir", Path(self.state_dir))
         if self.table_memory_bytes < 0:
             raise ConfigurationError("table memory must be >= 0")
+        if self.fold_workers is not None and not 0 <= self.fold_workers <= 64:
+            raise ConfigurationError("fold workers must be in [0, 64]")
         if not self.aggregator_token:
             raise ConfigurationError("the aggregator needs FEDCAST_AGGREGATOR_TOKEN to register its keys")
         if self.keyserver_verify_key is not None and len(self.keyserver_verify_key) != 32:
@@ -131,6 +136,7 @@ class AggregatorConfig:
             "secret_key_file": env_path(env, "FEDCAST_AGGREGATOR_KEY_FILE"),
             "check_key_permissions": env_str(env, "FEDCAST_CHECK_KEY_PERMISSIONS", "1") != "0",
             "table_memory_bytes": int(env_float(env, "FEDCAST_TABLE_MEMORY_MB", 256.0) * 1024 * 1024),
+            "fold_workers": env_optional_int(env, "FEDCAST_FOLD_WORKERS"),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -160,6 +166,7 @@ class AggregatorService:
         self._unknown: dict[str, float] = {}  # sender -> until when it is known to be unregistered
         self._closing = False
         self._checkpoints = CheckpointStore(config.state_dir / "checkpoint")
+        self._pool: ProcessFolder | None = None
 
     @property
     def is_ready(self) -> bool:
@@ -215,6 +222,9 @@ class AggregatorService:
         self._ctx = WireContext.from_group(params.group)
         resume_round = 1 if checkpoint is None else checkpoint.round + 1
 
+        self._pool = ProcessFolder(params.group.n2, workers=cfg.fold_workers)
+        pool = self._pool
+
         def build() -> AggregatorMachine:  # the decryptor's comb tables: seconds for large models
             return AggregatorMachine(
                 federation=cfg.federation,
@@ -227,6 +237,8 @@ class AggregatorService:
                 round_id=resume_round,
                 attempt=self._first_attempt(resume_round),
                 table_memory_bytes=cfg.table_memory_bytes,
+                folder=pool,
+                verifier=pool.dlog_failures,
             )
 
         self.machine = await asyncio.to_thread(build)
@@ -463,4 +475,6 @@ class AggregatorService:
         self._closing = True
         if self.machine is not None and self.machine.stage.value != "stopped":
             self.machine.stop()
+        if self._pool is not None:
+            await asyncio.to_thread(self._pool.close)
         await self.transport.close()

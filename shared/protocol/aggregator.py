@@ -48,7 +48,9 @@ from shared.crypto.elgamal import (
     AttemptContext,
     ClientCiphertext,
     Decryptor,
+    DlogVerifier,
     OnlineSet,
+    SegmentFolder,
     challenge_digest,
 )
 from shared.crypto.keys import AggregatorSecretKey
@@ -56,6 +58,7 @@ from shared.errors import (
     ChallengeRejectedError,
     ConfigurationError,
     DecryptionError,
+    InternalError,
     InvalidGroupElementError,
     NotAMemberError,
     ProtocolOrderError,
@@ -156,6 +159,8 @@ class AggregatorMachine:
         attempt: int = 0,
         decryptor: Decryptor | None = None,
         table_memory_bytes: int = DEFAULT_TABLE_MEMORY_BYTES,
+        folder: SegmentFolder | None = None,
+        verifier: DlogVerifier | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``attempt`` is where the round's attempt numbers start: a restarted aggregator
@@ -184,6 +189,8 @@ class AggregatorMachine:
                 f"the decryptor has {decryptor.n_segments}"
             )
         self._decryptor = decryptor
+        self._folder = folder  # None: fold in this process (the shell may pass helper processes)
+        self._verifier = verifier
         self.model = task.initial_model() if model is None else np.asarray(model, dtype=np.float64)
         if self.model.shape != (task.spec.model_size,):
             raise ConfigurationError("model does not match the task")
@@ -279,7 +286,14 @@ class AggregatorMachine:
             self.federation, model_digest(plaintext), self.round, self.attempt, online.members
         )
         self._online = online
-        self._aggregation = Aggregation(online, context, self.n_segments, min_online=self.config.min_online)
+        self._aggregation = Aggregation(
+            online,
+            context,
+            self.n_segments,
+            min_online=self.config.min_online,
+            folder=self._folder,
+            verifier=self._verifier,
+        )
         self._signatures = {}
         self._raw_responses = {}
         self._challenge_out = []
@@ -326,7 +340,10 @@ class AggregatorMachine:
         if self._caught(self._aggregation.verify_uploads()):
             # Nobody has answered yet: retrying without the culprits is safe.
             return self._attempt_failed("upload", self._aggregation.uploaded, cause="invalid upload")
-        return self._send_challenge()
+        try:
+            return self._send_challenge()
+        except InternalError:  # the folder lost a helper process: nobody answered, retry at once
+            return self._attempt_failed("upload", self._aggregation.uploaded, cause="internal failure")
 
     def _send_challenge(self) -> list[Outgoing]:
         assert self._aggregation is not None

@@ -8,7 +8,7 @@ canonical bytes of header and body. All conversion to and from bytes lives in
 
 Big integers are Python ints here; on the wire they are fixed-width big-endian
 byte strings (group elements mod N: ceil(|N|/8) bytes; segment ciphertexts mod
-N^2: ceil(|N^2|/8) bytes; proof responses: 81 bytes). Proofs are the plain
+N^2: ceil(|N^2|/8) bytes; proof responses: 65 bytes). Proofs are the plain
 dataclasses of :mod:`shared.crypto.proofs`. Secrets (enrollment and admin
 tokens) never appear in a repr.
 """

@@ -23,8 +23,8 @@ def test_bench_crypto_json_rows(capsys: pytest.CaptureFixture[str]) -> None:
     assert not elgamal["extrapolated"] and paillier["extrapolated"] and not plaintext["extrapolated"]
     assert plaintext["bytes_per_param"] == 4.0 and paillier["bytes_per_param"] == 512.0
     # 300 params = 5 data segments of 70 slots + the key segment: 6 x 512 B (mod N^2), A, B and the
-    # proof's commitment 3 x 256 B (mod N), the proof's response 81 B (641 bits)
-    assert elgamal["bytes_per_param"] == pytest.approx((6 * 512 + 3 * 256 + 81) / 300)
+    # proof's commitment 3 x 256 B (mod N), the proof's response 65 B (513 bits)
+    assert elgamal["bytes_per_param"] == pytest.approx((6 * 512 + 3 * 256 + 65) / 300)
 
 
 def test_bench_crypto_table(capsys: pytest.CaptureFixture[str]) -> None:

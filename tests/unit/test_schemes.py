@@ -61,8 +61,8 @@ def test_elgamal_stats_and_wire_size(elgamal: ElGamalSum, small_group: GroupPara
     stats = elgamal.last_round
     u = elgamal.params.n_segments(100)
     # v2 upload: the key segment K_i and u data segments mod N^2; A_i, B_i and the proof's t mod N;
-    # the proof's response z in a fixed 81-byte bin (641 bits).
-    ciphertexts, elements, response = (u + 1) * 128, 3 * 64, 81
+    # the proof's response z in a fixed 65-byte bin (513 bits).
+    ciphertexts, elements, response = (u + 1) * 128, 3 * 64, 65
     assert (small_group.ciphertext_bytes, small_group.element_bytes) == (128, 64)
     assert (RESPONSE_BITS + 7) // 8 == response
     assert stats.upload_bytes == [ciphertexts + elements + response] * 3

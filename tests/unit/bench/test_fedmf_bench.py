@@ -56,9 +56,9 @@ def test_elgamal_bytes_and_folding_are_v2(rows: list[dict]) -> None:
     secure = next(r for r in rows if r["scheme"].startswith("elgamal"))
     # 20 values fit one data segment of a 512-bit N. The Upload carries the key segment and that
     # segment (128 B each, mod N^2), A, B and the proof's commitment (64 B each, mod N), the proof's
-    # response (81 B) and the first component's signature (64 B); the Response carries T, the equality
-    # proof (2 x 64 B + 81 B) and the challenge digest (32 B); framing and message signatures come on top.
-    assert secure["upload_bytes"] > 2 * 128 + 3 * 64 + 81 + 64 + (64 + 2 * 64 + 81 + 32)
+    # response (65 B) and the first component's signature (64 B); the Response carries T, the equality
+    # proof (2 x 64 B + 65 B) and the challenge digest (32 B); framing and message signatures come on top.
+    assert secure["upload_bytes"] > 2 * 128 + 3 * 64 + 65 + 64 + (64 + 2 * 64 + 65 + 32)
     assert secure["fold_workers"] >= 0 and secure["serial_fold_s"] > 0
     assert set(secure["server_breakdown_s"]) >= {"fold_uploads", "challenge", "decrypt"}
 

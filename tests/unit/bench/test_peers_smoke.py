@@ -38,9 +38,9 @@ def test_fedcast_only_runs_without_flower(monkeypatch: pytest.MonkeyPatch) -> No
         assert row["collusion"] == "aggregator + 1 (min |S| 3 - 2)"
         assert row["dropouts"] == "before the challenge, >= 3 left; retry"
         assert row["version"] == "elgamal v2 |N|=2048"
-        # 100 params: K_i + 2 data segments (mod N^2), A_i, B_i, the proof's t (mod N) and z (81 B)
-        assert row["upload_bytes"] == 3 * 512 + 3 * 256 + 81
-        assert row["client_sent_bytes"] == row["upload_bytes"] + 3 * 256 + 81 + 32
+        # 100 params: K_i + 2 data segments (mod N^2), A_i, B_i, the proof's t (mod N) and z (65 B)
+        assert row["upload_bytes"] == 3 * 512 + 3 * 256 + 65
+        assert row["client_sent_bytes"] == row["upload_bytes"] + 3 * 256 + 65 + 32
 
 
 def test_flower_secaggplus_next_to_fedcast(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

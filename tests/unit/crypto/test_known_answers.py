@@ -67,8 +67,9 @@ class Reference:
         return pow(x, self.n, self.n2)
 
     def hash(self, tag: bytes, elements: list[int], context: bytes) -> int:
+        """The Fiat-Shamir challenge: the first 16 bytes of the SHA-256 digest, big-endian (128 bits)."""
         encoded = [e.to_bytes(self.width, "big") for e in (self.n, *elements)]
-        return int.from_bytes(hashlib.sha256(frame(tag, *encoded, context)).digest(), "big")
+        return int.from_bytes(hashlib.sha256(frame(tag, *encoded, context)).digest()[:16], "big")
 
     def prove_dlog(self, w: int, x: int, k: int, context: bytes) -> tuple[int, int]:
         t = pow(self.g2, k, self.n)
@@ -116,7 +117,7 @@ H_HEX = (
     "e80696bafe9717f8910d42a33643c47c8ed6995ed6f066517c406de27525d733"
     "26f7d2e0d1bbe596a7e86b61e0c9ea3667223417b899faa735c99da43e9e3d71",
 )
-ROUND_SHA256 = "e14f757fdcff9d6c1f8945ec8c9b32b26382f69cbc2b84defdc2589903caa330"
+ROUND_SHA256 = "c7410bc8a80bba732b4f35809650a3f846d70c5007e472506f613a8d3b38311d"
 
 
 def test_generators_known_answer(small_group: GroupParams) -> None:
@@ -134,7 +135,15 @@ ALPHA, DELTA = fixed("alpha", 256), fixed("delta", 256)
 SECRET_KEYS = {m: fixed(f"sk/{m}", 256) for m in MEMBERS}
 RANDOMNESS = {m: tuple(fixed(f"{name}/{m}", 256) for name in ("s", "r1", "r2")) for m in MEMBERS}
 # Nonces in the order the code draws them: beta and delivery proofs, three A proofs, three responses.
-NONCES = [fixed(f"nonce/{i}", proofs.NONCE_BITS) for i in range(8)]
+# 512 bits = a 256-bit secret + a 128-bit challenge + 128 bits of statistical hiding.
+NONCES = [fixed(f"nonce/{i}", 512) for i in range(8)]
+
+
+def test_proof_widths_known_answer() -> None:
+    """128-bit challenges, 512-bit nonces, responses below 2^513 (65 bytes on the wire)."""
+    assert (proofs.CHALLENGE_BITS, proofs.STATISTICAL_BITS) == (128, 128)
+    assert (proofs.NONCE_BITS, proofs.RESPONSE_BITS) == (512, 513)
+    assert (proofs.RESPONSE_BITS + 7) // 8 == 65
 
 
 def test_full_round_known_answer(small_group: GroupParams, monkeypatch: pytest.MonkeyPatch) -> None:

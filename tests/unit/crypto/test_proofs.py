@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import gmpy2
 import pytest
@@ -11,9 +12,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import shared.crypto.proofs as proofs
-from shared.crypto.group import GroupParams, frame
+from shared.crypto.group import EXPONENT_BITS, GroupParams, frame
 from shared.crypto.proofs import (
+    CHALLENGE_BITS,
+    NONCE_BITS,
     RESPONSE_BITS,
+    STATISTICAL_BITS,
     DlogProof,
     DlogStatement,
     EqualityProof,
@@ -88,6 +92,29 @@ def test_sign_flips_of_received_values_are_accepted(small_group: GroupParams) ->
         verify_dlog(small_group, n - x, proof, CTX)
     with pytest.raises(InvalidProofError):
         verify_dlog(small_group, x, DlogProof(int(n - proof.commitment), proof.response), CTX)
+
+
+def test_widths_follow_from_the_challenge_width(small_group: GroupParams) -> None:
+    """Nonces cover c * w plus the statistical slack; every honest response fits the bound."""
+    assert NONCE_BITS == EXPONENT_BITS + CHALLENGE_BITS + STATISTICAL_BITS
+    assert RESPONSE_BITS == NONCE_BITS + 1
+    assert (2**NONCE_BITS - 1) + (2**CHALLENGE_BITS - 1) * (2**EXPONENT_BITS - 1) < 2**RESPONSE_BITS
+    # the challenge is the first CHALLENGE_BITS / 8 bytes of the hash, using its whole width
+    challenges = []
+    for i in range(16):
+        x = small_group.power(small_group.random_exponent())
+        c = proofs._challenge(small_group, proofs._TAG_DLOG, (x, 5), CTX + bytes([i]))
+        width = small_group.element_bytes
+        digest = hashlib.sha256(
+            frame(
+                proofs._TAG_DLOG,
+                *(int(v).to_bytes(width, "big") for v in (small_group.n, x, 5)),
+                CTX + bytes([i]),
+            )
+        ).digest()
+        assert c == int.from_bytes(digest[: CHALLENGE_BITS // 8], "big")
+        challenges.append(c)
+    assert max(challenges).bit_length() > CHALLENGE_BITS - 8  # fails with probability 2^-128
 
 
 DLOG_TAMPERS = {

@@ -27,7 +27,7 @@ def upload(model: str = "model-1", round_id: int = 1, attempt: int = 0) -> Attem
 
 
 def answered(record: AttemptRecord, share: int = 0x1234) -> AttemptRecord:
-    return record.answered(AnswerRecord(0x5555, share, EqualityProof(0x11, 0x22, 2**640 + 3)))
+    return record.answered(AnswerRecord(0x5555, share, EqualityProof(0x11, 0x22, 2**512 + 3)))
 
 
 def mode(path: Path) -> int:

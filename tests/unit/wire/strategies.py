@@ -3,7 +3,7 @@
 The wire checks widths and structure, never group membership or proofs, so the strategies
 draw any integer of the right width: that is exactly the set the decoder must accept.
 Widths come from the stored 512-bit test modulus (tests/conftest.py, ``small_group``):
-64-byte elements, 128-byte ciphertexts; proof responses are 81 bytes in every group.
+64-byte elements, 128-byte ciphertexts; proof responses are 65 bytes in every group.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ TEST_KEY = SigningKeyPair.from_private_bytes(RFC8032_SECRET)
 GROUP = GroupParams.from_modulus(stored_modulus(512), allow_insecure=True)
 CTX = WireContext.from_group(GROUP)  # 64-byte elements, 128-byte ciphertexts
 #: Every proof response travels as a bin of exactly this many bytes, whatever the group.
-RESPONSE_BYTES = 81
+RESPONSE_BYTES = 65
 assert (RESPONSE_BITS + 7) // 8 == RESPONSE_BYTES
 
 ids = st.from_regex(ID_PATTERN, fullmatch=True)
@@ -70,9 +70,12 @@ floats = st.floats(allow_nan=False, allow_infinity=False)
 verify_keys = st.binary(min_size=32, max_size=32)
 signatures = st.binary(min_size=64, max_size=64)
 digests = st.binary(min_size=32, max_size=32)
-#: Proof responses z: any integer in [0, 2^641), edges included.
+#: Proof responses z: any integer in [0, 2^513), edges included.
 responses = st.one_of(
-    st.integers(0, 3), st.integers(0, 2**RESPONSE_BITS - 1), st.just(2**RESPONSE_BITS - 1), st.just(2**640)
+    st.integers(0, 3),
+    st.integers(0, 2**RESPONSE_BITS - 1),
+    st.just(2**RESPONSE_BITS - 1),
+    st.just(2 ** (RESPONSE_BITS - 1)),
 )
 
 
@@ -194,7 +197,7 @@ def example_body(mtype: MessageType, ctx: WireContext = CTX) -> Body:
     """One fixed, valid body per type (for tests that mutate a known-good message)."""
     width, ct_width = ctx.element_bytes, ctx.ciphertext_bytes
     e = 2 ** (8 * width - 1) + 12345  # top bit set: exactly ``width`` bytes
-    z = 2**640 + 99  # a response that needs all 81 bytes
+    z = 2 ** (RESPONSE_BITS - 1) + 99  # a response that needs all RESPONSE_BYTES (65) bytes
     proof = DlogProof(e + 10, z)
     info = AggregatorInfo(
         beta=e,

@@ -26,7 +26,7 @@ from tests.unit.wire.strategies import CTX, TEST_KEY, example_body, example_head
 SIG = b"\x00" * 64
 E = CTX.element_bytes  # 64
 C = CTX.ciphertext_bytes  # 128
-Z = 81  # proof responses
+Z = 65  # proof responses (RESPONSE_BITS = 513)
 
 # The worked example of protocol version 1 (docs/PROTOCOL.md of v1): a READY that v1 peers sent.
 V1_READY = bytes.fromhex(
@@ -355,11 +355,11 @@ def test_non_canonical_encodings_are_refused() -> None:
     float64 = b"\xcb" + struct.pack(">d", 5.0)
     assert float64 in announce
     assert_malformed(announce.replace(float64, b"\xca" + struct.pack(">f", 5.0)), "non-canonical")
-    # an 81-byte proof response as bin16 (c5 00 51) instead of bin8 (c4 51)
+    # a 65-byte proof response as bin16 (c5 00 41) instead of bin8 (c4 41)
     response = wire_of(MessageType.RESPONSE)
     z = example_body(MessageType.RESPONSE).proof.response.to_bytes(Z, "big")  # type: ignore[union-attr]
-    assert b"\xc4\x51" + z in response
-    assert_malformed(response.replace(b"\xc4\x51" + z, b"\xc5\x00\x51" + z), "non-canonical")
+    assert b"\xc4\x41" + z in response
+    assert_malformed(response.replace(b"\xc4\x41" + z, b"\xc5\x00\x41" + z), "non-canonical")
     # the proof array as array16
     assert_malformed(response.replace(b"\x93\xc4\x40", b"\xdc\x00\x03\xc4\x40"), "non-canonical")
 
@@ -382,34 +382,35 @@ def test_elements_must_be_bin(value: Any) -> None:
 # -- proofs (v2) -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("size", [0, 1, 64, 80, 82, 128])
-def test_proof_responses_are_exactly_81_bytes(size: int) -> None:
+# 81 bytes: the width of v2's first (256-bit challenge) responses, refused now.
+@pytest.mark.parametrize("size", [0, 1, 63, 64, 66, 80, 81, 128])
+def test_proof_responses_are_exactly_65_bytes(size: int) -> None:
     for mtype, path in RESPONSE_PATHS:
-        assert_malformed(mutated(mtype, at(path, b"\x00" * size)), "81 bytes")
+        assert_malformed(mutated(mtype, at(path, b"\x00" * size)), "65 bytes")
 
 
 @pytest.mark.parametrize(
     "top",
-    [b"\x02", b"\x03", b"\x80", b"\xff"],  # 81 bytes with a top byte >= 2: z >= 2^641
+    [b"\x02", b"\x03", b"\x80", b"\xff"],  # 65 bytes with a top byte >= 2: z >= 2^513
 )
-def test_proof_responses_of_2_641_or_more_are_refused(top: bytes) -> None:
+def test_proof_responses_of_2_513_or_more_are_refused(top: bytes) -> None:
     for mtype, path in RESPONSE_PATHS:
-        assert_malformed(mutated(mtype, at(path, top + b"\x00" * 80)), "2\\^641")
+        assert_malformed(mutated(mtype, at(path, top + b"\x00" * (Z - 1))), "2\\^513")
 
 
 @pytest.mark.parametrize(
-    "raw", [b"\x01" + b"\xff" * 80, b"\x01" + b"\x00" * 80, b"\x00" * 81, b"\x00" * 80 + b"\x01"]
+    "raw", [b"\x01" + b"\xff" * 64, b"\x01" + b"\x00" * 64, b"\x00" * 65, b"\x00" * 64 + b"\x01"]
 )
-def test_proof_responses_below_2_641_decode_exactly(raw: bytes) -> None:
+def test_proof_responses_below_2_513_decode_exactly(raw: bytes) -> None:
     msg = serde.decode(mutated(MessageType.RESPONSE, at((1, 2), raw)), CTX)
     assert isinstance(msg.body, Response)
-    assert msg.body.proof.response == int.from_bytes(raw, "big") < 2**641
+    assert msg.body.proof.response == int.from_bytes(raw, "big") < 2**513
     msg2 = serde.decode(mutated(MessageType.UPLOAD, at((4, 1), raw)), CTX)
     assert isinstance(msg2.body, Upload)
     assert msg2.body.first_proof.response == int.from_bytes(raw, "big")
 
 
-@pytest.mark.parametrize("value", [5, None, True, "00" * 81, [b"\x00" * 81]])
+@pytest.mark.parametrize("value", [5, None, True, "00" * 65, [b"\x00" * 65]])
 def test_proof_responses_must_be_bin(value: Any) -> None:
     for mtype, path in RESPONSE_PATHS:
         assert_malformed(mutated(mtype, at(path, value)))
@@ -422,7 +423,7 @@ def test_proofs_are_arrays_of_the_exact_length() -> None:
             target = e[6]
             for step in path:
                 target = target[step]
-            target.append(b"\x00" * 81)
+            target.append(b"\x00" * Z)
 
         def short(e: list[Any], path: tuple[int, ...] = path) -> None:
             target = e[6]

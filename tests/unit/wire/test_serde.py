@@ -43,7 +43,7 @@ from tests.unit.wire.strategies import (
 )
 
 OTHER_KEY = SigningKeyPair.generate()
-PROOF = DlogProof(5, 2**640 + 1)
+PROOF = DlogProof(5, 2**512 + 1)
 EQ_PROOF = EqualityProof(5, 6, 7)
 DIGEST = b"\x09" * 32
 
@@ -65,7 +65,7 @@ def test_protocol_version_and_domains() -> None:
     assert serde.SIGNING_DOMAIN == b"fedcast/v2/msg\x00" and len(serde.SIGNING_DOMAIN) == 15
     assert serde.FIRST_DOMAIN == b"fedcast/v2/first\x00" and len(serde.FIRST_DOMAIN) == 17
     assert serde.DIGEST_BYTES == 32
-    assert (RESPONSE_BITS, RESPONSE_BYTES) == (641, 81)
+    assert (RESPONSE_BITS, RESPONSE_BYTES) == (513, 65)
 
 
 def test_context_from_the_stored_moduli(small_group: GroupParams, group_2048: GroupParams) -> None:
@@ -198,9 +198,9 @@ def test_params_carries_only_the_modulus_and_its_own_widths() -> None:
 
 
 def test_params_with_a_production_modulus(group_2048: GroupParams) -> None:
-    """The aggregator's elements take N's width (256 bytes); responses stay 81 bytes."""
+    """The aggregator's elements take N's width (256 bytes); responses stay 65 bytes."""
     n = int(group_2048.n)
-    info = AggregatorInfo(n - 1, DlogProof(2, 2**641 - 1), 3, DlogProof(n - 2, 0), b"\x01" * 32)
+    info = AggregatorInfo(n - 1, DlogProof(2, 2**513 - 1), 3, DlogProof(n - 2, 0), b"\x01" * 32)
     body = ParamsReply(n, 16, 4.0, 1000, 3, info)
     wire = serde.encode(example_header(MessageType.PARAMS), body, TEST_KEY, None)
     assert serde.decode(wire, None).body == body
@@ -209,13 +209,13 @@ def test_params_with_a_production_modulus(group_2048: GroupParams) -> None:
     assert [len(sent[0]), len(sent[1][0]), len(sent[1][1]), len(sent[2]), len(sent[3][1])] == [
         256,
         256,
-        81,
+        65,
         256,
-        81,
+        65,
     ]
 
 
-def test_proofs_travel_as_arrays_with_an_81_byte_response() -> None:
+def test_proofs_travel_as_arrays_with_a_65_byte_response() -> None:
     body = example_body(MessageType.RESPONSE)
     assert isinstance(body, Response)
     share, proof, digest = unpack_trusted(
@@ -225,7 +225,7 @@ def test_proofs_travel_as_arrays_with_an_81_byte_response() -> None:
     assert proof == [
         body.proof.commitment_g.to_bytes(64, "big"),
         body.proof.commitment_h.to_bytes(64, "big"),
-        body.proof.response.to_bytes(81, "big"),
+        body.proof.response.to_bytes(65, "big"),
     ]
     assert digest == body.challenge_digest
     enroll = example_body(MessageType.ENROLL)
@@ -233,20 +233,22 @@ def test_proofs_travel_as_arrays_with_an_81_byte_response() -> None:
     fields = unpack_trusted(serde.encode(example_header(MessageType.ENROLL), enroll, TEST_KEY, CTX))[6]
     assert fields[3] == [
         enroll.proof.commitment.to_bytes(64, "big"),
-        enroll.proof.response.to_bytes(81, "big"),
+        enroll.proof.response.to_bytes(65, "big"),
     ]
 
 
-@pytest.mark.parametrize("z", [0, 1, 2**640, 2**641 - 1])
-def test_responses_of_any_group_are_81_bytes(z: int, group_2048: GroupParams) -> None:
+@pytest.mark.parametrize("z", [0, 1, 2**512, 2**513 - 1])
+def test_responses_of_any_group_are_65_bytes(z: int, group_2048: GroupParams) -> None:
     for ctx in (CTX, WireContext.from_group(group_2048)):
         body = Response(2, EqualityProof(3, 4, z), DIGEST)
         wire = serde.encode(example_header(MessageType.RESPONSE), body, TEST_KEY, ctx)
-        assert z.to_bytes(81, "big") in wire
+        assert z.to_bytes(65, "big") in wire
         assert serde.decode(wire, ctx).body == body
 
 
-@pytest.mark.parametrize("z", [2**641, 2**648 - 1, 2**700, -1, True, 1.0, "5", None])
+# 2^513 and 2^520 - 1 fit in 65 bytes but not under the bound; 2^640 and 2^641 - 1 were v2's first
+# (256-bit challenge) responses, now out of range.
+@pytest.mark.parametrize("z", [2**513, 2**520 - 1, 2**640, 2**641 - 1, 2**700, -1, True, 1.0, "5", None])
 def test_encode_refuses_responses_outside_the_bound(z: Any) -> None:
     with pytest.raises(MalformedMessageError):
         serde.encode(
@@ -272,13 +274,13 @@ def test_upload_key_segment_and_segments_at_production_size(group_2048: GroupPar
     ctx = WireContext.from_group(group_2048)
     n2 = int(group_2048.n2)
     segments = (n2 - 1, 1, 0, 2**4000)
-    proof = DlogProof(int(group_2048.g), 2**641 - 1)
+    proof = DlogProof(int(group_2048.g), 2**513 - 1)
     body = Upload(n2 - 2, segments, int(group_2048.g), int(group_2048.n) - 1, proof, b"\x07" * 64)
     wire = serde.encode(example_header(MessageType.UPLOAD), body, ctx=ctx, signer=TEST_KEY)
     blob = len(segments) * 512  # 2048 bytes: a bin16 (c5 + 2-byte length)
     header_fields = len(b"\x02" + b"\xa6upload" + b"\xa7plant-7" + b"\x03" + b"\x01" + b"\xabclient-0001")
     # fixarray, key segment, segments, first, second, proof (fixarray, element, response), signature
-    body_bytes = 1 + (3 + 512) + (3 + blob) + 2 * (3 + 256) + (1 + (3 + 256) + (2 + 81)) + (2 + 64)
+    body_bytes = 1 + (3 + 512) + (3 + blob) + 2 * (3 + 256) + (1 + (3 + 256) + (2 + 65)) + (2 + 64)
     assert len(wire) == 1 + header_fields + body_bytes + (2 + 64)
     assert bytes.fromhex("96c50200") + (n2 - 2).to_bytes(512, "big") + bytes.fromhex("c50800") in wire
     msg = serde.decode(wire, ctx)
@@ -300,7 +302,7 @@ def test_a_large_upload_stays_far_below_the_default_limit(group_2048: GroupParam
     n_segments = 1000  # ~70,000 parameters at the default packing
     body = Upload(7, tuple(range(n_segments)), 2, 3, PROOF, b"\x00" * 64)
     wire = serde.encode(example_header(MessageType.UPLOAD), body, TEST_KEY, ctx)
-    fixed = 1033  # header, 3 elements, the proof, two signatures and the framing at |N| = 2048
+    fixed = 1017  # header, 3 elements, the proof, two signatures and the framing at |N| = 2048
     assert len(wire) == (n_segments + 1) * 512 + fixed < serde.DEFAULT_MAX_MESSAGE_BYTES
     assert serde.decode(wire, ctx).body == body
 
@@ -358,9 +360,9 @@ def test_encode_refuses_elements_that_do_not_fit(value: object) -> None:
 
 def test_encode_accepts_gmpy2_integers() -> None:
     g = GROUP.g
-    body = Response(g, EqualityProof(g, mpz(3), mpz(2) ** 640), DIGEST)
+    body = Response(g, EqualityProof(g, mpz(3), mpz(2) ** 512), DIGEST)
     wire = serde.encode(example_header(MessageType.RESPONSE), body, TEST_KEY, CTX)
-    assert serde.decode(wire, CTX).body == Response(int(g), EqualityProof(int(g), 3, 2**640), DIGEST)
+    assert serde.decode(wire, CTX).body == Response(int(g), EqualityProof(int(g), 3, 2**512), DIGEST)
 
 
 @pytest.mark.parametrize(
@@ -379,7 +381,7 @@ def test_encode_accepts_gmpy2_integers() -> None:
         Upload(1, (2**1024,), 1, 2, PROOF, b"\x00" * 64),
         Upload(2**1024, (1,), 1, 2, PROOF, b"\x00" * 64),
         Upload(1, (1,), 1, 2, PROOF, b"\x00" * 63),
-        Upload(1, (1,), 1, 2, DlogProof(1, 2**641), b"\x00" * 64),
+        Upload(1, (1,), 1, 2, DlogProof(1, 2**513), b"\x00" * 64),
         Upload(1, (1,), 1, 2, (1, 2), b"\x00" * 64),  # type: ignore[arg-type]
         Upload(1, (1,), 1, 2, EqualityProof(1, 2, 3), b"\x00" * 64),  # type: ignore[arg-type]
         EnrollRequest("has space", 5, b"\x00" * 32, PROOF),

@@ -53,6 +53,10 @@ VECTORS = {
     "client-0003": (1.0, 1.0, -2.5, 4.0),
 }
 FRAC_BITS, CLIP, MAX_CLIENTS = 16, 4.0, 1000
+#: Proof widths as docs/PROTOCOL.md states them (deliberately not imported from shared.crypto.proofs):
+#: c = the first 16 bytes of a SHA-256 output (128 bits), nonces k of 256 + 128 + 128 = 512 bits,
+#: responses z < 2^513 in 65-byte bins.
+CHALLENGE_BYTES, NONCE_BITS, RESPONSE_BYTES = 16, 512, 65
 
 
 def group() -> GroupParams:
@@ -114,7 +118,8 @@ def compute() -> Example:
         v[name] = value.to_bytes(width, "big")
 
     def challenge(tag: bytes, elements: list[int], context: bytes) -> int:
-        return int.from_bytes(hashlib.sha256(frame(tag, el(n), *map(el, elements), context)).digest(), "big")
+        digest = hashlib.sha256(frame(tag, el(n), *map(el, elements), context)).digest()
+        return int.from_bytes(digest[:CHALLENGE_BYTES], "big")
 
     def lift(x: int) -> int:
         return pow(x, n, n2)
@@ -142,14 +147,14 @@ def compute() -> Example:
     put("pk_1", pk["client-0001"], e)
     context = frame(b"fedcast/v2/enrollment", FEDERATION.encode(), b"client-0001", CLIENT_KEY.verify_key)
     v["enroll_context"] = context
-    k = fixed("enroll nonce", 640)
-    put("enroll_k", k, 80)
+    k = fixed("enroll nonce", NONCE_BITS)
+    put("enroll_k", k, NONCE_BITS // 8)
     t = pow(g2, k, n)
     c = challenge(b"fedcast/v2/proof/dlog", [pk["client-0001"], t], context)
     z = k + c * sk["client-0001"]
     put("enroll_t", t, e)
-    put("enroll_c", c, 32)
-    put("enroll_z", z, 81)
+    put("enroll_c", c, CHALLENGE_BYTES)
+    put("enroll_z", z, RESPONSE_BYTES)
     proofs["enroll"] = DlogProof(t, z)
     enroll = EnrollRequest(TOKEN, pk["client-0001"], CLIENT_KEY.verify_key, DlogProof(t, z))
     ctx = serde.WireContext(e, c_width)
@@ -166,14 +171,14 @@ def compute() -> Example:
     put("D", dkey, e)
     key_context = frame(b"fedcast/v2/aggregator-key", FEDERATION.encode(), AGGREGATOR_KEY.verify_key)
     v["beta_context"] = frame(b"beta", key_context)
-    k = fixed("beta nonce", 640)
+    k = fixed("beta nonce", NONCE_BITS)
     t = pow(g2, k, n)
     z = k + challenge(b"fedcast/v2/proof/dlog", [beta, t], v["beta_context"]) * alpha
-    put("beta_k", k, 80)
+    put("beta_k", k, NONCE_BITS // 8)
     put("beta_t", t, e)
-    put("beta_z", z, 81)
+    put("beta_z", z, RESPONSE_BYTES)
     proofs["beta"] = DlogProof(t, z)
-    k = fixed("delivery nonce", 640)
+    k = fixed("delivery nonce", NONCE_BITS)
     t = pow(g2, k, n)
     z = k + challenge(b"fedcast/v2/proof/dlog", [dkey, t], frame(b"delivery", key_context)) * delta
     proofs["delivery"] = DlogProof(t, z)  # not in the document: the same with the label "delivery"
@@ -229,7 +234,7 @@ def compute() -> Example:
         data_segment = (1 + segment * n) * pow(big_h1, s, n2) % n2
         first = pow(g, r2, n)
         second = pow(g, r1, n) * pow(pkbar, r2, n) % n
-        k = fixed(f"first nonce {m}", 640)
+        k = fixed(f"first nonce {m}", NONCE_BITS)
         t = pow(g2, k, n)
         context = frame(b"first", attempt_digest, m.encode())
         z = k + challenge(b"fedcast/v2/proof/dlog", [first, t], context) * r2
@@ -253,9 +258,9 @@ def compute() -> Example:
             put("E_11", data_segment, c_width)
             put("A_1", first, e)
             put("B_1", second, e)
-            put("first_k_1", k, 80)
+            put("first_k_1", k, NONCE_BITS // 8)
             put("first_t_1", t, e)
-            put("first_z_1", z, 81)
+            put("first_z_1", z, RESPONSE_BYTES)
             v["first_signing_bytes_1"] = serde.first_component_bytes(
                 FEDERATION, ROUND, ATTEMPT, m, first, ctx
             )
@@ -274,7 +279,7 @@ def compute() -> Example:
     shares: dict[str, int] = {}
     for i, m in enumerate(MEMBERS, start=1):
         share = pow(r2_square, sk[m], n)
-        k = fixed(f"response nonce {m}", 640)
+        k = fixed(f"response nonce {m}", NONCE_BITS)
         t1, t2 = pow(g2, k, n), pow(r2_square, k, n)
         context = frame(b"response", attempt_digest, m.encode())
         c = challenge(b"fedcast/v2/proof/dleq", [pk[m], r2_square, share, t1, t2], context)
@@ -284,11 +289,11 @@ def compute() -> Example:
         if i == 1:
             put("T_1", share, e)
             v["response_context_1"] = context
-            put("response_k_1", k, 80)
+            put("response_k_1", k, NONCE_BITS // 8)
             put("response_t1_1", t1, e)
             put("response_t2_1", t2, e)
-            put("response_c_1", c, 32)
-            put("response_z_1", k + c * sk[m], 81)
+            put("response_c_1", c, CHALLENGE_BYTES)
+            put("response_z_1", k + c * sk[m], RESPONSE_BYTES)
             body = Response(share, EqualityProof(t1, t2, k + c * sk[m]), v["challenge_digest"])
             v["response_1"] = serde.encode(
                 Header(MessageType.RESPONSE, FEDERATION, ROUND, ATTEMPT, m), body, CLIENT_KEY, ctx
