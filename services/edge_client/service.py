@@ -78,6 +78,8 @@ class EdgeConfig:
     data: DataSource = field(default_factory=DataSource)
     min_online: int = DEFAULT_MIN_ONLINE
     table_memory_bytes: int = DEFAULT_TABLE_MEMORY_BYTES
+    #: Check every member's first-component proof instead of the sampled 2^-128 check.
+    check_all_proofs: bool = False
     check_key_permissions: bool = True
     keyserver_timeout_s: float = 10.0
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
@@ -117,6 +119,7 @@ class EdgeConfig:
             "min_online": env_int(env, "FEDCAST_MIN_ONLINE", DEFAULT_MIN_ONLINE),
             "table_memory_bytes": int(env_float(env, "FEDCAST_TABLE_MEMORY_MB", 256.0) * 1024 * 1024),
             "check_key_permissions": env_str(env, "FEDCAST_CHECK_KEY_PERMISSIONS", "1") != "0",
+            "check_all_proofs": env_str(env, "FEDCAST_CHECK_ALL_PROOFS", "0") == "1",
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -204,6 +207,7 @@ class EdgeClientService:
                 min_online=max(cfg.min_online, min_online),
                 table_memory_bytes=cfg.table_memory_bytes,
                 ledger=ledger,
+                check_all_proofs=cfg.check_all_proofs,
             )
 
         self.machine = await asyncio.to_thread(build)  # fixed-base tables: CPU heavy, off the loop

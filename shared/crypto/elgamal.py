@@ -38,6 +38,8 @@ model" rule (crypto note 0.3) are the protocol layer's business.
 from __future__ import annotations
 
 import hashlib
+import hmac
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -76,6 +78,7 @@ __all__ = [
     "DEFAULT_MIN_ONLINE",
     "DEFAULT_TABLE_MEMORY_BYTES",
     "MIN_ONLINE",
+    "SAMPLING_SECURITY_BITS",
     "Aggregation",
     "AttemptContext",
     "ClientAttempt",
@@ -85,12 +88,14 @@ __all__ = [
     "DlogVerifier",
     "ElGamalClient",
     "OnlineSet",
+    "ProofSampler",
     "SegmentFolder",
     "SerialFolder",
     "SignedFirst",
     "challenge_digest",
     "check_challenge",
     "compute_challenge",
+    "proof_sample_size",
     "respond_to",
 ]
 
@@ -104,6 +109,10 @@ DEFAULT_MIN_ONLINE = 3
 DEFAULT_TABLE_MEMORY_BYTES = 256 * 1024 * 1024
 _TAG_ATTEMPT = b"fedcast/v2/attempt"
 _TAG_CHALLENGE = b"fedcast/v2/challenge"
+_TAG_SAMPLE = b"fedcast/v2/proof-sample-key"
+#: A bad first-component proof escapes every honest member's sampled check with probability at
+#: most 2^-SAMPLING_SECURITY_BITS (:func:`proof_sample_size`).
+SAMPLING_SECURITY_BITS = 128
 
 
 def _is_int(value: Any) -> bool:
@@ -231,6 +240,7 @@ class ClientAttempt:
     online: OnlineSet
     context: AttemptContext
     first: mpz
+    min_online: int = DEFAULT_MIN_ONLINE  # what this client enforced for S (sizes the proof sample)
     answered: bool = field(default=False)
 
 
@@ -282,13 +292,21 @@ def _embed(group: GroupParams, m: mpz, mask: mpz) -> mpz:
 class ElGamalClient:
     """Client-side encryption and challenge response over shared :class:`ClientTables`."""
 
-    def __init__(self, keypair: ClientKeyPair, aggregator: AggregatorPublicKey, tables: ClientTables) -> None:
+    def __init__(
+        self,
+        keypair: ClientKeyPair,
+        aggregator: AggregatorPublicKey,
+        tables: ClientTables,
+        *,
+        check_all_proofs: bool = False,
+    ) -> None:
         if keypair.group != aggregator.group or tables.group != keypair.group:
             raise AggregateKeyMismatchError("client key, aggregator key and tables use different groups")
         self.keypair = keypair
         self.group = keypair.group
         self.aggregator = aggregator
         self.tables = tables
+        self.sampler = ProofSampler.for_client(keypair, check_all=check_all_proofs)
 
     def encrypt(
         self,
@@ -334,7 +352,7 @@ class ElGamalClient:
         proof = prove_dlog(group, r2, first, context.first_context(client_id))
         del s, r1, r2  # never kept, never reused
         ciphertext = ClientCiphertext(key_segment, body, first, second, proof)
-        return ciphertext, ClientAttempt(client_id, online, context, first)
+        return ciphertext, ClientAttempt(client_id, online, context, first, minimum)
 
     def respond(
         self, attempt: ClientAttempt, challenge: Any, firsts: Mapping[str, SignedFirst]
@@ -342,7 +360,7 @@ class ElGamalClient:
         """(T_i, proof) for R, only after :func:`check_challenge`; at most once per attempt."""
         if attempt.answered:
             raise ChallengeRejectedError("this attempt's challenge was already answered")
-        r_square = check_challenge(self.group, attempt, challenge, firsts)
+        r_square = check_challenge(self.group, attempt, challenge, firsts, sampler=self.sampler)
         attempt.answered = True
         return respond_to(self.keypair, attempt, r_square)
 
@@ -367,17 +385,79 @@ def compute_challenge(group: GroupParams, first_components: Iterable[Any]) -> mp
     return group.product(list(first_components))
 
 
+def proof_sample_size(members: int, min_online: int) -> int:
+    """How many of the other members' first-component proofs one client checks.
+
+    Every attack the proofs stop (a colluder's A_c = A_h^-1 g^t, a copied upload) needs
+    *every* honest member of S to answer the challenge: one refusal leaves a share
+    missing and nothing can be decrypted. Under the collusion bound the honest members
+    number at least h = |S| - (min_online - 2). If each checks k proofs drawn uniformly
+    (and unpredictably) from the |S| - 1 others, a given bad proof escapes all of them
+    with probability at most (1 - k/(|S|-1))^h <= exp(-k h / (|S|-1)); k is the smallest
+    value that makes this at most 2^-SAMPLING_SECURITY_BITS. Below ~90 members that is
+    every proof; at 610 members with a minimum of 3 it is 89 of 609.
+    """
+    others = members - 1
+    honest = members - max(0, min_online - 2)
+    if others <= 0 or honest <= 1:
+        return max(others, 0)
+    needed = math.ceil(SAMPLING_SECURITY_BITS * math.log(2) * others / honest)
+    return min(others, needed)
+
+
+class ProofSampler:
+    """Which proofs a client checks: a keyed, deterministic choice per challenge.
+
+    The members are ranked by HMAC-SHA256(key, attempt digest || R || member) and the
+    first k taken. Keyed with a secret only this client has (derived from sk_i), the
+    choice is unpredictable to the aggregator and colluders; deterministic, a challenge
+    sent again meets the same choice (a fresh draw per re-send would let an aggregator
+    re-roll until a bad proof is missed). ``check_all`` checks every proof.
+    """
+
+    def __init__(self, key: bytes, *, check_all: bool = False) -> None:
+        self._key = key
+        self.check_all = check_all
+
+    def __repr__(self) -> str:
+        return f"ProofSampler(check_all={self.check_all}, key=<redacted>)"
+
+    @classmethod
+    def for_client(cls, keypair: ClientKeyPair, *, check_all: bool = False) -> ProofSampler:
+        secret = int(keypair.secret).to_bytes(EXPONENT_BITS // 8, "big")
+        return cls(hashlib.sha256(frame(_TAG_SAMPLE, secret)).digest(), check_all=check_all)
+
+    def choose(self, attempt: ClientAttempt, challenge: int, min_online: int) -> list[str]:
+        others = [m for m in attempt.online.members if m != attempt.client_id]
+        k = len(others) if self.check_all else proof_sample_size(len(others) + 1, min_online)
+        if k >= len(others):
+            return others
+        prefix = attempt.context.digest + int(challenge).to_bytes(attempt.online.group.element_bytes, "big")
+
+        def rank(member: str) -> bytes:
+            return hmac.new(self._key, prefix + member.encode(), hashlib.sha256).digest()
+
+        return sorted(others, key=rank)[:k]
+
+
 def check_challenge(
-    group: GroupParams, attempt: ClientAttempt, challenge: Any, firsts: Mapping[str, SignedFirst]
+    group: GroupParams,
+    attempt: ClientAttempt,
+    challenge: Any,
+    firsts: Mapping[str, SignedFirst],
+    *,
+    sampler: ProofSampler | None = None,
 ) -> mpz:
     """The client's checks of a challenge (crypto note section 5); returns R^2 if they pass.
 
     A response is a decryption share for whatever R it is computed on: with R = A_k the
     aggregator would unmask member k alone. So: the list is exactly S; our own A_i is
     in it unchanged; every A_j passes the element rule; no two have equal squares (a
-    copied upload); every A_j's proof of knowledge of r2 verifies in this attempt's
-    context (a colluder's A_c = A_h^-1 g^t cannot be proven); and R = prod A_j.
-    Signatures are the caller's check (they need the members' verify keys).
+    copied upload); the proofs of knowledge of r2 verify in this attempt's context (a
+    colluder's A_c = A_h^-1 g^t cannot be proven): all of them without a ``sampler``,
+    else the sampler's keyed choice (:func:`proof_sample_size`: the same 2^-128 bound, at
+    a cost independent of |S| for large S); and R = prod A_j. Signatures are the
+    caller's check (they need the members' verify keys).
     """
     members = attempt.online.members
     if set(firsts) != set(members) or len(firsts) != len(members):
@@ -385,19 +465,27 @@ def check_challenge(
     own = firsts[attempt.client_id].value
     if not _is_int(own) or mpz(own) != attempt.first:
         raise ChallengeRejectedError("the challenge carries a first component that is not ours")
+    values, bad = group.screen_elements([firsts[m].value for m in members], lambda i: f"A of {members[i]!r}")
+    if bad:
+        names = sorted(members[i] for i in bad)
+        raise ChallengeRejectedError(f"first components of {names} are invalid: {bad[min(bad)]}")
+    if not _is_int(challenge):
+        raise ChallengeRejectedError("R is not an integer")
+    checked = (
+        list(members) if sampler is None else sampler.choose(attempt, int(challenge), attempt.min_online)
+    )
     statements = [
-        DlogStatement(firsts[m].value, firsts[m].proof, attempt.context.first_context(m)) for m in members
+        DlogStatement(firsts[m].value, firsts[m].proof, attempt.context.first_context(m)) for m in checked
     ]
-    # Screens every A_j and commitment (the element rule), then verifies every proof in one batch.
+    # The element rule on each statement and commitment, then every chosen proof in one batch.
     failed = dlog_failures(group, statements)
     if failed:
-        names = sorted(members[i] for i in failed)
-        raise ChallengeRejectedError(
-            f"first components or proofs of {names} are invalid: {failed[min(failed)]}"
-        )
+        names = sorted(checked[i] for i in failed)
+        raise ChallengeRejectedError(f"proofs of {names} are invalid: {failed[min(failed)]}")
     n = group.n
-    values = [mpz(firsts[m].value) for m in members]
     squares = {v * v % n for v in values}
+    if 1 in squares:
+        raise ChallengeRejectedError("a first component squares to 1")
     if len(squares) != len(values):
         raise ChallengeRejectedError("two first components have equal squares (a copied upload)")
     r = compute_challenge(group, values)

@@ -148,6 +148,7 @@ class ClientMachine:
         table_memory_bytes: int = DEFAULT_TABLE_MEMORY_BYTES,
         tables: ClientTables | None = None,
         ledger: ModelLedger | None = None,
+        check_all_proofs: bool = False,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         if min_online < MIN_ONLINE:
@@ -175,7 +176,7 @@ class ClientMachine:
             )
         if tables.n_segments != n_segments or tables.federation != federation:
             raise ConfigurationError("the fixed-base tables do not match this task's model size")
-        self._elgamal = ElGamalClient(keypair, aggregator, tables)
+        self._elgamal = ElGamalClient(keypair, aggregator, tables, check_all_proofs=check_all_proofs)
         self._delivery_key = delivery_key(params.group, keypair.secret, aggregator.delivery)
         self._rng = np.random.default_rng()  # stochastic rounding; OS entropy
         self.stage = ClientStage.IDLE
@@ -386,6 +387,7 @@ class ClientMachine:
             job.online.members,
             int(prepared.attempt_state.first),
             job.after_answer,
+            min_online=job.min_online,
         )
         self.ledger.record_upload(record)  # durable before the upload leaves: answerable after a restart
         self._attempts[(job.round, job.attempt)] = _Attempt(
@@ -424,7 +426,9 @@ class ClientMachine:
             self._verify_first(item.member, round_id, attempt, item.value, item.signature, key)
             firsts[item.member] = SignedFirst(item.value, item.proof)
         group = self.params.group
-        r_square = check_challenge(group, current.state, challenge.challenge, firsts)
+        r_square = check_challenge(
+            group, current.state, challenge.challenge, firsts, sampler=self._elgamal.sampler
+        )
         share, proof = respond_to(self.keypair, current.state, r_square)
         answer = AnswerRecord(int(challenge.challenge), int(share), proof)
         self.ledger.record_answer(record.answered(answer))  # durable before the answer leaves
@@ -466,7 +470,9 @@ class ClientMachine:
         context = AttemptContext(self.federation, record.model_digest, round_id, attempt, record.members)
         group = self.params.group
         online = OnlineSet.from_registry(group, {m: registry[m].elgamal_public for m in record.members})
-        state = ClientAttempt(self.client_id, online, context, group.check_element(record.first, "own A"))
+        state = ClientAttempt(
+            self.client_id, online, context, group.check_element(record.first, "own A"), record.min_online
+        )
         restored = _Attempt(
             state, None, {m: registry[m].verify_key for m in record.members}, record, record.members
         )

@@ -57,6 +57,7 @@ class AttemptRecord:
     first: int
     after_answer: bool = False
     answer: AnswerRecord | None = None
+    min_online: int = 2  # the minimum this client enforced for S (sizes its proof sample)
 
     def answered(self, answer: AnswerRecord) -> AttemptRecord:
         return replace(self, answer=answer)
@@ -85,6 +86,7 @@ class AttemptRecord:
             "first": format(self.first, "x"),
             "after_answer": self.after_answer,
             "answer": answer,
+            "min_online": self.min_online,
         }
 
     @classmethod
@@ -108,6 +110,7 @@ class AttemptRecord:
                 int(data["first"], 16),
                 bool(data["after_answer"]),
                 answer,
+                int(data["min_online"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise KeyStorageError(f"client attempt record is malformed: {exc}") from exc
