@@ -12,7 +12,7 @@ binary protocol over their stdin/stdout; nothing is pickled::
     "S" u32(count) u32(width) u32(len) modulus   start a product of ``count`` segments (all 1)
     "F" u32(length) blob                          multiply in ``count`` values of ``width`` bytes
     "P"                                           reply with the ``count`` products, ``width`` bytes each
-    "V" u32(length) payload                       batch-test proofs; reply one byte, 1 if they hold
+    "V" u32(length) payload                       check proofs; reply u32(count) u32(index)... of failures
 
 A helper that dies is noticed at :meth:`ProcessFolder.products` (InternalError:
 the caller retries the attempt, before any member answered) and respawned at the
@@ -22,6 +22,7 @@ next :meth:`ProcessFolder.start`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import subprocess
 import sys
@@ -32,20 +33,13 @@ import gmpy2
 from gmpy2 import mpz
 
 from shared.crypto.group import GroupParams
-from shared.crypto.proofs import (
-    DlogStatement,
-    ScreenedDlog,
-    dlog_batch_holds,
-    dlog_individual_failures,
-    screen_dlogs,
-)
+from shared.crypto.proofs import DlogProof, DlogStatement, dlog_failures
 from shared.errors import ConfigurationError, InternalError
 
 __all__ = ["ProcessFolder", "default_workers", "worker_main"]
 
-# The sizes of one screened proof on the pipe: X and t (element width), z, c.
+# The width of a proof response on the pipe (any response the wire accepts fits).
 _Z_BYTES = 96
-_C_BYTES = 32
 
 
 #: This process's share of the segments relative to a helper's (it also screens each upload and
@@ -182,43 +176,46 @@ class ProcessFolder:
         return out
 
     def dlog_failures(self, group: GroupParams, items: Sequence[DlogStatement]) -> dict[int, str]:
-        """:func:`shared.crypto.proofs.dlog_failures`, its batch test split over the helpers.
+        """:func:`shared.crypto.proofs.dlog_failures`, split over this process and the helpers.
 
-        Screening (element rule, ranges, hashes) runs here; each part of the screened set
-        gets an independent batch test (a helper draws its own random exponents); only a
-        part that fails is checked proof by proof, here, to name the culprits.
+        Each part is screened (element rule, ranges, hashes) and batch-tested where it is
+        checked, a helper with its own random exponents; the culprits a helper reports are
+        checked again here (to word the reason). A helper that fails has its part checked
+        here; a statement that does not serialize (not an integer in range) stays here too.
         """
-        failures, screened = screen_dlogs(group, items)
-        if not screened:
-            return failures
-        n = group.n
-        g2 = group.g * group.g % n
         parts = len(self._helpers) + 1
-        shares = [
-            screened[k * len(screened) // parts : (k + 1) * len(screened) // parts] for k in range(parts)
-        ]
-        asked: list[tuple[_Helper, list[ScreenedDlog]]] = []
+        here = [i for i, item in enumerate(items) if not _serializable(group, item)]
+        rest = [i for i, item in enumerate(items) if _serializable(group, item)]
+        shares = [rest[k * len(rest) // parts : (k + 1) * len(rest) // parts] for k in range(parts)]
+        here += shares[0]
+        asked: list[tuple[_Helper, list[int]]] = []
         for helper, share in zip(self._helpers, shares[1:], strict=True):
-            if not share or not helper.alive:
-                shares[0] = [*shares[0], *share]
+            if not share:
                 continue
             try:
-                helper.send(b"V" + _verify_payload(n, g2, group.element_bytes, share))
+                if not helper.alive:
+                    raise OSError("helper is gone")
+                helper.send(b"V" + _verify_payload(group, [items[i] for i in share]))
                 asked.append((helper, share))
             except OSError:
-                shares[0] = [*shares[0], *share]
-        failed: list[ScreenedDlog] = []
-        if shares[0] and not dlog_batch_holds(n, g2, shares[0]):
-            failed += shares[0]
+                here += share
+        suspects: list[int] = []
+        local = dlog_failures(group, [items[i] for i in here])
+        failures = {here[k]: why.replace(f"proof {k}", f"proof {here[k]}", 1) for k, why in local.items()}
         for helper, share in asked:
             try:
-                holds = helper.read(1) == b"\x01"
-            except (OSError, EOFError):
-                holds = dlog_batch_holds(n, g2, share)  # the helper died: check its part here
-            if not holds:
-                failed += share
-        if failed:
-            failures.update(dlog_individual_failures(group, failed))
+                count = int.from_bytes(helper.read(4), "big")
+                suspects += [share[int.from_bytes(helper.read(4), "big")] for _ in range(count)]
+            except (OSError, EOFError, IndexError):
+                suspects += share  # the helper died (or spoke nonsense): its part is checked here
+        if suspects:
+            again = dlog_failures(group, [items[i] for i in suspects])
+            failures.update(
+                {
+                    suspects[k]: why.replace(f"proof {k}", f"proof {suspects[k]}", 1)
+                    for k, why in again.items()
+                }
+            )
         return failures
 
     def close(self) -> None:
@@ -234,34 +231,55 @@ class ProcessFolder:
         self.close()
 
 
-def _verify_payload(n: mpz, g2: mpz, width: int, share: Sequence[ScreenedDlog]) -> bytes:
-    head: bytes = _u32(width) + _u32(len(share)) + bytes(mpz(n).to_bytes(width, "big"))
-    head += bytes(mpz(g2).to_bytes(width, "big"))
-    body = b"".join(
-        bytes(mpz(x).to_bytes(width, "big"))
-        + bytes(mpz(t).to_bytes(width, "big"))
-        + bytes(mpz(z).to_bytes(_Z_BYTES, "big"))
-        + int(c).to_bytes(_C_BYTES, "big")
-        for _, x, t, z, c in share
+def _serializable(group: GroupParams, item: DlogStatement) -> bool:
+    values = (item.public, item.proof.commitment, item.proof.response)
+    return (
+        all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v for v in values)
+        and all(v < group.n for v in values[:2])
+        and item.proof.response < (1 << (8 * _Z_BYTES))
     )
-    payload = head + body
+
+
+def _field(data: bytes) -> bytes:
+    return _u32(len(data)) + data
+
+
+def _verify_payload(group: GroupParams, items: Sequence[DlogStatement]) -> bytes:
+    width = group.element_bytes
+    parts = [_field(int(group.n).to_bytes(width, "big")), _u32(len(items))]
+    for item in items:
+        parts.append(int(item.public).to_bytes(width, "big"))
+        parts.append(int(item.proof.commitment).to_bytes(width, "big"))
+        parts.append(int(item.proof.response).to_bytes(_Z_BYTES, "big"))
+        parts.append(_field(item.context))
+    payload = b"".join(parts)
     return _u32(len(payload)) + payload
 
 
-def _verify(payload: bytes) -> bool:
-    width = int.from_bytes(payload[:4], "big")
-    count = int.from_bytes(payload[4:8], "big")
-    n = mpz.from_bytes(payload[8 : 8 + width], "big")
-    g2 = mpz.from_bytes(payload[8 + width : 8 + 2 * width], "big")
-    offset, step = 8 + 2 * width, 2 * width + _Z_BYTES + _C_BYTES
-    screened: list[ScreenedDlog] = []
-    for k in range(count):
-        item = payload[offset + k * step : offset + (k + 1) * step]
-        x = mpz.from_bytes(item[:width], "big")
-        t = mpz.from_bytes(item[width : 2 * width], "big")
-        z = mpz.from_bytes(item[2 * width : 2 * width + _Z_BYTES], "big")
-        screened.append((k, x, t, z, int.from_bytes(item[2 * width + _Z_BYTES :], "big")))
-    return dlog_batch_holds(n, g2, screened)
+@functools.lru_cache(maxsize=4)
+def _group(n: int) -> GroupParams:
+    return GroupParams(mpz(n), insecure=True)  # the parent validated N; this only derives g
+
+
+def _verify(payload: bytes) -> list[int]:
+    """The failing indices of the proofs in a "V" payload."""
+    view = memoryview(payload)
+    width = int.from_bytes(view[:4], "big")
+    n = int.from_bytes(view[4 : 4 + width], "big")
+    count = int.from_bytes(view[4 + width : 8 + width], "big")
+    offset = 8 + width
+    items: list[DlogStatement] = []
+    for _ in range(count):
+        x = int.from_bytes(view[offset : offset + width], "big")
+        t = int.from_bytes(view[offset + width : offset + 2 * width], "big")
+        offset += 2 * width
+        z = int.from_bytes(view[offset : offset + _Z_BYTES], "big")
+        offset += _Z_BYTES
+        size = int.from_bytes(view[offset : offset + 4], "big")
+        context = bytes(view[offset + 4 : offset + 4 + size])
+        offset += 4 + size
+        items.append(DlogStatement(x, DlogProof(t, z), context))
+    return sorted(dlog_failures(_group(n), items))
 
 
 def worker_main(stdin: IO[bytes], stdout: IO[bytes]) -> None:
@@ -287,7 +305,8 @@ def worker_main(stdin: IO[bytes], stdout: IO[bytes]) -> None:
             stdout.flush()
         elif op == b"V":
             payload = _read_exact(stdin, int.from_bytes(_read_exact(stdin, 4), "big"))
-            stdout.write(b"\x01" if _verify(payload) else b"\x00")
+            failing = _verify(payload)
+            stdout.write(_u32(len(failing)) + b"".join(_u32(i) for i in failing))
             stdout.flush()
         else:
             raise SystemExit(f"fold helper: unknown operation {op!r}")

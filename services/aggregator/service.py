@@ -400,7 +400,7 @@ class AggregatorService:
             return machine.on_ready(h.sender, h.round, h.attempt, self._registry[h.sender])
         if h.type == MessageType.UPLOAD:
             assert isinstance(msg.body, Upload)
-            return machine.on_upload(h.sender, h.round, h.attempt, msg.body)
+            return machine.on_upload(h.sender, h.round, h.attempt, msg.body, raw=bytes(raw))
         assert isinstance(msg.body, Response)
         return machine.on_response(h.sender, h.round, h.attempt, msg.body, raw=bytes(raw))
 

@@ -65,6 +65,7 @@ from shared.errors import (
     ChallengeRejectedError,
     CiphertextShapeError,
     DecryptionError,
+    InvalidGroupElementError,
     InvalidProofError,
     NotAMemberError,
     OnlineSetTooSmallError,
@@ -684,7 +685,14 @@ class Aggregation:
         # survives into the product and fails the strict L); here only the range.
         if not 0 < key_segment < n2 or any(not 0 < e < n2 for e in segments):
             raise CiphertextShapeError("a segment ciphertext is outside 0 < x < N^2")
-        first, first_square = group.received(ciphertext.first, f"A of {client_id!r}")
+        # A_i gets the whole element rule with its proof, in verify_uploads (a member failing it
+        # there is left out before the challenge); here its range, for the duplicate check.
+        if not _is_int(ciphertext.first) or not 1 < ciphertext.first < group.n:
+            raise InvalidGroupElementError(f"A of {client_id!r} is outside 1 < x < N")
+        first = mpz(ciphertext.first)
+        first_square = first * first % group.n
+        if first_square == 1:
+            raise InvalidGroupElementError(f"A of {client_id!r} squares to 1")
         second, _ = group.received(ciphertext.second, f"B of {client_id!r}")
         if first_square in self._first_squares:
             raise ProtocolOrderError("first component repeats another member's (a copied upload)")
@@ -709,11 +717,16 @@ class Aggregation:
         self._culprits.update(caught)
         return caught
 
-    def challenge(self) -> tuple[mpz, dict[str, SignedFirst]]:
-        """R and every member's (A_i, proof): what clients check before answering."""
+    def challenge(self, *, verify: bool = True) -> tuple[mpz, dict[str, SignedFirst]]:
+        """R and every member's (A_i, proof): what clients check before answering.
+
+        With ``verify`` False the proofs are left to the members (each checks them before
+        answering) and to a later :meth:`verify_uploads` if some member does not answer.
+        """
         if not self.all_uploaded:
             raise ProtocolOrderError(f"uploads missing from {sorted(self.missing_uploads)}")
-        self.verify_uploads()
+        if verify:
+            self.verify_uploads()
         if self._culprits:
             raise InvalidProofError(f"invalid uploads from {sorted(self._culprits)}: retry without them")
         if self._products is None:  # collected from the folder once, before any member answers
@@ -735,8 +748,8 @@ class Aggregation:
         will not upload again for this model, so a restarted aggregator must be able to
         finish this very attempt (responses are asked for again; members repeat them).
         """
-        if not self.all_uploaded or self._unverified or self._culprits:
-            raise ProtocolOrderError("only a complete, verified set of uploads is persisted")
+        if not self.all_uploaded or self._culprits:
+            raise ProtocolOrderError("only a complete set of uploads without culprits is persisted")
         return {
             "k": format(self._k, "x"),
             "e": [format(e, "x") for e in self._data_products()],

@@ -42,7 +42,7 @@ from shared.crypto.elgamal import (
     respond_to,
 )
 from shared.crypto.keys import AggregatorPublicKey, ClientKeyPair
-from shared.crypto.proofs import verify_equality
+from shared.crypto.proofs import verify_dlog, verify_equality
 from shared.errors import (
     AggregateKeyMismatchError,
     ConfigurationError,
@@ -307,7 +307,15 @@ class ClientMachine:
         context: AttemptContext,
         registry: Mapping[str, RegistryEntry],
     ) -> str | None:
-        """The sender of ``raw`` if it is its signed response to our R with a failing proof, else None."""
+        """The sender of ``raw`` if it proves the sender cheated in the attempt we answered, else None.
+
+        Two kinds of evidence, each the member's own signed message for that very attempt:
+        a RESPONSE to our R (by ``challenge_digest``) whose equality proof fails, or an
+        UPLOAD for our attempt context (by ``context_digest``) whose proof of knowledge of
+        r2 fails. An honest member never signs either; naming what it answered or proved
+        keeps an equivocating aggregator from passing off an honest message made for
+        another R or another S as a failing one.
+        """
         try:
             msg = decode(raw, self._ctx)
         except FedcastError:
@@ -315,29 +323,35 @@ class ClientMachine:
         h, body = msg.header, msg.body
         entry = registry.get(h.sender)
         if (
-            not isinstance(body, Response)
+            not isinstance(body, Response | Upload)
             or h.federation != self.federation
             or (h.round, h.attempt) != (last.round, last.attempt)
             or h.sender not in last.members
             or entry is None
-            or body.challenge_digest != expected_digest
         ):
+            return None
+        if isinstance(body, Response) and body.challenge_digest != expected_digest:
+            return None
+        if isinstance(body, Upload) and body.context_digest != context.digest:
             return None
         try:
             verify(msg, entry.verify_key, self._ctx)
         except FedcastError:
             return None
         try:
-            verify_equality(
-                self.params.group,
-                entry.elgamal_public,
-                r_square,
-                body.share,
-                body.proof,
-                context.response_context(h.sender),
-            )
+            if isinstance(body, Response):
+                verify_equality(
+                    self.params.group,
+                    entry.elgamal_public,
+                    r_square,
+                    body.share,
+                    body.proof,
+                    context.response_context(h.sender),
+                )
+            else:
+                verify_dlog(self.params.group, body.first, body.first_proof, context.first_context(h.sender))
         except InvalidProofError:
-            return h.sender  # signed by the member, for our R, and wrong: a cheater
+            return h.sender  # signed by the member, for this attempt, and wrong: a cheater
         return None
 
     def compute_upload(self, job: UploadJob) -> PreparedUpload:
@@ -363,6 +377,7 @@ class ClientMachine:
             int(ciphertext.second),
             ciphertext.proof,
             signature,
+            job.context.digest,
         )
         done = self._clock()
         return PreparedUpload(

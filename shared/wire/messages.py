@@ -237,6 +237,11 @@ class Upload:
     ``first_signature`` is the member's Ed25519 signature over its first
     component alone (see serde.first_component_bytes), so the aggregator can
     forward A_i in the challenge and every member can check it came from i.
+    ``context_digest`` names the attempt context the proof was made for
+    (``AttemptContext.digest``: federation, model digest, round, attempt, S), so a
+    member's signed upload whose proof fails *for that context* proves it cheated,
+    while an honest member shown another S by an equivocating aggregator cannot be
+    framed.
     """
 
     key_segment: int
@@ -245,6 +250,7 @@ class Upload:
     second: int
     first_proof: DlogProof
     first_signature: bytes
+    context_digest: bytes
 
 
 @dataclass(frozen=True)

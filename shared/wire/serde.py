@@ -254,6 +254,7 @@ _BODY_CODECS: dict[MessageType, Codec] = {
         second=_ELEMENT,
         first_proof=_DLOG_PROOF,
         first_signature=_SIGNATURE,
+        context_digest=_DIGEST,
     ),
     MessageType.CHALLENGE: _struct(
         Challenge,

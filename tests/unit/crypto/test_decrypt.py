@@ -180,16 +180,20 @@ def test_uploads_state_round_trip_then_decrypts(fed: Federation) -> None:
     assert np.array_equal(sums, upload.expected)
 
 
-def test_only_complete_verified_uploads_are_persisted_and_restored(fed: Federation) -> None:
+def test_only_complete_uploads_without_culprits_are_persisted_and_restored(fed: Federation) -> None:
     upload = fed.upload_all({cid: v for cid, v in vectors(fed).items() if cid != "c3"})
     with pytest.raises(ProtocolOrderError):
         upload.aggregation.uploads_state()  # c3 missing
     ct, _ = fed.encrypt("c3", fed.zero_segments())
     upload.aggregation.add_upload("c3", ct)
-    with pytest.raises(ProtocolOrderError):
-        upload.aggregation.uploads_state()  # proofs not yet verified
-    upload.aggregation.challenge()
+    # The proofs need not be checked yet: by default the aggregator sends (and persists) the
+    # challenge unchecked and checks the proofs only if a member stays silent.
+    unchecked = upload.aggregation.uploads_state()
+    upload.aggregation.challenge(verify=False)
+    assert upload.aggregation.uploads_state() == unchecked
+    assert upload.aggregation.verify_uploads() == {}
     state = upload.aggregation.uploads_state()
+    assert state == unchecked
     n = fed.group.n
     broken = [
         {**state, "e": state["e"][:-1]},
@@ -206,3 +210,18 @@ def test_only_complete_verified_uploads_are_persisted_and_restored(fed: Federati
     }
     with pytest.raises(InvalidGroupElementError):
         Aggregation.from_uploads_state(fed.online, fed.context, fed.n_segments, minus_one)
+
+
+def test_a_set_with_a_culprit_is_never_persisted(fed: Federation) -> None:
+    """An attempt whose proofs named a culprit cannot complete: there is nothing to persist."""
+    aggregation = Aggregation(fed.online, fed.context, fed.n_segments)
+    for cid in fed.online.members:
+        ct, _ = fed.encrypt(cid, fed.zero_segments())
+        if cid == "c2":
+            bad = dataclasses.replace(ct.proof, response=ct.proof.response + 1)
+            ct = dataclasses.replace(ct, proof=bad)
+        aggregation.add_upload(cid, ct)
+    aggregation.uploads_state()  # unchecked, the culprit is not known yet
+    assert set(aggregation.verify_uploads()) == {"c2"}
+    with pytest.raises(ProtocolOrderError, match="culprits"):
+        aggregation.uploads_state()

@@ -180,7 +180,8 @@ class Federation:
             if h.type == MessageType.READY:
                 return agg.on_ready(h.sender, h.round, h.attempt, self.registry[h.sender])
             if h.type == MessageType.UPLOAD:
-                return agg.on_upload(h.sender, h.round, h.attempt, msg.body)  # type: ignore[arg-type]
+                raw = serde.encode(msg.header, msg.body, self.signers[src], self.ctx)
+                return agg.on_upload(h.sender, h.round, h.attempt, msg.body, raw)  # type: ignore[arg-type]
             if h.type == MessageType.RESPONSE:
                 raw = serde.encode(msg.header, msg.body, self.signers[src], self.ctx)
                 return agg.on_response(h.sender, h.round, h.attempt, msg.body, raw)  # type: ignore[arg-type]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -281,21 +282,27 @@ def _resign_first(fed: Federation, culprit: str, msg: Signed, value: int) -> dic
     return {"first": value, "first_signature": signature}
 
 
-def test_a_first_component_without_a_valid_proof_is_left_out_before_the_challenge(
-    small_group: GroupParams,
-) -> None:
-    fed = Federation.create(small_group, 4)
-    culprit = "line-1"
-    g = int(small_group.g)
+def _bad_proof_from(fed: Federation, culprit: str) -> Callable[[str, Signed], Signed]:
+    """The culprit's attempt-0 upload carries an A_i its proof does not match (signed by itself)."""
+    g = int(fed.group.g)
 
     def cheat(src: str, msg: Signed) -> Signed:
         body = msg.body
         if src != culprit or not isinstance(body, Upload) or msg.header.attempt != 0:
             return msg
-        changes = _resign_first(fed, culprit, msg, body.first * g % int(small_group.n))
+        changes = _resign_first(fed, culprit, msg, body.first * g % int(fed.group.n))
         return dataclasses.replace(msg, body=dataclasses.replace(body, **changes))  # type: ignore[arg-type]
 
-    fed.tamper = cheat
+    return cheat
+
+
+def test_a_bad_proof_is_left_out_before_the_challenge_when_so_configured(small_group: GroupParams) -> None:
+    config = RoundConfig(
+        min_online=2, expected_clients=4, ready_window_s=5, check_proofs_before_challenge=True
+    )
+    fed = Federation.create(small_group, 4, config=config)
+    culprit = "line-1"
+    fed.tamper = _bad_proof_from(fed, culprit)
     survivors = sorted(set(fed.clients) - {culprit})
     expected = _expected_model(fed, survivors)
     fed.run(fed.aggregator.start_round())
@@ -307,6 +314,63 @@ def test_a_first_component_without_a_valid_proof_is_left_out_before_the_challeng
     assert [e.data["member"] for e in events if e.kind == "invalid_proof"] == [culprit]
     failed = [e for e in events if e.kind == "attempt_failed"]
     assert len(failed) == 1 and failed[0].data == {"phase": "upload", "dropouts": 1, "survivors": 3}
+
+
+def test_a_bad_proof_makes_the_members_refuse_and_is_named_at_the_response_timeout(
+    small_group: GroupParams,
+) -> None:
+    fed = Federation.create(small_group, 4)
+    culprit = "line-1"
+    fed.tamper = _bad_proof_from(fed, culprit)
+    survivors = sorted(set(fed.clients) - {culprit})
+    expected = _expected_model(fed, survivors)
+    fed.run(fed.aggregator.start_round())
+    # the aggregator sent the challenge unchecked; every honest member checked the proofs and refused
+    refusals = [type(e) for who, e in fed.rejected if who in survivors]
+    assert refusals == [ChallengeRejectedError] * 3 and not fed.completed
+    fed.expire()  # silence: the aggregator checks the proofs, names line-1, retries without it
+    assert fed.completed and fed.completed[-1][1] == tuple(survivors)
+    np.testing.assert_allclose(fed.completed[-1][2], expected, rtol=0, atol=_tolerance(fed, 3))
+    events = fed.aggregator.drain_events()
+    assert [e.data["member"] for e in events if e.kind == "invalid_proof"] == [culprit]
+    assert [e.data for e in events if e.kind == "attempt_failed"] == [
+        {"phase": "response", "dropouts": 1, "survivors": 3}
+    ]
+
+
+def test_a_member_whose_sample_missed_the_bad_proof_uploads_again_on_the_signed_upload(
+    small_group: GroupParams, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fed = Federation.create(small_group, 4)
+    culprit, lucky = "line-1", "line-0"
+    fed.tamper = _bad_proof_from(fed, culprit)
+    # line-0's keyed sample happens not to include line-1's proof: it answers attempt 0
+    monkeypatch.setattr(fed.clients[lucky]._elgamal.sampler, "choose", lambda *args: [])
+    survivors = sorted(set(fed.clients) - {culprit})
+    fed.run(fed.aggregator.start_round())
+    assert fed.ledgers[lucky].last_answer() is not None
+    fed.expire()
+    # the retry's envelope carries line-1's own signed upload, whose proof fails for the attempt
+    # line-0 answered: line-0 accepts it as proof and uploads again for the same model
+    assert fed.completed and fed.completed[-1][1] == tuple(survivors)
+    assert fed.ledgers[lucky].last_answer().attempt == 1  # type: ignore[union-attr]
+
+
+def test_an_honest_signed_upload_is_no_evidence(
+    small_group: GroupParams, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fed = Federation.create(small_group, 3)
+    fed.hold_finish = True
+    fed.run(fed.aggregator.start_round())
+    assert fed.aggregator.ready_to_finish
+    agg = fed.aggregator
+    honest_upload = fed.raw[("line-2", MessageType.UPLOAD, 1, 0)]
+    keys = {m: fed.registry[m].elgamal_public for m in ("line-0", "line-1")}
+    agg.attempt += 1
+    agg._to(AggregatorStage.COLLECTING_UPLOADS)
+    fed.run(agg._open_attempt(keys, (honest_upload,)))
+    refusals = [type(e) for who, e in fed.rejected if who in keys]
+    assert refusals == [ModelAlreadyAnsweredError, ModelAlreadyAnsweredError]
 
 
 def test_a_wrong_share_names_its_sender_and_the_evidence_lets_the_others_upload_again(
@@ -451,3 +515,30 @@ def test_a_malformed_upload_spends_the_model_and_is_reported(small_group: GroupP
     assert [e.data["seconds"] for e in fed.aggregator.drain_events() if e.kind == "backoff"] == [10.0]
     assert not fed.completed
     assert not [e for who, e in fed.rejected if who != "aggregator"]
+
+
+def test_an_upload_made_for_another_context_cannot_frame_its_sender(small_group: GroupParams) -> None:
+    """An equivocating aggregator shows line-2 another S; line-2's proof then fails for everyone
+    else's context. Its signed upload names the context it was made for, so it is no evidence."""
+    fed = Federation.create(small_group, 3)
+    fed.hold_finish = True
+    fed.run(fed.aggregator.start_round())
+    original = serde.decode(fed.raw[("line-2", MessageType.UPLOAD, 1, 0)], fed.ctx)
+    assert isinstance(original.body, Upload)
+    g = int(small_group.g)
+    first = original.body.first * g % int(small_group.n)  # fails for the real context
+    changes = _resign_first(fed, "line-2", original, first)
+    for context_digest, proven in ((bytes(32), False), (original.body.context_digest, True)):
+        body = dataclasses.replace(original.body, **changes, context_digest=context_digest)  # type: ignore[arg-type]
+        framed = serde.encode(original.header, body, fed.signers["line-2"], fed.ctx)
+        agg = fed.aggregator
+        keys = {m: fed.registry[m].elgamal_public for m in ("line-0", "line-1")}
+        agg.attempt += 1
+        agg._to(AggregatorStage.COLLECTING_UPLOADS)
+        fed.rejected.clear()
+        fed.run(agg._open_attempt(keys, (framed,)))
+        refusals = [type(e) for who, e in fed.rejected if who in keys]
+        # for another context: refused, line-2 is not proven a cheater; for this context: accepted
+        assert refusals == ([] if proven else [ModelAlreadyAnsweredError] * 2)
+        if proven:
+            break

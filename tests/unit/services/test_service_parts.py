@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from services.aggregator.checkpoint import CheckpointStore
+from services.aggregator.service import AggregatorConfig, AggregatorService
 from services.edge_client.data import DataSource, client_task, load_device_ratings, local_ratings
+from services.edge_client.service import EdgeClientService, EdgeConfig
 from services.edge_client.state import load_local_state, save_local_state
 from services.envconfig import env_float, env_hex, env_int, task_from_env
 from services.keyfiles import (
@@ -19,6 +21,7 @@ from services.keyfiles import (
     load_or_create_client_key,
     load_or_create_signing_key,
 )
+from services.keyserver.service import KeyServer, KeyServerConfig
 from services.runtime import MessageGate, Outbox
 from shared.crypto.group import GroupParams
 from shared.crypto.signing import SigningKeyPair
@@ -166,6 +169,83 @@ def test_env_helpers() -> None:
     assert spec.name == "fedavg-mlp" and spec.hidden == 8
     with pytest.raises(ConfigurationError):
         task_from_env({"FEDCAST_TASK": "nope"})
+
+
+_EDGE_ENV = {
+    "FEDCAST_CLIENT_ID": "line-01",
+    "FEDCAST_KEYSERVER_VERIFY_KEY": "ab" * 32,
+    "FEDCAST_ENROLLMENT_TOKEN": "device-token-1",
+}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(None, False), ("0", False), ("1", True), ("true", False), ("", False)]
+)
+def test_edge_config_check_all_proofs_from_env(value: str | None, expected: bool) -> None:
+    """FEDCAST_CHECK_ALL_PROOFS=1 (and only "1") makes a client check every first-component proof."""
+    env = dict(_EDGE_ENV) if value is None else {**_EDGE_ENV, "FEDCAST_CHECK_ALL_PROOFS": value}
+    config = EdgeConfig.from_env(env)
+    assert config.check_all_proofs is expected
+    assert EdgeConfig.from_env(env, check_all_proofs=True).check_all_proofs is True
+    # the dataclass default is the sampled check too
+    plain = EdgeConfig(config.client_id, config.state_dir, config.keyserver_verify_key, enrollment_token="t")
+    assert plain.check_all_proofs is False
+
+
+@pytest.mark.parametrize("check_all", [False, True])
+async def test_the_edge_client_hands_check_all_proofs_to_its_machine(tmp_path: Path, check_all: bool) -> None:
+    """The setting reaches the client's proof sampler (over the in-process broker, as the demo runs)."""
+    broker = InProcessBroker()
+    federation = "plant-7"
+    ks_transport = InProcessTransport(broker)
+    await ks_transport.connect()
+    keyserver = KeyServer(
+        KeyServerConfig(
+            tmp_path / "keyserver",
+            federation=federation,
+            admin_token="admin-token-" + "x" * 24,
+            aggregator_token="aggregator-token-" + "y" * 24,
+            allow_insecure_test_group=True,
+        ),
+        ks_transport,
+    )
+    await keyserver.start()
+    token = keyserver.store.provision_device("line-01")
+    aggregator = AggregatorService(
+        AggregatorConfig(
+            tmp_path / "aggregator",
+            federation=federation,
+            aggregator_token="aggregator-token-" + "y" * 24,
+            keyserver_verify_key=keyserver.verify_key,
+            task=TaskSpec(n_items=8),
+            fold_workers=0,
+            allow_insecure_test_group=True,
+        ),
+        InProcessTransport(broker),
+    )
+    env = {
+        **_EDGE_ENV,
+        "FEDCAST_FEDERATION": federation,
+        "FEDCAST_KEYSERVER_VERIFY_KEY": keyserver.verify_key.hex(),
+        "FEDCAST_ENROLLMENT_TOKEN": token,
+        "FEDCAST_STATE_DIR": str(tmp_path / "edge"),
+        "FEDCAST_TASK_N_ITEMS": "8",
+        "FEDCAST_CHECK_ALL_PROOFS": "1" if check_all else "0",
+    }
+    edge = EdgeClientService(
+        EdgeConfig.from_env(env, allow_insecure_test_group=True), InProcessTransport(broker)
+    )
+    try:
+        await aggregator.start()
+        await edge.start()
+        assert edge.machine is not None
+        sampler = edge.machine._elgamal.sampler
+        assert sampler.check_all is check_all
+    finally:
+        await edge.close()
+        await aggregator.close()
+        await keyserver.stop()
+        await ks_transport.close()
 
 
 def test_device_ratings_csv(tmp_path: Path) -> None:

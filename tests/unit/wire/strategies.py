@@ -169,6 +169,7 @@ def bodies(mtype: MessageType, ctx: WireContext) -> st.SearchStrategy[Any]:
             second=el,
             first_proof=dlog_proofs(width),
             first_signature=signatures,
+            context_digest=digests,
         ),
         MessageType.CHALLENGE: st.builds(
             Challenge,
@@ -220,7 +221,13 @@ def example_body(mtype: MessageType, ctx: WireContext = CTX) -> Body:
         MessageType.READY: Ready(),
         MessageType.ENVELOPE: MemberEnvelope(("a", "b", "c"), e, 2, b"sealed", (b"raw response 1", b"")),
         MessageType.UPLOAD: Upload(
-            2 ** (8 * ct_width - 1) + 5, (2 ** (8 * ct_width - 1), 7), e, e + 1, proof, b"\x04" * 64
+            2 ** (8 * ct_width - 1) + 5,
+            (2 ** (8 * ct_width - 1), 7),
+            e,
+            e + 1,
+            proof,
+            b"\x04" * 64,
+            b"\x08" * 32,
         ),
         MessageType.CHALLENGE: Challenge(
             e, (FirstComponent("a", e, proof, b"\x05" * 64), FirstComponent("b", e + 1, proof, b"\x06" * 64))

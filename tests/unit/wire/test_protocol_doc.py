@@ -13,6 +13,7 @@ document states. So the document cannot drift from the code unnoticed.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 from pathlib import Path
 
@@ -28,9 +29,11 @@ from shared.crypto.elgamal import (
     ClientCiphertext,
     Decryptor,
     OnlineSet,
+    ProofSampler,
     SignedFirst,
     challenge_digest,
     check_challenge,
+    proof_sample_size,
 )
 from shared.crypto.group import GroupParams, fdh, frame
 from shared.crypto.keys import AggregatorPublicKey, AggregatorSecretKey, ClientKeyPair, aggregator_key_context
@@ -252,6 +255,8 @@ def test_the_attempt_decrypts_with_the_reference_code(example: wx.Example, small
     serde.verify(upload, wx.CLIENT_KEY.verify_key, ctx)
     assert isinstance(upload.body, Upload)
     assert upload.body.key_segment == ints["K_1"] and upload.body.segments == (ints["E_11"],)
+    # the upload names the attempt its proof was made for: the real AttemptContext.digest
+    assert upload.body.context_digest == context.digest == v["attempt_digest"]
     first_bytes = serde.first_component_bytes(
         wx.FEDERATION, wx.ROUND, wx.ATTEMPT, "client-0001", ints["A_1"], ctx
     )
@@ -303,6 +308,36 @@ def test_the_attempt_decrypts_with_the_reference_code(example: wx.Example, small
     assert params.encoding.decode_sum(slots, 3).tolist() == [-2.5, 0.5, 2.0, 3.875]
     expected = np.sum([wx.VECTORS[m] for m in wx.MEMBERS], axis=0)
     assert params.encoding.decode_sum(slots, 3).tolist() == expected.tolist()
+
+
+def test_the_documented_proof_sample_is_the_reference_sampler(
+    example: wx.Example, small_group: GroupParams
+) -> None:
+    """Section 5.3's sampling rule, with section 9.7's key, is what the reference client checks."""
+    v, ints = example.values, example.ints
+    keypair = ClientKeyPair.from_secret(small_group, ints["sk_1"])
+    sampler = ProofSampler.for_client(keypair)
+    registry = {
+        m: ClientKeyPair.from_secret(small_group, ints[f"sk_{i}"]).public for i, m in enumerate(wx.MEMBERS, 1)
+    }
+    online = OnlineSet.from_registry(small_group, registry)
+    context = AttemptContext(wx.FEDERATION, v["model_digest"], wx.ROUND, wx.ATTEMPT, wx.MEMBERS)
+    attempt = ClientAttempt("client-0001", online, context, mpz(ints["A_1"]), 3)
+    assert proof_sample_size(3, 3) == 2  # the example: both other proofs
+    assert sorted(sampler.choose(attempt, ints["R"], 3)) == ["client-0002", "client-0003"]
+    # 100 members (k = 89 of 99): the 89 smallest ranks under the documented key and HMAC input
+    members = ("client-0001", *(f"client-{i:04d}" for i in range(2, 101)))
+    keys = {m: ClientKeyPair.generate(small_group).public for m in members[1:]}
+    big = OnlineSet.from_registry(small_group, {"client-0001": keypair.public, **keys})
+    big_context = AttemptContext(wx.FEDERATION, v["model_digest"], wx.ROUND, wx.ATTEMPT, big.members)
+    big_attempt = ClientAttempt("client-0001", big, big_context, mpz(ints["A_1"]), 3)
+
+    def rank(member: str) -> bytes:
+        message = big_context.digest + v["R"] + member.encode()
+        return hmac.new(v["sample_key_1"], message, hashlib.sha256).digest()
+
+    expected = sorted(members[1:], key=rank)[: proof_sample_size(100, 3)]
+    assert len(expected) == 89 and sampler.choose(big_attempt, ints["R"], 3) == expected
 
 
 def test_a_wrong_documented_value_would_be_caught(example: wx.Example, small_group: GroupParams) -> None:
@@ -410,7 +445,8 @@ def test_documented_sizes_at_2048_bits(group_2048: GroupParams) -> None:
     enroll = size(MessageType.ENROLL, EnrollRequest(wx.TOKEN, e, key.verify_key, proof))
     response = size(MessageType.RESPONSE, Response(e, EqualityProof(e, e, 2**512), b"\x00" * 32))
     upload = [
-        size(MessageType.UPLOAD, Upload(e, (e,) * u, e, e, proof, b"\x00" * 64)) for u in (1, 2, 127, 128)
+        size(MessageType.UPLOAD, Upload(e, (e,) * u, e, e, proof, b"\x00" * 64, b"\x00" * 32))
+        for u in (1, 2, 127, 128)
     ]
     fixed = upload[0] - 512
     assert upload == [fixed + 512, fixed + 1024, fixed + 127 * 512, fixed + 128 * 512 + 2]

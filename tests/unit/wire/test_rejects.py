@@ -485,11 +485,39 @@ def test_challenge_digest_decodes_as_given() -> None:
     assert msg.body.challenge_digest == digest  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize(
+    "value", [b"", b"\x00" * 31, b"\x00" * 33, b"\x00" * 64, "00" * 32, None, 5, [b"\x00" * 32]]
+)
+def test_context_digest_is_exactly_32_bytes(value: Any) -> None:
+    assert elements_of(MessageType.UPLOAD)[6][6] == b"\x08" * 32
+    assert_malformed(mutated(MessageType.UPLOAD, body_setter(6, value)), "context_digest")
+
+
+def test_context_digest_decodes_as_given() -> None:
+    digest = bytes(range(32))
+    msg = serde.decode(mutated(MessageType.UPLOAD, body_setter(6, digest)), CTX)
+    assert isinstance(msg.body, Upload) and msg.body.context_digest == digest
+
+
+def test_an_upload_without_the_context_digest_is_malformed() -> None:
+    """Six fields was the shape of UPLOAD before the context digest: refused, not defaulted."""
+    assert_malformed(mutated(MessageType.UPLOAD, lambda e: e[6].pop()), "7 elements")
+    assert_malformed(mutated(MessageType.UPLOAD, lambda e: e[6].append(b"\x08" * 32)), "7 elements")
+
+
 # -- evidence (v2) ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    "evidence", [[], [b""], [b"x" * 300], [b"a", b"a"], [wire_of(MessageType.RESPONSE)] * 3]
+    "evidence",
+    [
+        [],
+        [b""],
+        [b"x" * 300],
+        [b"a", b"a"],
+        [wire_of(MessageType.RESPONSE)] * 3,
+        [wire_of(MessageType.UPLOAD), wire_of(MessageType.RESPONSE)],
+    ],
 )
 def test_evidence_is_a_list_of_bytes(evidence: list[bytes]) -> None:
     msg = serde.decode(mutated(MessageType.ENVELOPE, body_setter(4, evidence)), CTX)

@@ -269,20 +269,56 @@ def test_encode_refuses_a_challenge_digest_of_another_size(digest: Any) -> None:
         serde.encode(example_header(MessageType.RESPONSE), Response(2, EQ_PROOF, digest), TEST_KEY, CTX)
 
 
+def test_upload_ends_with_the_context_digest() -> None:
+    """UPLOAD has seven fields; the attempt context's digest travels last, as a 32-byte bin."""
+    assert [f.name for f in dataclasses.fields(Upload)] == [
+        "key_segment",
+        "segments",
+        "first",
+        "second",
+        "first_proof",
+        "first_signature",
+        "context_digest",
+    ]
+    body = example_body(MessageType.UPLOAD)
+    assert isinstance(body, Upload)
+    wire = serde.encode(example_header(MessageType.UPLOAD), body, TEST_KEY, CTX)
+    fields = unpack_trusted(wire)[6]
+    assert len(fields) == 7
+    assert fields[5] == body.first_signature and fields[6] == body.context_digest == b"\x08" * 32
+    assert wire.endswith(b"\xc4\x20" + body.context_digest + b"\xc4\x40" + wire[-64:])
+    digest = bytes(range(32))
+    changed = dataclasses.replace(body, context_digest=digest)
+    wire2 = serde.encode(example_header(MessageType.UPLOAD), changed, TEST_KEY, CTX)
+    msg = serde.decode(wire2, CTX)
+    assert msg.body == changed and msg.body.context_digest == digest  # type: ignore[union-attr]
+    # the digest is signed: the old signature does not cover the new digest
+    with pytest.raises(SignatureError):
+        serde.verify(dataclasses.replace(msg, signature=wire[-64:]), TEST_KEY.verify_key, CTX)
+
+
+@pytest.mark.parametrize("digest", [b"", b"\x00" * 31, b"\x00" * 33, "00" * 32, bytearray(32), None])
+def test_encode_refuses_a_context_digest_of_another_size(digest: Any) -> None:
+    body = dataclasses.replace(example_body(MessageType.UPLOAD), context_digest=digest)  # type: ignore[type-var]
+    with pytest.raises(MalformedMessageError, match="context_digest"):
+        serde.encode(example_header(MessageType.UPLOAD), body, TEST_KEY, CTX)
+
+
 def test_upload_key_segment_and_segments_at_production_size(group_2048: GroupParams) -> None:
     """256-byte elements, one 512-byte key segment, the data segments in one bin of u x 512 bytes."""
     ctx = WireContext.from_group(group_2048)
     n2 = int(group_2048.n2)
     segments = (n2 - 1, 1, 0, 2**4000)
     proof = DlogProof(int(group_2048.g), 2**513 - 1)
-    body = Upload(n2 - 2, segments, int(group_2048.g), int(group_2048.n) - 1, proof, b"\x07" * 64)
+    body = Upload(n2 - 2, segments, int(group_2048.g), int(group_2048.n) - 1, proof, b"\x07" * 64, DIGEST)
     wire = serde.encode(example_header(MessageType.UPLOAD), body, ctx=ctx, signer=TEST_KEY)
     blob = len(segments) * 512  # 2048 bytes: a bin16 (c5 + 2-byte length)
     header_fields = len(b"\x02" + b"\xa6upload" + b"\xa7plant-7" + b"\x03" + b"\x01" + b"\xabclient-0001")
-    # fixarray, key segment, segments, first, second, proof (fixarray, element, response), signature
-    body_bytes = 1 + (3 + 512) + (3 + blob) + 2 * (3 + 256) + (1 + (3 + 256) + (2 + 65)) + (2 + 64)
+    # fixarray, key segment, segments, first, second, proof (fixarray, element, response), signature,
+    # context digest
+    body_bytes = 1 + (3 + 512) + (3 + blob) + 2 * (3 + 256) + (1 + (3 + 256) + (2 + 65)) + (2 + 64) + (2 + 32)
     assert len(wire) == 1 + header_fields + body_bytes + (2 + 64)
-    assert bytes.fromhex("96c50200") + (n2 - 2).to_bytes(512, "big") + bytes.fromhex("c50800") in wire
+    assert bytes.fromhex("97c50200") + (n2 - 2).to_bytes(512, "big") + bytes.fromhex("c50800") in wire
     msg = serde.decode(wire, ctx)
     assert msg.body == body
     serde.verify(msg, TEST_KEY.verify_key, ctx)
@@ -300,9 +336,9 @@ def test_encode_refuses_a_key_segment_that_does_not_fit(key_segment: Any) -> Non
 def test_a_large_upload_stays_far_below_the_default_limit(group_2048: GroupParams) -> None:
     ctx = WireContext.from_group(group_2048)
     n_segments = 1000  # ~70,000 parameters at the default packing
-    body = Upload(7, tuple(range(n_segments)), 2, 3, PROOF, b"\x00" * 64)
+    body = Upload(7, tuple(range(n_segments)), 2, 3, PROOF, b"\x00" * 64, DIGEST)
     wire = serde.encode(example_header(MessageType.UPLOAD), body, TEST_KEY, ctx)
-    fixed = 1017  # header, 3 elements, the proof, two signatures and the framing at |N| = 2048
+    fixed = 1051  # header, 3 elements, the proof, two signatures, the digest and the framing at |N| = 2048
     assert len(wire) == (n_segments + 1) * 512 + fixed < serde.DEFAULT_MAX_MESSAGE_BYTES
     assert serde.decode(wire, ctx).body == body
 
@@ -328,6 +364,29 @@ def test_envelope_evidence_carries_whole_signed_responses() -> None:
         example_header(MessageType.ENVELOPE), MemberEnvelope(("a",), 5, 2, b""), TEST_KEY, CTX
     )
     assert unpack_trusted(plain)[6][4] == []
+
+
+def test_envelope_evidence_carries_whole_signed_uploads() -> None:
+    """The second kind of evidence: a member's signed UPLOAD, context digest and all."""
+    upload = serde.encode(
+        Header(MessageType.UPLOAD, "plant-7", 3, 0, "client-0002"),
+        example_body(MessageType.UPLOAD),
+        TEST_KEY,
+        CTX,
+    )
+    response = serde.encode(
+        Header(MessageType.RESPONSE, "plant-7", 3, 0, "client-0003"),
+        example_body(MessageType.RESPONSE),
+        TEST_KEY,
+        CTX,
+    )
+    envelope = MemberEnvelope(("client-0001",), 5, 2, b"sealed", (upload, response))
+    msg = serde.decode(serde.encode(example_header(MessageType.ENVELOPE), envelope, TEST_KEY, CTX), CTX)
+    assert msg.body == envelope
+    inner = serde.decode(msg.body.evidence[0], CTX)  # type: ignore[union-attr]
+    assert inner.header.type == MessageType.UPLOAD and inner.header.sender == "client-0002"
+    assert isinstance(inner.body, Upload) and inner.body.context_digest == b"\x08" * 32
+    serde.verify(inner, TEST_KEY.verify_key, CTX)
 
 
 # -- encoder refusals ------------------------------------------------------------------------------
@@ -377,13 +436,16 @@ def test_encode_accepts_gmpy2_integers() -> None:
         MemberEnvelope(("a",), 5, 2, b"", ("not bytes",)),  # type: ignore[arg-type]
         MemberEnvelope(("a",), 5, 2, b"", b"not a tuple"),  # type: ignore[arg-type]
         MemberEnvelope(("a",), 5, 2, b"", (None,)),  # type: ignore[arg-type]
-        Upload(1, (), 1, 2, PROOF, b"\x00" * 64),
-        Upload(1, (2**1024,), 1, 2, PROOF, b"\x00" * 64),
-        Upload(2**1024, (1,), 1, 2, PROOF, b"\x00" * 64),
-        Upload(1, (1,), 1, 2, PROOF, b"\x00" * 63),
-        Upload(1, (1,), 1, 2, DlogProof(1, 2**513), b"\x00" * 64),
-        Upload(1, (1,), 1, 2, (1, 2), b"\x00" * 64),  # type: ignore[arg-type]
-        Upload(1, (1,), 1, 2, EqualityProof(1, 2, 3), b"\x00" * 64),  # type: ignore[arg-type]
+        Upload(1, (), 1, 2, PROOF, b"\x00" * 64, DIGEST),
+        Upload(1, (2**1024,), 1, 2, PROOF, b"\x00" * 64, DIGEST),
+        Upload(2**1024, (1,), 1, 2, PROOF, b"\x00" * 64, DIGEST),
+        Upload(1, (1,), 1, 2, PROOF, b"\x00" * 63, DIGEST),
+        Upload(1, (1,), 1, 2, DlogProof(1, 2**513), b"\x00" * 64, DIGEST),
+        Upload(1, (1,), 1, 2, (1, 2), b"\x00" * 64, DIGEST),  # type: ignore[arg-type]
+        Upload(1, (1,), 1, 2, EqualityProof(1, 2, 3), b"\x00" * 64, DIGEST),  # type: ignore[arg-type]
+        Upload(1, (1,), 1, 2, PROOF, b"\x00" * 64, b"\x00" * 31),
+        Upload(1, (1,), 1, 2, PROOF, b"\x00" * 64, b"\x00" * 33),
+        Upload(1, (1,), 1, 2, PROOF, b"\x00" * 64, "00" * 32),  # type: ignore[arg-type]
         EnrollRequest("has space", 5, b"\x00" * 32, PROOF),
         EnrollRequest("tok", 5, b"\x00" * 31, PROOF),
         Response(5, DlogProof(1, 2), DIGEST),  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ tests.unit.wire.worked_example docs/PROTOCOL.md`` recomputes the document's ``ka
 from __future__ import annotations
 
 import hashlib
+import hmac
 import math
 import re
 import struct
@@ -265,7 +266,10 @@ def compute() -> Example:
                 FEDERATION, ROUND, ATTEMPT, m, first, ctx
             )
             signature = CLIENT_KEY.sign(v["first_signing_bytes_1"])
-            upload = Upload(key_segment, (data_segment,), first, second, DlogProof(t, z), signature)
+            # context_digest: the attempt the proof was made for (an UPLOAD is evidence only for it)
+            upload = Upload(
+                key_segment, (data_segment,), first, second, DlogProof(t, z), signature, attempt_digest
+            )
             header = Header(MessageType.UPLOAD, FEDERATION, ROUND, ATTEMPT, m)
             v["upload_1"] = serde.encode(header, upload, CLIENT_KEY, ctx)
     for i in (2, 3):
@@ -275,6 +279,12 @@ def compute() -> Example:
     r = firsts["client-0001"] * firsts["client-0002"] * firsts["client-0003"] % n
     put("R", r, e)
     v["challenge_digest"] = hashlib.sha256(frame(b"fedcast/v2/challenge", el(r))).digest()
+    # client-0001's keyed sample of the proofs it checks (|S| = 3: k = 2, both others)
+    secret_1 = ints["sk_1"].to_bytes(32, "big")
+    sample_key = hashlib.sha256(frame(b"fedcast/v2/proof-sample-key", secret_1)).digest()
+    v["sample_key_1"] = sample_key
+    for i, m in enumerate(MEMBERS[1:], start=2):
+        v[f"sample_rank_1_{i}"] = hmac.new(sample_key, attempt_digest + el(r) + m.encode(), "sha256").digest()
     r2_square = r * r % n
     shares: dict[str, int] = {}
     for i, m in enumerate(MEMBERS, start=1):
@@ -344,7 +354,7 @@ DUMP_LABELS: dict[str, list[tuple[tuple[int, ...], str]]] = {
         ((6, 3, 1), "response z"),
     ],
     "upload_1": [
-        ((6,), "body: Upload, array of 6"),
+        ((6,), "body: Upload, array of 7"),
         ((6, 0), "key_segment K_1"),
         ((6, 1), "segments: u = 1, E_11"),
         ((6, 2), "first A_1"),
@@ -353,6 +363,7 @@ DUMP_LABELS: dict[str, list[tuple[tuple[int, ...], str]]] = {
         ((6, 4, 0), "commitment t"),
         ((6, 4, 1), "response z"),
         ((6, 5), "first_signature"),
+        ((6, 6), "context_digest = attempt_digest"),
     ],
     "response_1": [
         ((6,), "body: Response, array of 3"),
