@@ -120,7 +120,7 @@ def initialize_series(service: str) -> None:
     series born at 1 has no earlier sample to increase from, so the first rejected
     message of a process would never show up in "rejects by reason". The label
     values here are small closed sets (the gate's wire-level rejection reasons, the
-    aggregator's two dropout phases): a handful of series per process. Call it
+    aggregator's three dropout phases): a handful of series per process. Call it
     before the first scrape, i.e. before starting the metrics server. Idempotent.
     """
     for reason in _GATE_REASONS:
@@ -130,9 +130,10 @@ def initialize_series(service: str) -> None:
         ROUNDS_COMPLETED.labels(service)
         CHALLENGE_RESENDS.labels(service)
         # The phases AggregatorMachine drops members in: before the challenge (silent, or a bad
-        # proof of r2) and after a failed decryption (a wrong share named by its proof). Silence
-        # after the challenge drops nobody: the challenge is sent again.
-        for phase in ("upload", "decrypt"):
+        # proof of r2 when checked eagerly), at the response deadline (a bad proof of r2 found by
+        # the lazy check) and after a failed decryption (a wrong share named by its proof).
+        # Silence after the challenge alone drops nobody: the challenge is sent again.
+        for phase in ("upload", "response", "decrypt"):
             DROPOUTS.labels(service, phase)
     elif service == "edge":
         CLIPPED_VALUES.labels(service)

@@ -83,7 +83,7 @@ from shared.params import SystemParams
 from shared.protocol.client import model_digest
 from shared.wire.codec import WireContext
 from shared.wire.messages import Header, MessageType, Response, Upload
-from shared.wire.serde import encode, sign_first, verify_first
+from shared.wire.serde import FirstComponentSigned, encode, sign_first, verify_first
 
 __all__ = [
     "JSON_KEYS",
@@ -448,7 +448,8 @@ def _protocol_extras(
     """
     ctx = WireContext.from_group(group)
     signers = {m: SigningKeyPair.generate() for m in online.members}
-    sigs = {m: sign_first(signers[m], "fedcast-bench", 1, 0, m, int(a.value), ctx) for m, a in firsts.items()}
+    signed = {m: FirstComponentSigned(int(a.value), a.proof, bytes(32)) for m, a in firsts.items()}
+    sigs = {m: sign_first(signers[m], "fedcast-bench", 1, 0, m, signed[m], ctx) for m in firsts}
     registry = dict(zip(online.members, online.public_keys, strict=True))
     registry_s, verify_s = [], []
     for _ in range(max(1, sample)):
@@ -456,8 +457,8 @@ def _protocol_extras(
         OnlineSet.from_registry(group, registry)
         registry_s.append(time.perf_counter() - start)
         start = time.perf_counter()
-        for m, a in firsts.items():
-            verify_first(signers[m].verify_key, sigs[m], "fedcast-bench", 1, 0, m, int(a.value), ctx)
+        for m in firsts:
+            verify_first(signers[m].verify_key, sigs[m], "fedcast-bench", 1, 0, m, signed[m], ctx)
         verify_s.append(time.perf_counter() - start)
     client = float(np.mean(registry_s) + np.mean(verify_s))
     return {

@@ -35,7 +35,6 @@ from shared.errors import (
     FedcastError,
     InvalidProofError,
     KeyStorageError,
-    ProtocolOrderError,
     TransportError,
 )
 from shared.keystore import read_json, write_json_atomic
@@ -56,7 +55,7 @@ from shared.protocol.aggregator import AggregatorMachine, RoundConfig, RoundOutc
 from shared.protocol.outgoing import Outgoing
 from shared.transport.base import AGGREGATOR, Delivery, Transport
 from shared.wire.messages import AggregatorInfo, MessageType, RegistryEntry, Response, Signed, Upload
-from shared.wire.serde import DEFAULT_MAX_MESSAGE_BYTES, WireContext, verify_first
+from shared.wire.serde import DEFAULT_MAX_MESSAGE_BYTES, FirstComponentSigned, WireContext, verify_first
 
 __all__ = ["AggregatorConfig", "AggregatorService", "server_task"]
 
@@ -369,10 +368,12 @@ class AggregatorService:
             self._registry[sender] = entry
         return None if entry.revoked else entry.verify_key
 
-    def _verify_first(self, member: str, round_id: int, attempt: int, first: int, signature: bytes) -> None:
+    def _verify_first(
+        self, member: str, round_id: int, attempt: int, signed: FirstComponentSigned, signature: bytes
+    ) -> None:
         entry = self._registry[member]
         verify_first(
-            entry.verify_key, signature, self.config.federation, round_id, attempt, member, first, self._ctx
+            entry.verify_key, signature, self.config.federation, round_id, attempt, member, signed, self._ctx
         )
 
     async def _on_delivery(self, delivery: Delivery) -> None:
@@ -400,7 +401,7 @@ class AggregatorService:
             return machine.on_ready(h.sender, h.round, h.attempt, self._registry[h.sender])
         if h.type == MessageType.UPLOAD:
             assert isinstance(msg.body, Upload)
-            return machine.on_upload(h.sender, h.round, h.attempt, msg.body, raw=bytes(raw))
+            return machine.on_upload(h.sender, h.round, h.attempt, msg.body)
         assert isinstance(msg.body, Response)
         return machine.on_response(h.sender, h.round, h.attempt, msg.body, raw=bytes(raw))
 
@@ -441,7 +442,7 @@ class AggregatorService:
             return []
         try:
             return self.machine.resume_attempt(read_json(path))
-        except ProtocolOrderError as exc:  # another round's or model's: nothing to finish
+        except FedcastError as exc:  # another round's or model's, or damaged: nothing to finish
             log.info("not resuming %s: %s", path, exc)
             self._drop_attempt_state()
             return []

@@ -277,14 +277,11 @@ class RegistryStore:
 
     def bind_federation(self, federation: str) -> None:
         """Remember the federation on first use; refuse a state dir that belongs to another one."""
-        with self._write() as db:
-            row = db.execute("SELECT value FROM meta WHERE key = 'federation'").fetchone()
-            if row is None:
-                db.execute("INSERT INTO meta (key, value) VALUES ('federation', ?)", (federation,))
-            elif row[0] != federation:
-                raise ConfigurationError(
-                    f"registry {self.path} belongs to federation {row[0]!r}, not {federation!r}"
-                )
+        stored = self._bind_meta("federation", federation)
+        if stored != federation:
+            raise ConfigurationError(
+                f"registry {self.path} belongs to federation {stored!r}, not {federation!r}"
+            )
 
     def bind_modulus(self, modulus: int) -> None:
         """Remember the federation's modulus N on first use; refuse keys enrolled under another N.
@@ -293,15 +290,20 @@ class RegistryStore:
         were replaced would serve keys of another group.
         """
         digest = hashlib.sha256(format(modulus, "x").encode()).hexdigest()
+        if self._bind_meta("modulus", digest) != digest:
+            raise ConfigurationError(
+                f"registry {self.path} holds keys for another modulus N than system-params.json: "
+                "restore the matching system-params.json, or start a new registry"
+            )
+
+    def _bind_meta(self, key: str, value: str) -> str:
+        """The value stored under ``key``; ``value`` is stored first if there is none."""
         with self._write() as db:
-            row = db.execute("SELECT value FROM meta WHERE key = 'modulus'").fetchone()
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
             if row is None:
-                db.execute("INSERT INTO meta (key, value) VALUES ('modulus', ?)", (digest,))
-            elif row[0] != digest:
-                raise ConfigurationError(
-                    f"registry {self.path} holds keys for another modulus N than system-params.json: "
-                    "restore the matching system-params.json, or start a new registry"
-                )
+                db.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, value))
+                return value
+            return str(row[0])
 
     # -- devices ---------------------------------------------------------------------------------
 

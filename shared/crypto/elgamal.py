@@ -662,6 +662,11 @@ class Aggregation:
         return len(self._shares) == len(self.online)
 
     @property
+    def firsts(self) -> dict[str, SignedFirst]:
+        """Every uploaded member's first component and proof, as received."""
+        return dict(self._firsts)
+
+    @property
     def culprits(self) -> dict[str, str]:
         """Members caught cheating (bad proof or share), with what was wrong."""
         return dict(self._culprits)
@@ -783,9 +788,17 @@ class Aggregation:
             aggregation._products = e
             aggregation._k, aggregation._d = mpz(int(state["k"], 16)), mpz(int(state["d"], 16))
             for m, (a, t, z) in state["firsts"].items():
-                value, square = online.group.received(int(a, 16), f"A of {m!r}")
+                # As on arrival: range and square only; the element rule with the proofs in
+                # verify_uploads (each restored member is unverified again).
+                value = mpz(int(a, 16))
+                if not 1 < value < online.group.n:
+                    raise ProtocolOrderError(f"persisted A of {m!r} is out of range")
+                square = value * value % online.group.n
+                if square == 1:
+                    raise InvalidGroupElementError(f"persisted A of {m!r} squares to 1")
                 aggregation._first_squares.add(square)
                 aggregation._firsts[m] = SignedFirst(int(value), DlogProof(int(t, 16), int(z, 16)))
+            aggregation._unverified = list(online.members)
         except (KeyError, TypeError, ValueError) as exc:
             raise ProtocolOrderError(f"persisted uploads are malformed: {exc}") from exc
         return aggregation

@@ -83,6 +83,7 @@ from shared.wire.messages import (
     RoundStatus,
     Upload,
 )
+from shared.wire.serde import FirstComponentSigned
 
 __all__ = ["AggregatorMachine", "FirstVerifier", "RoundConfig", "RoundOutcome"]
 
@@ -98,8 +99,8 @@ _PHASES = {
 }
 #: Longest back-off before a round is tried again after a failure no member could be blamed for.
 _MAX_BACKOFF_S = 600.0
-#: verify_first(member, round, attempt, first, signature): raises SignatureError if it fails.
-FirstVerifier = Callable[[str, int, int, int, bytes], None]
+#: verify_first(member, round, attempt, signed, signature): raises SignatureError if it fails.
+FirstVerifier = Callable[[str, int, int, FirstComponentSigned, bytes], None]
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,8 @@ class RoundConfig:
     #: Check every member's proof of knowledge of r2 before sending the challenge (one batch
     #: test, ~50 ms at 610 members). Off by default: members check the proofs before answering,
     #: so a bad proof makes some of them refuse, and the aggregator checks the proofs when a
-    #: member has not answered in time, naming the culprit (its signed upload is the evidence).
+    #: member has not answered in time, naming the culprit (its signed first component, which
+    #: covers the proof and the attempt context, is the evidence).
     check_proofs_before_challenge: bool = False
 
     def __post_init__(self) -> None:
@@ -211,7 +213,6 @@ class AggregatorMachine:
         self._aggregation: Aggregation | None = None
         self._signatures: dict[str, bytes] = {}
         self._raw_responses: dict[str, bytes] = {}
-        self._raw_uploads: dict[str, bytes] = {}
         self._proofs_checked = False
         self._challenge_digest = b""
         self._challenge_out: list[Outgoing] = []
@@ -285,7 +286,12 @@ class AggregatorMachine:
         keys = {cid: self._ready[cid].elgamal_public for cid in chosen}
         return self._open_attempt(keys)
 
-    def _open_attempt(self, keys: Mapping[str, int], evidence: tuple[bytes, ...] = ()) -> list[Outgoing]:
+    def _open_attempt(
+        self,
+        keys: Mapping[str, int],
+        evidence: tuple[bytes, ...] = (),
+        first_evidence: tuple[FirstComponent, ...] = (),
+    ) -> list[Outgoing]:
         """Fix S, seal the model to each member, and wait for uploads."""
         online = OnlineSet.from_registry(self.params.group, keys)
         plaintext = model_to_bytes(self.model)
@@ -303,7 +309,6 @@ class AggregatorMachine:
         )
         self._signatures = {}
         self._raw_responses = {}
-        self._raw_uploads = {}
         self._proofs_checked = False
         self._challenge_out = []
         self._share_culprits = {}
@@ -324,7 +329,12 @@ class AggregatorMachine:
                 key, plaintext, federation_id=self.federation, round_id=self.round, client_id=member
             )
             body = MemberEnvelope(
-                online.members, int(online.aggregate_key), self.config.min_online, sealed, evidence
+                online.members,
+                int(online.aggregate_key),
+                self.config.min_online,
+                sealed,
+                evidence,
+                first_evidence,
             )
             out.append(
                 Outgoing(client_endpoint(member), MessageType.ENVELOPE, self.round, self.attempt, body)
@@ -333,14 +343,8 @@ class AggregatorMachine:
 
     # -- uploads and responses ------------------------------------------------------------
 
-    def on_upload(
-        self, sender: str, round_id: int, attempt: int, upload: Upload, raw: bytes = b""
-    ) -> list[Outgoing]:
-        """Validate and fold a member's upload; challenge once every member uploaded.
-
-        ``raw`` is the signed message as received: if its proof turns out wrong after some
-        members answered, it is the evidence they need to upload again for this model.
-        """
+    def on_upload(self, sender: str, round_id: int, attempt: int, upload: Upload) -> list[Outgoing]:
+        """Validate and fold a member's upload; challenge once every member uploaded."""
         self._check_current(round_id, attempt, Stage.COLLECTING_UPLOADS)
         assert self._aggregation is not None
         self._aggregation.online.key_of(sender)  # NotAMemberError before any crypto work
@@ -348,13 +352,13 @@ class AggregatorMachine:
             raise StaleMessageError(
                 f"{sender!r} uploaded for another attempt context (its S or model differs)"
             )
-        self._verify_first(sender, round_id, attempt, upload.first, upload.first_signature)
+        signed = FirstComponentSigned(upload.first, upload.first_proof, upload.context_digest)
+        self._verify_first(sender, round_id, attempt, signed, upload.first_signature)
         ciphertext = ClientCiphertext(
             upload.key_segment, tuple(upload.segments), upload.first, upload.second, upload.first_proof
         )
         self._aggregation.add_upload(sender, ciphertext)
         self._signatures[sender] = upload.first_signature
-        self._raw_uploads[sender] = raw
         if not self._aggregation.all_uploaded:
             return []
         self._proofs_checked = self.config.check_proofs_before_challenge
@@ -517,17 +521,21 @@ class AggregatorMachine:
             assert self._aggregation is not None
             if not self._proofs_checked:
                 # Silence may be members refusing a bad proof: check the proofs now. A culprit's
-                # signed upload is the evidence the members that answered need to upload again.
+                # signed first component (it covers the proof and the context) is the evidence
+                # the members that answered need to upload again.
                 self._proofs_checked = True
                 culprits = self._aggregation.verify_uploads()
                 if culprits:
                     self._caught(culprits)
-                    evidence = tuple(
-                        self._raw_uploads[m] for m in sorted(culprits) if self._raw_uploads.get(m)
+                    firsts = self._aggregation.firsts
+                    first_evidence = tuple(
+                        FirstComponent(m, firsts[m].value, firsts[m].proof, self._signatures[m])
+                        for m in sorted(culprits)
+                        if m in self._signatures
                     )
                     survivors = frozenset(self._aggregation.online.members) - culprits.keys()
                     return self._attempt_failed(
-                        "response", survivors, cause="invalid proofs", evidence=evidence
+                        "response", survivors, cause="invalid proofs", first_evidence=first_evidence
                     )
             # Members that answered will not upload again for this model: the attempt can only
             # complete. Ask the silent members again (a restarted member answers from its ledger).
@@ -544,7 +552,12 @@ class AggregatorMachine:
         return bool(culprits)
 
     def _attempt_failed(
-        self, phase: str, survivors: frozenset[str], cause: str = "timeout", evidence: tuple[bytes, ...] = ()
+        self,
+        phase: str,
+        survivors: frozenset[str],
+        cause: str = "timeout",
+        evidence: tuple[bytes, ...] = (),
+        first_evidence: tuple[FirstComponent, ...] = (),
     ) -> list[Outgoing]:
         """Retry the attempt with the survivors (minus any member caught cheating), or restart."""
         assert self._online is not None and self._aggregation is not None
@@ -557,7 +570,7 @@ class AggregatorMachine:
             self.attempt += 1
             result = RoundResult(RoundStatus.RETRY, tuple(sorted(keys)), _detail(f"{phase} {cause}", dropped))
             out = [Outgoing(None, MessageType.RESULT, self.round, previous, result)]
-            return out + self._open_attempt(keys, evidence)
+            return out + self._open_attempt(keys, evidence, first_evidence)
         return self._restart_round(_detail(f"{phase} {cause} with {len(keys)} survivors", dropped))
 
     def _restart_round(self, detail: str) -> list[Outgoing]:
@@ -622,7 +635,6 @@ class AggregatorMachine:
         self._attempts_in_round = attempts_in_round
         self._signatures = signatures
         self._raw_responses = {}
-        self._raw_uploads = {}  # not persisted: a culprit found after a restart comes without evidence
         self._proofs_checked = False
         self._round_started = self._clock()
         self._to(Stage.COLLECTING_READY)

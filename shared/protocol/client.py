@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -41,10 +41,12 @@ from shared.crypto.elgamal import (
     check_challenge,
     respond_to,
 )
+from shared.crypto.group import frame
 from shared.crypto.keys import AggregatorPublicKey, ClientKeyPair
 from shared.crypto.proofs import verify_dlog, verify_equality
 from shared.errors import (
     AggregateKeyMismatchError,
+    ChallengeRejectedError,
     ConfigurationError,
     FedcastError,
     InvalidProofError,
@@ -64,6 +66,7 @@ from shared.wire.codec import WireContext
 from shared.wire.messages import (
     Announce,
     Challenge,
+    FirstComponent,
     MemberEnvelope,
     MessageType,
     Ready,
@@ -73,7 +76,7 @@ from shared.wire.messages import (
     RoundStatus,
     Upload,
 )
-from shared.wire.serde import decode, verify
+from shared.wire.serde import FirstComponentSigned, decode, verify
 
 __all__ = [
     "ClientMachine",
@@ -81,13 +84,29 @@ __all__ = [
     "MemberFirstVerifier",
     "PreparedUpload",
     "UploadJob",
+    "firsts_binding",
     "model_digest",
 ]
 
-#: sign_first(round, attempt, first) -> 64-byte Ed25519 signature over the first component.
-FirstSigner = Callable[[int, int, int], bytes]
-#: verify_first(member, round, attempt, first, signature, verify_key): raises SignatureError.
-MemberFirstVerifier = Callable[[str, int, int, int, bytes, bytes], None]
+#: sign_first(round, attempt, signed) -> 64-byte Ed25519 signature over the first component.
+FirstSigner = Callable[[int, int, FirstComponentSigned], bytes]
+#: verify_first(member, round, attempt, signed, signature, verify_key): raises SignatureError.
+MemberFirstVerifier = Callable[[str, int, int, FirstComponentSigned, bytes, bytes], None]
+
+
+def firsts_binding(challenge: Challenge) -> bytes:
+    """SHA-256 over a challenge's (member, A) pairs: what a client binds an attempt to.
+
+    Each pair is length-prefixed (u32 length, then the id's bytes; u32 length, then A in its
+    minimal big-endian bytes, at least one), so no two lists encode alike.
+    """
+    digest = hashlib.sha256(b"fedcast/v2/firsts-binding")
+    for item in sorted(challenge.firsts, key=lambda f: f.member):
+        value = int(item.value)
+        digest.update(
+            frame(item.member.encode(), value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))
+        )
+    return digest.digest()
 
 
 def model_digest(model_bytes: bytes) -> bytes:
@@ -207,7 +226,7 @@ class ClientMachine:
 
     def evidence_senders(self, envelope: MemberEnvelope) -> set[str]:
         """Ids whose registry entries the evidence check needs besides the members'."""
-        senders = set()
+        senders = {item.member for item in envelope.first_evidence}
         for raw in envelope.evidence:
             try:
                 senders.add(decode(raw, self._ctx).header.sender)
@@ -291,6 +310,9 @@ class ClientMachine:
             sender = self._proven_cheater(raw, last, r_square, expected_digest, context, registry)
             if sender is not None:
                 proven.add(sender)
+        for item in envelope.first_evidence:
+            if self._proven_by_first(item, last, context, registry):
+                proven.add(item.member)
         unproven = sorted(old - new - proven)
         if unproven:
             raise ModelAlreadyAnsweredError(
@@ -307,14 +329,11 @@ class ClientMachine:
         context: AttemptContext,
         registry: Mapping[str, RegistryEntry],
     ) -> str | None:
-        """The sender of ``raw`` if it proves the sender cheated in the attempt we answered, else None.
+        """The sender of ``raw`` if it is its signed RESPONSE to our R with a failing proof, else None.
 
-        Two kinds of evidence, each the member's own signed message for that very attempt:
-        a RESPONSE to our R (by ``challenge_digest``) whose equality proof fails, or an
-        UPLOAD for our attempt context (by ``context_digest``) whose proof of knowledge of
-        r2 fails. An honest member never signs either; naming what it answered or proved
-        keeps an equivocating aggregator from passing off an honest message made for
-        another R or another S as a failing one.
+        An honest member never signs that; the response naming the R it answers
+        (``challenge_digest``) keeps an equivocating aggregator from passing off an honest
+        answer to another R as a failing one.
         """
         try:
             msg = decode(raw, self._ctx)
@@ -323,36 +342,61 @@ class ClientMachine:
         h, body = msg.header, msg.body
         entry = registry.get(h.sender)
         if (
-            not isinstance(body, Response | Upload)
+            not isinstance(body, Response)
             or h.federation != self.federation
             or (h.round, h.attempt) != (last.round, last.attempt)
             or h.sender not in last.members
             or entry is None
         ):
             return None
-        if isinstance(body, Response) and body.challenge_digest != expected_digest:
-            return None
-        if isinstance(body, Upload) and body.context_digest != context.digest:
+        if body.challenge_digest != expected_digest:
             return None
         try:
             verify(msg, entry.verify_key, self._ctx)
         except FedcastError:
             return None
         try:
-            if isinstance(body, Response):
-                verify_equality(
-                    self.params.group,
-                    entry.elgamal_public,
-                    r_square,
-                    body.share,
-                    body.proof,
-                    context.response_context(h.sender),
-                )
-            else:
-                verify_dlog(self.params.group, body.first, body.first_proof, context.first_context(h.sender))
+            verify_equality(
+                self.params.group,
+                entry.elgamal_public,
+                r_square,
+                body.share,
+                body.proof,
+                context.response_context(h.sender),
+            )
         except InvalidProofError:
-            return h.sender  # signed by the member, for this attempt, and wrong: a cheater
+            return h.sender  # signed by the member, for our R, and wrong: a cheater
         return None
+
+    def _proven_by_first(
+        self,
+        item: FirstComponent,
+        last: AttemptRecord,
+        context: AttemptContext,
+        registry: Mapping[str, RegistryEntry],
+    ) -> bool:
+        """True if ``item`` is the member's signed first component, for the attempt context we
+        answered, whose proof of knowledge of r2 fails (or whose A fails the element rule).
+
+        The signature covers the context digest: an honest member shown another S by an
+        equivocating aggregator signed that other context, so its first component is no
+        evidence here (the signature does not verify for ours).
+        """
+        entry = registry.get(item.member)
+        if item.member not in last.members or entry is None:
+            return False
+        signed = FirstComponentSigned(item.value, item.proof, context.digest)
+        try:
+            self._verify_first(
+                item.member, last.round, last.attempt, signed, item.signature, entry.verify_key
+            )
+        except FedcastError:
+            return False
+        try:
+            verify_dlog(self.params.group, item.value, item.proof, context.first_context(item.member))
+        except InvalidProofError:
+            return True
+        return False
 
     def compute_upload(self, job: UploadJob) -> PreparedUpload:
         """Train, encode, pack, encrypt (fresh s, r1, r2), prove and sign. CPU only: run it off the loop."""
@@ -369,7 +413,11 @@ class ClientMachine:
             claimed_aggregate_key=job.aggregate_key,
             min_online=job.min_online,
         )
-        signature = self._sign_first(job.round, job.attempt, int(ciphertext.first))
+        signature = self._sign_first(
+            job.round,
+            job.attempt,
+            FirstComponentSigned(int(ciphertext.first), ciphertext.proof, job.context.digest),
+        )
         body = Upload(
             int(ciphertext.key_segment),
             tuple(int(s) for s in ciphertext.segments),
@@ -433,12 +481,15 @@ class ClientMachine:
         repeated = self._repeated_answer(record, challenge)
         if repeated is not None:
             return repeated
+        record = self._bind(current, challenge)
+        digest = current.state.context.digest
         firsts: dict[str, SignedFirst] = {}
         for item in challenge.firsts:
             key = current.verify_keys.get(item.member)
             if key is None:
                 raise NotAMemberError(f"challenge lists {item.member!r}, not a member of S")
-            self._verify_first(item.member, round_id, attempt, item.value, item.signature, key)
+            signed = FirstComponentSigned(item.value, item.proof, digest)
+            self._verify_first(item.member, round_id, attempt, signed, item.signature, key)
             firsts[item.member] = SignedFirst(item.value, item.proof)
         group = self.params.group
         r_square = check_challenge(
@@ -451,6 +502,28 @@ class ClientMachine:
         current.state.answered = True
         self._to(ClientStage.RESPONDED)
         return [self._response(round_id, attempt, answer)]
+
+    def _bind(self, current: _Attempt, challenge: Challenge) -> AttemptRecord:
+        """Bind this attempt, durably, to the first list of first components it is shown.
+
+        A client checks a keyed sample of the members' proofs. If it could be shown other
+        lists for the same attempt after refusing one, colluders could move an unprovable
+        A_c around until its sample missed it; bound to one list, each member gets one
+        independent chance to catch it (docs/SECURITY.md section 6).
+        """
+        record = current.record
+        binding = firsts_binding(challenge)
+        if record.firsts_digest is None:
+            record = replace(record, firsts_digest=binding)
+            pending = self.ledger.pending()
+            if pending is not None and (pending.round, pending.attempt) == (record.round, record.attempt):
+                self.ledger.record_upload(record)  # before it is checked: a refusal binds as well
+            # (an older attempt than the ledger's latest upload stays bound in memory only: the
+            # ledger keeps the latest, which is the one a restart must be able to answer)
+            current.record = record
+        elif record.firsts_digest != binding:
+            raise ChallengeRejectedError("this attempt was already shown another list of first components")
+        return record
 
     def _response(self, round_id: int, attempt: int, answer: AnswerRecord) -> Outgoing:
         digest = challenge_digest(self.params.group, answer.challenge)

@@ -58,6 +58,8 @@ class AttemptRecord:
     after_answer: bool = False
     answer: AnswerRecord | None = None
     min_online: int = 2  # the minimum this client enforced for S (sizes its proof sample)
+    #: the list of first components this attempt was first shown (shared.protocol.client.firsts_binding)
+    firsts_digest: bytes | None = None
 
     def answered(self, answer: AnswerRecord) -> AttemptRecord:
         return replace(self, answer=answer)
@@ -87,6 +89,7 @@ class AttemptRecord:
             "after_answer": self.after_answer,
             "answer": answer,
             "min_online": self.min_online,
+            "firsts_digest": None if self.firsts_digest is None else self.firsts_digest.hex(),
         }
 
     @classmethod
@@ -111,6 +114,7 @@ class AttemptRecord:
                 bool(data["after_answer"]),
                 answer,
                 int(data["min_online"]),
+                None if data["firsts_digest"] is None else bytes.fromhex(data["firsts_digest"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise KeyStorageError(f"client attempt record is malformed: {exc}") from exc

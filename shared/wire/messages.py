@@ -213,30 +213,13 @@ class Ready:
 
 
 @dataclass(frozen=True)
-class MemberEnvelope:
-    """Aggregator -> one member: the online set S of this attempt and the sealed model.
-
-    The client recomputes pkbar_S from the members' keys *as registered at the key
-    service* and refuses unless it equals ``aggregate_key``. ``evidence`` holds the
-    signed RESPONSE messages (raw wire bytes) of members proven to have cheated
-    after a challenge for this same model: without it, a client that already
-    answered for this model refuses to upload again (docs/PROTOCOL.md 5.4).
-    """
-
-    members: tuple[str, ...]  # sorted, unique
-    aggregate_key: int  # pkbar_S = prod pk_i^2
-    min_online: int
-    sealed_model: bytes  # AES-256-GCM, see shared.crypto.delivery
-    evidence: tuple[bytes, ...] = ()
-
-
-@dataclass(frozen=True)
 class Upload:
     """Client -> aggregator: K_i, the u data segments, (A_i, B_i) and A_i's proof of knowledge.
 
     ``first_signature`` is the member's Ed25519 signature over its first
-    component alone (see serde.first_component_bytes), so the aggregator can
-    forward A_i in the challenge and every member can check it came from i.
+    component, its proof and ``context_digest`` (see serde.first_component_bytes), so
+    the aggregator can forward them in the challenge and every member can check they
+    came from i, made for the same attempt context.
     ``context_digest`` names the attempt context the proof was made for
     (``AttemptContext.digest``: federation, model digest, round, attempt, S), so a
     member's signed upload whose proof fails *for that context* proves it cheated,
@@ -259,6 +242,26 @@ class FirstComponent:
     value: int
     proof: DlogProof
     signature: bytes
+
+
+@dataclass(frozen=True)
+class MemberEnvelope:
+    """Aggregator -> one member: the online set S of this attempt and the sealed model.
+
+    The client recomputes pkbar_S from the members' keys *as registered at the key
+    service* and refuses unless it equals ``aggregate_key``. ``evidence`` holds the
+    signed RESPONSE messages (raw wire bytes) and ``first_evidence`` the signed first
+    components of members proven to have cheated after a challenge for this same
+    model: without them, a client that already answered for this model refuses to
+    upload again (docs/PROTOCOL.md 5.4).
+    """
+
+    members: tuple[str, ...]  # sorted, unique
+    aggregate_key: int  # pkbar_S = prod pk_i^2
+    min_online: int
+    sealed_model: bytes  # AES-256-GCM, see shared.crypto.delivery
+    evidence: tuple[bytes, ...] = ()
+    first_evidence: tuple[FirstComponent, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ up the sender's registered verify key, typically after :func:`peek_header`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import Any
 
@@ -92,6 +92,7 @@ __all__ = [
     "DIGEST_BYTES",
     "FIRST_DOMAIN",
     "SIGNING_DOMAIN",
+    "FirstComponentSigned",
     "WireContext",
     "decode",
     "encode",
@@ -245,6 +246,7 @@ _BODY_CODECS: dict[MessageType, Codec] = {
         min_online=_UINT,
         sealed_model=BytesCodec(),
         evidence=SeqCodec(BytesCodec()),
+        first_evidence=SeqCodec(_FIRST_COMPONENT, unique=True, key=lambda f: f.member),
     ),
     MessageType.UPLOAD: _struct(
         Upload,
@@ -399,12 +401,25 @@ def verify(msg: Signed, verify_key: bytes, ctx: WireContext | None) -> None:
 # -- first components (crypto note section 5) -----------------------------------------------------
 
 
+@dataclass(frozen=True)
+class FirstComponentSigned:
+    """What a member's first-component signature covers (besides federation, round, attempt, id)."""
+
+    first: int
+    proof: DlogProof
+    context_digest: bytes
+
+
 def first_component_bytes(
-    federation: str, round: int, attempt: int, sender: str, first: int, ctx: WireContext
+    federation: str, round: int, attempt: int, sender: str, signed: FirstComponentSigned, ctx: WireContext
 ) -> bytes:
     """What a member signs for its A_i, so a Challenge can carry it verifiably to the others.
 
-    Bound to federation, round and attempt so a first component cannot be replayed elsewhere.
+    ``FIRST_DOMAIN || msgpack([federation, round, attempt, sender, A_i, [t, z], context_digest])``:
+    bound to federation, round and attempt so it cannot be replayed elsewhere; the proof and
+    the attempt context it was made for are covered too, so a first component whose proof
+    fails *for the context it names* is, signed, proof that its member cheated (evidence),
+    while a member shown another S by an equivocating aggregator signs that other context.
     """
     return FIRST_DOMAIN + pack(
         [
@@ -412,7 +427,9 @@ def first_component_bytes(
             _UINT.encode(round, None, "round"),
             _UINT.encode(attempt, None, "attempt"),
             check_id(sender, "sender"),
-            _ELEMENT.encode(first, ctx, "first"),
+            _ELEMENT.encode(signed.first, ctx, "first"),
+            _DLOG_PROOF.encode(signed.proof, ctx, "first_proof"),
+            _DIGEST.encode(signed.context_digest, ctx, "context_digest"),
         ]
     )
 
@@ -423,11 +440,11 @@ def sign_first(
     round: int,
     attempt: int,
     sender: str,
-    first: int,
+    signed: FirstComponentSigned,
     ctx: WireContext,
 ) -> bytes:
     """The Upload.first_signature of member ``sender``."""
-    return signer.sign(first_component_bytes(federation, round, attempt, sender, first, ctx))
+    return signer.sign(first_component_bytes(federation, round, attempt, sender, signed, ctx))
 
 
 def verify_first(
@@ -437,10 +454,10 @@ def verify_first(
     round: int,
     attempt: int,
     sender: str,
-    first: int,
+    signed: FirstComponentSigned,
     ctx: WireContext,
 ) -> None:
-    """Check a member's first-component signature (in an Upload or a Challenge); SignatureError."""
+    """Check a member's first-component signature (in an Upload, a Challenge or evidence); SignatureError."""
     verify_signature(
-        verify_key, signature, first_component_bytes(federation, round, attempt, sender, first, ctx)
+        verify_key, signature, first_component_bytes(federation, round, attempt, sender, signed, ctx)
     )

@@ -158,7 +158,7 @@ def test_the_documented_dropout_phases_are_the_ones_exported_from_start_up() -> 
         for sample in family.samples
         if sample.name == "fedcast_dropouts_total" and sample.labels["service"] == "aggregator"
     }
-    assert documented == {"upload", "decrypt"}
+    assert documented == {"upload", "response", "decrypt"}
     assert documented <= exported
     resends = REGISTRY.get_sample_value("fedcast_challenge_resends_total", {"service": "aggregator"})
     assert resends is not None  # exported from start-up, as documented

@@ -82,7 +82,7 @@ async def test_metrics_endpoint_serves_the_default_registry_in_text_format() -> 
 
 
 def test_initialized_series_follow_protocol_v2() -> None:
-    """From start-up: re-sent challenges, and dropouts in the two phases members are dropped in."""
+    """From start-up: re-sent challenges, and dropouts in the three phases members are dropped in."""
     initialize_series("aggregator")
     initialize_series("edge")
 
@@ -90,10 +90,10 @@ def test_initialized_series_follow_protocol_v2() -> None:
         return REGISTRY.get_sample_value(name, labels) is not None
 
     assert exported("fedcast_challenge_resends_total", service="aggregator")
-    for phase in ("upload", "decrypt"):
+    # upload: before the challenge; response: a bad proof of r2 found at the response deadline
+    # (silence alone re-sends the challenge and drops nobody); decrypt: a wrong share named.
+    for phase in ("upload", "response", "decrypt"):
         assert exported("fedcast_dropouts_total", service="aggregator", phase=phase)
-    # Silence after the challenge re-sends it and drops nobody: no "response" dropouts series.
-    assert not exported("fedcast_dropouts_total", service="aggregator", phase="response")
     assert not exported("fedcast_challenge_resends_total", service="edge")  # aggregator only
     for reason in ("malformed", "unsupported_version", "bad_signature", "stale"):
         assert exported("fedcast_messages_rejected_total", service="edge", reason=reason)

@@ -52,6 +52,8 @@ class Federation:
     offline: set[str] = field(default_factory=set)
     # (client, message type) pairs that are lost on the way to the aggregator
     lost: set[tuple[str, MessageType]] = field(default_factory=set)
+    # (client, message type) pairs that are lost on the way to the client
+    unheard: set[tuple[str, MessageType]] = field(default_factory=set)
     log: list[tuple[str, str, Signed]] = field(default_factory=list)
     rejected: list[tuple[str, Exception]] = field(default_factory=list)
     tamper: Callable[[str, Signed], Signed] | None = None
@@ -157,7 +159,7 @@ class Federation:
                     else list(self.clients)
                 )
                 for cid in targets:
-                    if cid in self.offline:
+                    if cid in self.offline or (cid, out.type) in self.unheard:
                         continue
                     queue += [(cid, o) for o in self._to_client(cid, msg)]
             if self.aggregator.ready_to_finish and not self.hold_finish:
@@ -180,8 +182,7 @@ class Federation:
             if h.type == MessageType.READY:
                 return agg.on_ready(h.sender, h.round, h.attempt, self.registry[h.sender])
             if h.type == MessageType.UPLOAD:
-                raw = serde.encode(msg.header, msg.body, self.signers[src], self.ctx)
-                return agg.on_upload(h.sender, h.round, h.attempt, msg.body, raw)  # type: ignore[arg-type]
+                return agg.on_upload(h.sender, h.round, h.attempt, msg.body)  # type: ignore[arg-type]
             if h.type == MessageType.RESPONSE:
                 raw = serde.encode(msg.header, msg.body, self.signers[src], self.ctx)
                 return agg.on_response(h.sender, h.round, h.attempt, msg.body, raw)  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from shared.crypto.group import GroupParams
+from shared.crypto.proofs import DlogProof
 from shared.errors import (
     AggregateKeyMismatchError,
     ChallengeRejectedError,
@@ -26,7 +27,15 @@ from shared.protocol.outgoing import Outgoing
 from shared.protocol.stages import AggregatorStage
 from shared.transport.base import client_endpoint
 from shared.wire import serde
-from shared.wire.messages import Challenge, MemberEnvelope, MessageType, Response, Signed, Upload
+from shared.wire.messages import (
+    Challenge,
+    FirstComponent,
+    MemberEnvelope,
+    MessageType,
+    Response,
+    Signed,
+    Upload,
+)
 
 from .harness import FED, Federation
 
@@ -275,11 +284,16 @@ def test_illegal_transitions_are_refused(small_group: GroupParams) -> None:
         fed.aggregator.checkpointed()
 
 
-def _resign_first(fed: Federation, culprit: str, msg: Signed, value: int) -> dict[str, object]:
+def _resign_first(
+    fed: Federation, culprit: str, msg: Signed, value: int, context_digest: bytes | None = None
+) -> dict[str, object]:
     """A cheating member signs its bad A itself: the signature is valid, only the proof can catch it."""
-    h = msg.header
-    signature = serde.sign_first(fed.signers[culprit], FED, h.round, h.attempt, culprit, value, fed.ctx)
-    return {"first": value, "first_signature": signature}
+    h, body = msg.header, msg.body
+    assert isinstance(body, Upload)
+    digest = body.context_digest if context_digest is None else context_digest
+    signed = serde.FirstComponentSigned(value, body.first_proof, digest)
+    signature = serde.sign_first(fed.signers[culprit], FED, h.round, h.attempt, culprit, signed, fed.ctx)
+    return {"first": value, "first_signature": signature, "context_digest": digest}
 
 
 def _bad_proof_from(fed: Federation, culprit: str) -> Callable[[str, Signed], Signed]:
@@ -517,28 +531,83 @@ def test_a_malformed_upload_spends_the_model_and_is_reported(small_group: GroupP
     assert not [e for who, e in fed.rejected if who != "aggregator"]
 
 
-def test_an_upload_made_for_another_context_cannot_frame_its_sender(small_group: GroupParams) -> None:
+def test_a_first_component_signed_for_another_context_cannot_frame_its_member(
+    small_group: GroupParams,
+) -> None:
     """An equivocating aggregator shows line-2 another S; line-2's proof then fails for everyone
-    else's context. Its signed upload names the context it was made for, so it is no evidence."""
+    else's context. Its first-component signature covers the context it was made for, so it is
+    no evidence for the others; the same failing component signed for their context is."""
     fed = Federation.create(small_group, 3)
     fed.hold_finish = True
     fed.run(fed.aggregator.start_round())
     original = serde.decode(fed.raw[("line-2", MessageType.UPLOAD, 1, 0)], fed.ctx)
     assert isinstance(original.body, Upload)
-    g = int(small_group.g)
-    first = original.body.first * g % int(small_group.n)  # fails for the real context
-    changes = _resign_first(fed, "line-2", original, first)
+    bad_first = original.body.first * int(small_group.g) % int(small_group.n)  # fails for every context
+    agg = fed.aggregator
+    keys = {m: fed.registry[m].elgamal_public for m in ("line-0", "line-1")}
     for context_digest, proven in ((bytes(32), False), (original.body.context_digest, True)):
-        body = dataclasses.replace(original.body, **changes, context_digest=context_digest)  # type: ignore[arg-type]
-        framed = serde.encode(original.header, body, fed.signers["line-2"], fed.ctx)
-        agg = fed.aggregator
-        keys = {m: fed.registry[m].elgamal_public for m in ("line-0", "line-1")}
+        changes = _resign_first(fed, "line-2", original, bad_first, context_digest)
+        evidence = FirstComponent("line-2", bad_first, original.body.first_proof, changes["first_signature"])  # type: ignore[arg-type]
         agg.attempt += 1
         agg._to(AggregatorStage.COLLECTING_UPLOADS)
         fed.rejected.clear()
-        fed.run(agg._open_attempt(keys, (framed,)))
+        fed.run(agg._open_attempt(keys, (), (evidence,)))
         refusals = [type(e) for who, e in fed.rejected if who in keys]
-        # for another context: refused, line-2 is not proven a cheater; for this context: accepted
+        # for another context: refused, line-2 is not proven a cheater; for theirs: accepted
         assert refusals == ([] if proven else [ModelAlreadyAnsweredError] * 2)
         if proven:
             break
+
+
+def test_a_client_is_bound_to_the_first_list_of_first_components_it_is_shown(
+    small_group: GroupParams,
+) -> None:
+    """With sampled proof checks, colluders could move an unprovable A around until a member's
+    sample missed it. A member is bound, durably, to the first list it is shown for an attempt:
+    refused or not, another list for that attempt is refused; the same list is checked again."""
+    fed = Federation.create(small_group, 3)
+    challenges: list[Signed] = []
+
+    def hold(src: str, msg: Signed) -> Signed:
+        if msg.header.type == MessageType.CHALLENGE:
+            challenges.append(msg)
+        return msg
+
+    fed.tamper = hold
+    fed.unheard.add(("line-0", MessageType.CHALLENGE))  # line-0 does not see the honest challenge yet
+    fed.run(fed.aggregator.start_round())
+    honest = next(c for c in challenges)
+    assert isinstance(honest.body, Challenge)
+    h = honest.header
+    # a colluder (line-1) re-signs a fresh A whose proof it cannot make: the moved list
+    fresh = int(small_group.power(11))
+    entry = next(f for f in honest.body.firsts if f.member == "line-1")
+    context = fed.clients["line-0"]._attempts[(h.round, h.attempt)].state.context
+    signed = serde.FirstComponentSigned(fresh, entry.proof, context.digest)
+    signature = serde.sign_first(fed.signers["line-1"], FED, h.round, h.attempt, "line-1", signed, fed.ctx)
+    other = tuple(
+        dataclasses.replace(f, value=fresh, signature=signature) if f.member == "line-1" else f
+        for f in honest.body.firsts
+    )
+    product = 1
+    for f in other:
+        product = product * f.value % int(small_group.n)
+    moved = dataclasses.replace(honest.body, firsts=other, challenge=product)
+    client = fed.clients["line-0"]
+    with pytest.raises(ChallengeRejectedError, match="proofs"):
+        client.on_challenge(h.round, h.attempt, moved)  # its (full) check catches the bad proof
+    with pytest.raises(ChallengeRejectedError, match="another list"):
+        client.on_challenge(h.round, h.attempt, honest.body)  # bound to the moved list
+    with pytest.raises(ChallengeRejectedError, match="proofs"):
+        client.on_challenge(h.round, h.attempt, moved)  # the same list: checked again, same verdict
+    assert fed.ledgers["line-0"].pending().firsts_digest is not None  # type: ignore[union-attr]
+
+
+def test_the_registry_a_client_asks_for_covers_every_member_evidence_names(small_group: GroupParams) -> None:
+    """The edge service fetches keys for S plus these ids: a dropped member named by first-component
+    evidence is not in the new S, and without its keys the evidence could not be checked."""
+    fed = Federation.create(small_group, 3)
+    client = fed.clients["line-0"]
+    first = FirstComponent("line-2", 5, DlogProof(5, 1), b"\x00" * 64)
+    envelope = MemberEnvelope(("line-0", "line-1"), 4, 2, b"", (), (first,))
+    assert client.evidence_senders(envelope) == {"line-2"}

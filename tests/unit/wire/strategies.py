@@ -109,6 +109,16 @@ def aggregator_infos(width: int) -> st.SearchStrategy[AggregatorInfo]:
     )
 
 
+def first_components(width: int, *, min_size: int) -> st.SearchStrategy[tuple[FirstComponent, ...]]:
+    """Signed first components with distinct members (a Challenge's firsts, an envelope's evidence)."""
+    return st.lists(
+        st.builds(FirstComponent, ids, elements(width), dlog_proofs(width), signatures),
+        min_size=min_size,
+        max_size=5,
+        unique_by=lambda f: f.member,
+    ).map(tuple)
+
+
 @st.composite
 def params_replies(draw: st.DrawFn) -> ParamsReply:
     """PARAMS brings its own modulus; the aggregator's elements take that modulus's width."""
@@ -160,6 +170,7 @@ def bodies(mtype: MessageType, ctx: WireContext) -> st.SearchStrategy[Any]:
             min_online=uints,
             sealed_model=st.binary(max_size=100),
             evidence=st.lists(st.binary(max_size=120), max_size=3).map(tuple),
+            first_evidence=first_components(width, min_size=0),
         ),
         MessageType.UPLOAD: st.builds(
             Upload,
@@ -171,16 +182,7 @@ def bodies(mtype: MessageType, ctx: WireContext) -> st.SearchStrategy[Any]:
             first_signature=signatures,
             context_digest=digests,
         ),
-        MessageType.CHALLENGE: st.builds(
-            Challenge,
-            challenge=el,
-            firsts=st.lists(
-                st.builds(FirstComponent, ids, el, dlog_proofs(width), signatures),
-                min_size=1,
-                max_size=5,
-                unique_by=lambda f: f.member,
-            ).map(tuple),
-        ),
+        MessageType.CHALLENGE: st.builds(Challenge, challenge=el, firsts=first_components(width, min_size=1)),
         MessageType.RESPONSE: st.builds(
             Response, share=el, proof=equality_proofs(width), challenge_digest=digests
         ),
@@ -219,7 +221,14 @@ def example_body(mtype: MessageType, ctx: WireContext = CTX) -> Body:
         MessageType.ERROR: ErrorReply("malformed", "bad message"),
         MessageType.ANNOUNCE: Announce("fedmf", 1000, 5.0),
         MessageType.READY: Ready(),
-        MessageType.ENVELOPE: MemberEnvelope(("a", "b", "c"), e, 2, b"sealed", (b"raw response 1", b"")),
+        MessageType.ENVELOPE: MemberEnvelope(
+            ("a", "b", "c"),
+            e,
+            2,
+            b"sealed",
+            (b"raw response 1", b""),
+            (FirstComponent("d", e + 3, DlogProof(e + 12, z + 2), b"\x09" * 64),),
+        ),
         MessageType.UPLOAD: Upload(
             2 ** (8 * ct_width - 1) + 5,
             (2 ** (8 * ct_width - 1), 7),

@@ -41,9 +41,10 @@ from shared.crypto.pok import enrollment_context, verify_possession
 from shared.crypto.proofs import DlogProof, EqualityProof, prove_dlog, prove_equality
 from shared.crypto.signing import SigningKeyPair
 from shared.encoding import FixedPointEncoding
+from shared.errors import SignatureError
 from shared.learning.tasks import model_to_bytes
 from shared.params import SystemParams
-from shared.protocol.client import model_digest
+from shared.protocol.client import firsts_binding, model_digest
 from shared.wire import serde
 from shared.wire.messages import (
     Challenge,
@@ -257,20 +258,23 @@ def test_the_attempt_decrypts_with_the_reference_code(example: wx.Example, small
     assert upload.body.key_segment == ints["K_1"] and upload.body.segments == (ints["E_11"],)
     # the upload names the attempt its proof was made for: the real AttemptContext.digest
     assert upload.body.context_digest == context.digest == v["attempt_digest"]
-    first_bytes = serde.first_component_bytes(
-        wx.FEDERATION, wx.ROUND, wx.ATTEMPT, "client-0001", ints["A_1"], ctx
-    )
+    # the first-component signature covers A_1, its proof and the attempt digest (section 4)
+    assert upload.body.first_proof == proofs["first_1"]
+    signed = serde.FirstComponentSigned(ints["A_1"], upload.body.first_proof, context.digest)
+    first_bytes = serde.first_component_bytes(wx.FEDERATION, wx.ROUND, wx.ATTEMPT, "client-0001", signed, ctx)
     assert first_bytes == v["first_signing_bytes_1"]
-    serde.verify_first(
-        wx.CLIENT_KEY.verify_key,
-        upload.body.first_signature,
-        wx.FEDERATION,
-        wx.ROUND,
-        wx.ATTEMPT,
-        "client-0001",
-        ints["A_1"],
-        ctx,
-    )
+    first_args = (wx.FEDERATION, wx.ROUND, wx.ATTEMPT, "client-0001")
+    serde.verify_first(wx.CLIENT_KEY.verify_key, upload.body.first_signature, *first_args, signed, ctx)
+    # a member shown another S (another attempt digest) checks it against its own digest: refused
+    other_context = AttemptContext(wx.FEDERATION, v["model_digest"], wx.ROUND, wx.ATTEMPT, wx.MEMBERS[:2])
+    with pytest.raises(SignatureError):
+        serde.verify_first(
+            wx.CLIENT_KEY.verify_key,
+            upload.body.first_signature,
+            *first_args,
+            serde.FirstComponentSigned(ints["A_1"], upload.body.first_proof, other_context.digest),
+            ctx,
+        )
 
     aggregation = Aggregation(online, context, 1)
     for i, member in enumerate(wx.MEMBERS, 1):
@@ -284,6 +288,8 @@ def test_the_attempt_decrypts_with_the_reference_code(example: wx.Example, small
     r, firsts = aggregation.challenge()
     assert int(r) == ints["R"]
     assert challenge_digest(small_group, r) == v["challenge_digest"]
+    listed = tuple(FirstComponent(m, int(f.value), f.proof, b"\x00" * 64) for m, f in firsts.items())
+    assert firsts_binding(Challenge(int(r), listed)) == v["firsts_binding_1"]
     client_view = ClientAttempt("client-0001", online, context, mpz(ints["A_1"]))
     signed = {m: SignedFirst(f.value, f.proof) for m, f in firsts.items()}
     assert int(check_challenge(small_group, client_view, ints["R"], signed)) == ints["R"] ** 2 % example.n
@@ -338,6 +344,31 @@ def test_the_documented_proof_sample_is_the_reference_sampler(
 
     expected = sorted(members[1:], key=rank)[: proof_sample_size(100, 3)]
     assert len(expected) == 89 and sampler.choose(big_attempt, ints["R"], 3) == expected
+
+
+def test_the_documented_firsts_binding_is_the_client_s(example: wx.Example) -> None:
+    """Section 5.3's binding: members sorted, (u32 length, id, A with one leading zero byte)."""
+    ints = example.ints
+    proof = DlogProof(1, 2)
+    firsts = [FirstComponent(m, ints[f"A_{i}"], proof, b"\x00" * 64) for i, m in enumerate(wx.MEMBERS, 1)]
+    binding = firsts_binding(Challenge(ints["R"], tuple(firsts)))
+    assert binding == example.values["firsts_binding_1"]
+    # the order of the list, the proofs, the signatures and R do not enter; the members and A do
+    other = [FirstComponent(f.member, f.value, DlogProof(3, 4), b"\x01" * 64) for f in reversed(firsts)]
+    assert firsts_binding(Challenge(5, tuple(other))) == binding
+    changed = [*firsts[:2], FirstComponent("client-0003", ints["A_3"] + 1, proof, b"\x00" * 64)]
+    assert firsts_binding(Challenge(ints["R"], tuple(changed))) != binding
+    renamed = [*firsts[:2], FirstComponent("client-0004", ints["A_3"], proof, b"\x00" * 64)]
+    assert firsts_binding(Challenge(ints["R"], tuple(renamed))) != binding
+    # the bytes for small A, as documented: A = 0x0100 is 01 00 (length 2), A = 0xff is ff (length 1)
+    stream = (
+        b"fedcast/v2/firsts-binding"
+        + b"\x00\x00\x00\x01a\x00\x00\x00\x02\x01\x00"
+        + b"\x00\x00\x00\x01b\x00\x00\x00\x01\xff"
+    )
+    expected = hashlib.sha256(stream).digest()
+    small = (FirstComponent("b", 0xFF, proof, b"\x00" * 64), FirstComponent("a", 0x100, proof, b"\x00" * 64))
+    assert firsts_binding(Challenge(1, small)) == expected
 
 
 def test_a_wrong_documented_value_would_be_caught(example: wx.Example, small_group: GroupParams) -> None:

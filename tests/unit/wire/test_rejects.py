@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shared.crypto.proofs import DlogProof
 from shared.errors import (
     MalformedMessageError,
     OversizeMessageError,
@@ -19,7 +20,7 @@ from shared.errors import (
     WireError,
 )
 from shared.wire import serde
-from shared.wire.messages import MessageType, Response, Upload
+from shared.wire.messages import FirstComponent, MemberEnvelope, MessageType, Response, Upload
 from shared.wire.reader import MAX_ARRAY_ITEMS
 from tests.unit.wire.strategies import CTX, TEST_KEY, example_body, example_header, repack, unpack_trusted
 
@@ -45,6 +46,7 @@ RESPONSE_PATHS: list[tuple[MessageType, tuple[int, ...]]] = [
     (MessageType.UPLOAD, (4, 1)),
     (MessageType.CHALLENGE, (1, 0, 2, 1)),
     (MessageType.CHALLENGE, (1, 1, 2, 1)),
+    (MessageType.ENVELOPE, (5, 0, 2, 1)),
     (MessageType.RESPONSE, (1, 2)),
 ]
 #: Where each group element sits (a sample per type, proof commitments included).
@@ -57,6 +59,8 @@ ELEMENT_PATHS: list[tuple[MessageType, tuple[int, ...]]] = [
     (MessageType.REGISTER_AGGREGATOR, (1, 3, 0)),
     (MessageType.KEYS, (0, 0, 1)),
     (MessageType.ENVELOPE, (1,)),
+    (MessageType.ENVELOPE, (5, 0, 1)),
+    (MessageType.ENVELOPE, (5, 0, 2, 0)),
     (MessageType.UPLOAD, (2,)),
     (MessageType.UPLOAD, (3,)),
     (MessageType.UPLOAD, (4, 0)),
@@ -74,6 +78,7 @@ PROOF_PATHS: list[tuple[MessageType, tuple[int, ...], int]] = [
     (MessageType.REGISTER_AGGREGATOR, (1, 3), 2),
     (MessageType.UPLOAD, (4,), 2),
     (MessageType.CHALLENGE, (1, 0, 2), 2),
+    (MessageType.ENVELOPE, (5, 0, 2), 2),
     (MessageType.RESPONSE, (1,), 3),
 ]
 
@@ -277,6 +282,8 @@ def test_maps_are_refused_everywhere() -> None:
     # a proof as a map
     assert_malformed(mutated(MessageType.RESPONSE, body_setter(1, {"t1": b"", "t2": b"", "z": b""})), "maps")
     assert_malformed(mutated(MessageType.ENVELOPE, body_setter(4, {})), "maps")
+    assert_malformed(mutated(MessageType.ENVELOPE, body_setter(5, {})), "maps")
+    assert_malformed(mutated(MessageType.ENVELOPE, body_setter(0, {"member": "d"}, 5)), "maps")
 
 
 def test_ext_types_are_refused() -> None:
@@ -301,6 +308,10 @@ def test_hostile_array_headers_are_refused() -> None:
     evidence = repack([b"raw response 1", b""])
     assert evidence in envelope
     assert_malformed(envelope.replace(evidence, huge + evidence[1:]))
+    # a first-evidence list claiming 2^32 - 1 signed first components
+    first_evidence = repack(elements_of(MessageType.ENVELOPE)[6][5])
+    assert first_evidence[:1] == b"\x91" and first_evidence in envelope
+    assert_malformed(envelope.replace(first_evidence, huge + first_evidence[1:]), "longer than the message")
 
 
 def test_long_strings_are_refused_before_being_decoded() -> None:
@@ -516,6 +527,7 @@ def test_an_upload_without_the_context_digest_is_malformed() -> None:
         [b"x" * 300],
         [b"a", b"a"],
         [wire_of(MessageType.RESPONSE)] * 3,
+        # the wire does not look inside: a client counts only RESPONSE messages (section 5.4)
         [wire_of(MessageType.UPLOAD), wire_of(MessageType.RESPONSE)],
     ],
 )
@@ -532,8 +544,74 @@ def test_evidence_of_another_shape_is_malformed(evidence: Any) -> None:
 
 
 def test_an_envelope_without_evidence_is_malformed() -> None:
-    """v2 envelopes always carry the evidence field (possibly empty): four fields are v1's shape."""
-    assert_malformed(mutated(MessageType.ENVELOPE, lambda e: e[6].pop()), "5 elements")
+    """v2 envelopes always carry both evidence fields (possibly empty): five fields was the shape
+    before first-component evidence, four was v1's."""
+    assert_malformed(mutated(MessageType.ENVELOPE, lambda e: e[6].pop()), "6 elements")
+    assert_malformed(mutated(MessageType.ENVELOPE, lambda e: (e[6].pop(), e[6].pop())), "6 elements")
+    assert_malformed(mutated(MessageType.ENVELOPE, lambda e: e[6].append([])), "6 elements")
+
+
+def _first(member: str, value: bytes = b"\x01" * E, sig: bytes = SIG) -> list[Any]:
+    """A FirstComponent in its generic form: [member, A, [t, z], signature]."""
+    return [member, value, [b"\x02" * E, b"\x00" * Z], sig]
+
+
+def test_first_evidence_is_the_last_envelope_field() -> None:
+    fields = elements_of(MessageType.ENVELOPE)[6]
+    assert len(fields) == 6
+    assert fields[5] == [["d", fields[5][0][1], fields[5][0][2], b"\x09" * 64]]
+    assert len(fields[5][0][1]) == E and [len(x) for x in fields[5][0][2]] == [E, Z]
+
+
+@pytest.mark.parametrize(
+    "first_evidence",
+    [
+        [],
+        [_first("a")],
+        [_first("b"), _first("a")],  # any order: unlike members, the list need not be sorted
+        [_first("zz", b"\x00" * E), _first("a-1", b"\xff" * E)],
+    ],
+)
+def test_first_evidence_is_a_list_of_first_components(first_evidence: list[Any]) -> None:
+    msg = serde.decode(mutated(MessageType.ENVELOPE, body_setter(5, first_evidence)), CTX)
+    assert isinstance(msg.body, MemberEnvelope)
+    assert [f.member for f in msg.body.first_evidence] == [f[0] for f in first_evidence]
+    for decoded, raw in zip(msg.body.first_evidence, first_evidence, strict=True):
+        assert decoded == FirstComponent(
+            raw[0],
+            int.from_bytes(raw[1], "big"),
+            DlogProof(int.from_bytes(raw[2][0], "big"), int.from_bytes(raw[2][1], "big")),
+            raw[3],
+        )
+
+
+@pytest.mark.parametrize(
+    ("first_evidence", "match"),
+    [
+        (None, "first_evidence"),
+        (b"raw", "first_evidence"),
+        ([None], "first_evidence"),
+        ([b"raw upload"], "first_evidence"),  # a struct, not a raw message
+        ([_first("a"), _first("a")], "duplicate"),
+        ([_first("a"), _first("b"), _first("a")], "duplicate"),
+        ([_first("a")[:3]], "4 elements"),
+        ([[*_first("a"), b""]], "4 elements"),
+        ([_first("bad id")], "id"),
+        ([_first("a", b"\x01" * (E - 1))], "64 bytes"),
+        ([_first("a", b"\x01" * (E + 1))], "64 bytes"),
+        ([_first("a", sig=b"\x00" * 63)], "64 bytes"),
+        ([["a", b"\x01" * E, [b"\x02" * E, b"\x02" + b"\x00" * (Z - 1)], SIG]], "2\\^513"),
+        ([["a", b"\x01" * E, [b"\x02" * E, b"\x00" * Z, b"\x00" * Z], SIG]], "2 elements"),
+    ],
+)
+def test_first_evidence_of_another_shape_is_malformed(first_evidence: Any, match: str) -> None:
+    assert_malformed(mutated(MessageType.ENVELOPE, body_setter(5, first_evidence)), match)
+
+
+def test_evidence_and_first_evidence_do_not_stand_in_for_each_other() -> None:
+    """Raw messages where first components belong, or first components where raw bytes belong."""
+    assert_malformed(mutated(MessageType.ENVELOPE, body_setter(5, [wire_of(MessageType.UPLOAD)])))
+    assert_malformed(mutated(MessageType.ENVELOPE, body_setter(4, [_first("a")])), "evidence")
 
 
 # -- other body fields -----------------------------------------------------------------------------
@@ -753,7 +831,9 @@ def test_fuzz_arbitrary_msgpack(value: Any) -> None:
     _decode_or_wire_error(repack(value))
     _decode_or_wire_error(repack([2, "upload", "f", 0, 0, "s", value, SIG]))
     _decode_or_wire_error(repack([2, "response", "f", 0, 0, "s", value, SIG]))
-    _decode_or_wire_error(repack([2, "envelope", "f", 0, 0, "s", [["a"], b"\x01" * E, 2, b"", value], SIG]))
+    envelope: list[Any] = [["a"], b"\x01" * E, 2, b""]
+    _decode_or_wire_error(repack([2, "envelope", "f", 0, 0, "s", [*envelope, value, []], SIG]))
+    _decode_or_wire_error(repack([2, "envelope", "f", 0, 0, "s", [*envelope, [], value], SIG]))
 
 
 def test_arrays_longer_than_the_limit_are_refused() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import msgpack
 import pytest
 from gmpy2 import mpz
 from hypothesis import given
@@ -18,7 +19,9 @@ from shared.wire import serde
 from shared.wire.messages import (
     PROTOCOL_VERSION,
     AggregatorInfo,
+    Challenge,
     EnrollRequest,
+    FirstComponent,
     Header,
     MemberEnvelope,
     MessageType,
@@ -366,27 +369,86 @@ def test_envelope_evidence_carries_whole_signed_responses() -> None:
     assert unpack_trusted(plain)[6][4] == []
 
 
-def test_envelope_evidence_carries_whole_signed_uploads() -> None:
-    """The second kind of evidence: a member's signed UPLOAD, context digest and all."""
-    upload = serde.encode(
-        Header(MessageType.UPLOAD, "plant-7", 3, 0, "client-0002"),
-        example_body(MessageType.UPLOAD),
-        TEST_KEY,
-        CTX,
+def test_envelope_first_evidence_carries_signed_first_components() -> None:
+    """The second kind of evidence: members' signed first components, as a Challenge carries them."""
+    proof = DlogProof(2**511 + 3, 2**512 + 7)
+    items = (
+        FirstComponent("client-0002", 2**511 + 1, proof, b"\x0a" * 64),
+        FirstComponent("client-0001", 5, DlogProof(6, 0), b"\x0b" * 64),  # any order
     )
-    response = serde.encode(
-        Header(MessageType.RESPONSE, "plant-7", 3, 0, "client-0003"),
-        example_body(MessageType.RESPONSE),
-        TEST_KEY,
-        CTX,
-    )
-    envelope = MemberEnvelope(("client-0001",), 5, 2, b"sealed", (upload, response))
-    msg = serde.decode(serde.encode(example_header(MessageType.ENVELOPE), envelope, TEST_KEY, CTX), CTX)
+    envelope = MemberEnvelope(("client-0003",), 5, 2, b"sealed", (), items)
+    wire = serde.encode(example_header(MessageType.ENVELOPE), envelope, TEST_KEY, CTX)
+    msg = serde.decode(wire, CTX)
     assert msg.body == envelope
-    inner = serde.decode(msg.body.evidence[0], CTX)  # type: ignore[union-attr]
-    assert inner.header.type == MessageType.UPLOAD and inner.header.sender == "client-0002"
-    assert isinstance(inner.body, Upload) and inner.body.context_digest == b"\x08" * 32
-    serde.verify(inner, TEST_KEY.verify_key, CTX)
+    fields = unpack_trusted(wire)[6]
+    assert len(fields) == 6 and fields[4] == []
+    assert fields[5][0] == [
+        "client-0002",
+        (2**511 + 1).to_bytes(64, "big"),
+        [(2**511 + 3).to_bytes(64, "big"), (2**512 + 7).to_bytes(65, "big")],
+        b"\x0a" * 64,
+    ]
+    # encoded exactly as a Challenge's firsts
+    challenge = serde.encode(example_header(MessageType.CHALLENGE), Challenge(5, items), TEST_KEY, CTX)
+    assert unpack_trusted(challenge)[6][1] == fields[5]
+    assert MemberEnvelope(("a",), 5, 2, b"").first_evidence == ()  # none by default
+    plain = serde.encode(
+        example_header(MessageType.ENVELOPE), MemberEnvelope(("a",), 5, 2, b""), TEST_KEY, CTX
+    )
+    assert unpack_trusted(plain)[6][4:] == [[], []]
+
+
+def test_an_upload_first_signature_verifies_as_envelope_evidence() -> None:
+    """An Upload's first component and signature, moved into first_evidence, verify for the
+    upload's context digest and for no other."""
+    upload = example_body(MessageType.UPLOAD)
+    assert isinstance(upload, Upload)
+    args = ("plant-7", 3, 1, "client-0002")
+    signed = serde.FirstComponentSigned(upload.first, upload.first_proof, upload.context_digest)
+    upload = dataclasses.replace(upload, first_signature=serde.sign_first(TEST_KEY, *args, signed, CTX))
+    item = FirstComponent("client-0002", upload.first, upload.first_proof, upload.first_signature)
+    envelope = MemberEnvelope(("client-0001",), 5, 2, b"sealed", (), (item,))
+    msg = serde.decode(serde.encode(example_header(MessageType.ENVELOPE), envelope, TEST_KEY, CTX), CTX)
+    assert isinstance(msg.body, MemberEnvelope)
+    (got,) = msg.body.first_evidence
+    serde.verify_first(
+        TEST_KEY.verify_key,
+        got.signature,
+        *args,
+        serde.FirstComponentSigned(got.value, got.proof, upload.context_digest),
+        CTX,
+    )
+    with pytest.raises(SignatureError):  # a client that answered another attempt context
+        serde.verify_first(
+            TEST_KEY.verify_key,
+            got.signature,
+            *args,
+            serde.FirstComponentSigned(got.value, got.proof, DIGEST),
+            CTX,
+        )
+
+
+@pytest.mark.parametrize(
+    "first_evidence",
+    [
+        (FirstComponent("a", 5, PROOF, b"\x00" * 64), FirstComponent("a", 6, PROOF, b"\x00" * 64)),
+        (FirstComponent("bad id", 5, PROOF, b"\x00" * 64),),
+        (FirstComponent("a", 2**512, PROOF, b"\x00" * 64),),
+        (FirstComponent("a", 5, DlogProof(1, 2**513), b"\x00" * 64),),
+        (FirstComponent("a", 5, EQ_PROOF, b"\x00" * 64),),  # type: ignore[arg-type]
+        (FirstComponent("a", 5, PROOF, b"\x00" * 63),),
+        (b"raw upload",),
+        [FirstComponent("a", 5, PROOF, b"\x00" * 64)],  # a list, not a tuple: fine
+    ],
+)
+def test_encode_checks_first_evidence(first_evidence: Any) -> None:
+    body = MemberEnvelope(("a",), 5, 2, b"", (), first_evidence)
+    if isinstance(first_evidence, list):
+        wire = serde.encode(example_header(MessageType.ENVELOPE), body, TEST_KEY, CTX)
+        assert serde.decode(wire, CTX).body == dataclasses.replace(body, first_evidence=tuple(first_evidence))
+        return
+    with pytest.raises(MalformedMessageError, match="first_evidence"):
+        serde.encode(example_header(MessageType.ENVELOPE), body, TEST_KEY, CTX)
 
 
 # -- encoder refusals ------------------------------------------------------------------------------
@@ -472,29 +534,89 @@ def test_encode_refuses_oversize() -> None:
 # -- first components ------------------------------------------------------------------------------
 
 
+FIRST_PROOF = DlogProof(2**511 + 9, 2**512 + 1)
+FIRST_DIGEST = bytes(range(32))
+
+
+def _signed(
+    first: Any = 2**500 + 1, proof: Any = FIRST_PROOF, digest: Any = FIRST_DIGEST
+) -> serde.FirstComponentSigned:
+    return serde.FirstComponentSigned(first, proof, digest)
+
+
 def test_first_component_signature() -> None:
-    args = ("plant-7", 3, 1, "client-0001", 2**500 + 1)
+    """FIRST_DOMAIN || msgpack([federation, round, attempt, member, A, [t, z], context_digest])."""
+    args = ("plant-7", 3, 1, "client-0001", _signed())
     signature = serde.sign_first(TEST_KEY, *args, CTX)
     serde.verify_first(TEST_KEY.verify_key, signature, *args, CTX)
-    expected = b"fedcast/v2/first\x00" + bytes.fromhex("95a7706c616e742d370301ab636c69656e742d30303031c440")
-    assert serde.first_component_bytes(*args, CTX) == expected + (2**500 + 1).to_bytes(64, "big")
+    expected = (
+        b"fedcast/v2/first\x00"
+        + bytes.fromhex("97a7706c616e742d370301ab636c69656e742d30303031")
+        + b"\xc4\x40"
+        + (2**500 + 1).to_bytes(64, "big")
+        + b"\x92\xc4\x40"
+        + (2**511 + 9).to_bytes(64, "big")
+        + b"\xc4\x41"
+        + (2**512 + 1).to_bytes(65, "big")
+        + b"\xc4\x20"
+        + FIRST_DIGEST
+    )
+    assert serde.first_component_bytes(*args, CTX) == expected
+    assert len(expected) == 17 + 23 + 66 + 1 + 66 + 67 + 34
+    assert serde.first_component_bytes(*args, CTX)[17:] == msgpack.packb(
+        [
+            "plant-7",
+            3,
+            1,
+            "client-0001",
+            (2**500 + 1).to_bytes(64, "big"),
+            [(2**511 + 9).to_bytes(64, "big"), (2**512 + 1).to_bytes(65, "big")],
+            FIRST_DIGEST,
+        ],
+        use_bin_type=True,
+    )
     with pytest.raises(SignatureError):
         serde.verify_first(OTHER_KEY.verify_key, signature, *args, CTX)
     variants = [
-        ("plant-8", 3, 1, "client-0001", 2**500 + 1),
-        ("plant-7", 4, 1, "client-0001", 2**500 + 1),
-        ("plant-7", 3, 2, "client-0001", 2**500 + 1),
-        ("plant-7", 3, 1, "client-0002", 2**500 + 1),
-        ("plant-7", 3, 1, "client-0001", 2**500 + 2),
+        ("plant-8", 3, 1, "client-0001", _signed()),
+        ("plant-7", 4, 1, "client-0001", _signed()),
+        ("plant-7", 3, 2, "client-0001", _signed()),
+        ("plant-7", 3, 1, "client-0002", _signed()),
+        ("plant-7", 3, 1, "client-0001", _signed(first=2**500 + 2)),
+        # the proof is covered: commitment and response
+        ("plant-7", 3, 1, "client-0001", _signed(proof=DlogProof(2**511 + 10, 2**512 + 1))),
+        ("plant-7", 3, 1, "client-0001", _signed(proof=DlogProof(2**511 + 9, 2**512 + 2))),
+        # and so is the attempt context it was made for
+        ("plant-7", 3, 1, "client-0001", _signed(digest=bytes(32))),
+        ("plant-7", 3, 1, "client-0001", _signed(digest=FIRST_DIGEST[:31] + b"\x00")),
     ]
     for other in variants:
         with pytest.raises(SignatureError):
             serde.verify_first(TEST_KEY.verify_key, signature, *other, CTX)
 
 
+def test_the_first_signature_of_protocol_2_without_proof_and_digest_does_not_verify() -> None:
+    """Before the proof and the context digest were signed, the array had 5 elements: A alone."""
+    args = ("plant-7", 3, 1, "client-0001", _signed())
+    old = serde.FIRST_DOMAIN + bytes.fromhex("95a7706c616e742d370301ab636c69656e742d30303031c440")
+    old_signature = TEST_KEY.sign(old + (2**500 + 1).to_bytes(64, "big"))
+    with pytest.raises(SignatureError):
+        serde.verify_first(TEST_KEY.verify_key, old_signature, *args, CTX)
+
+
+def test_first_component_bytes_take_the_widths_of_the_context(group_2048: GroupParams) -> None:
+    """A and t take E bytes (256 at 2048 bits); z stays 65 bytes; the digest 32."""
+    ctx = WireContext.from_group(group_2048)
+    signed = _signed(first=5, proof=DlogProof(6, 7))
+    data = serde.first_component_bytes("plant-7", 3, 1, "client-0001", signed, ctx)
+    assert len(data) == 17 + 23 + (3 + 256) + 1 + (3 + 256) + (2 + 65) + (2 + 32)
+    assert (5).to_bytes(256, "big") in data and (7).to_bytes(65, "big") in data
+    assert data != serde.first_component_bytes("plant-7", 3, 1, "client-0001", signed, CTX)
+
+
 def test_message_and_first_signatures_are_domain_separated() -> None:
     """A message signature is never a valid first-component signature, and vice versa."""
-    args = ("plant-7", 3, 1, "client-0001", 5)
+    args = ("plant-7", 3, 1, "client-0001", _signed(first=5))
     first = serde.first_component_bytes(*args, CTX)
     assert first.startswith(serde.FIRST_DOMAIN) and not first.startswith(serde.SIGNING_DOMAIN)
     msg_signature = TEST_KEY.sign(serde.SIGNING_DOMAIN + first[len(serde.FIRST_DOMAIN) :])
@@ -508,17 +630,27 @@ def test_message_and_first_signatures_are_domain_separated() -> None:
 @pytest.mark.parametrize(
     "args",
     [
-        ("bad fed", 0, 0, "c", 5),
-        ("f", -1, 0, "c", 5),
-        ("f", 0, True, "c", 5),
-        ("f", 0, 0, "", 5),
-        ("f", 0, 0, "c", -5),
-        ("f", 0, 0, "c", 2**512),
+        ("bad fed", 0, 0, "c", _signed(first=5)),
+        ("f", -1, 0, "c", _signed(first=5)),
+        ("f", 0, True, "c", _signed(first=5)),
+        ("f", 0, 0, "", _signed(first=5)),
+        ("f", 0, 0, "c", _signed(first=-5)),
+        ("f", 0, 0, "c", _signed(first=2**512)),
+        ("f", 0, 0, "c", _signed(proof=DlogProof(5, 2**513))),
+        ("f", 0, 0, "c", _signed(proof=DlogProof(2**512, 5))),
+        ("f", 0, 0, "c", _signed(proof=EQ_PROOF)),
+        ("f", 0, 0, "c", _signed(proof=(5, 6))),
+        ("f", 0, 0, "c", _signed(digest=b"\x00" * 31)),
+        ("f", 0, 0, "c", _signed(digest=b"\x00" * 33)),
+        ("f", 0, 0, "c", _signed(digest="00" * 32)),
+        ("f", 0, 0, "c", _signed(digest=None)),
     ],
 )
 def test_first_component_refuses_malformed_input(args: tuple[Any, Any, Any, Any, Any]) -> None:
     with pytest.raises(MalformedMessageError):
         serde.first_component_bytes(*args, CTX)
+    with pytest.raises(MalformedMessageError):
+        serde.sign_first(TEST_KEY, *args, CTX)
 
 
 # -- redaction -------------------------------------------------------------------------------------

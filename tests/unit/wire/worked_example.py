@@ -262,11 +262,21 @@ def compute() -> Example:
             put("first_k_1", k, NONCE_BITS // 8)
             put("first_t_1", t, e)
             put("first_z_1", z, RESPONSE_BYTES)
-            v["first_signing_bytes_1"] = serde.first_component_bytes(
-                FEDERATION, ROUND, ATTEMPT, m, first, ctx
+            # section 4: A_1, its proof and the attempt digest, signed for this round and attempt
+            v["first_signing_bytes_1"] = b"fedcast/v2/first\x00" + msgpack.packb(
+                [
+                    FEDERATION,
+                    ROUND,
+                    ATTEMPT,
+                    m,
+                    el(first),
+                    [el(t), z.to_bytes(RESPONSE_BYTES, "big")],
+                    attempt_digest,
+                ],
+                use_bin_type=True,
             )
             signature = CLIENT_KEY.sign(v["first_signing_bytes_1"])
-            # context_digest: the attempt the proof was made for (an UPLOAD is evidence only for it)
+            # context_digest: the attempt the proof was made for, the one the signature names
             upload = Upload(
                 key_segment, (data_segment,), first, second, DlogProof(t, z), signature, attempt_digest
             )
@@ -278,6 +288,13 @@ def compute() -> Example:
     # 9.7 the challenge and client-0001's response
     r = firsts["client-0001"] * firsts["client-0002"] * firsts["client-0003"] % n
     put("R", r, e)
+    # section 5.3: what client-0001 binds the attempt to when it is first shown these first components
+    binding = hashlib.sha256(b"fedcast/v2/firsts-binding")
+    for m in sorted(MEMBERS):
+        a_bytes = firsts[m].to_bytes(max(1, -(-firsts[m].bit_length() // 8)), "big")
+        binding.update(struct.pack(">I", len(m.encode())) + m.encode())
+        binding.update(struct.pack(">I", len(a_bytes)) + a_bytes)
+    v["firsts_binding_1"] = binding.digest()
     v["challenge_digest"] = hashlib.sha256(frame(b"fedcast/v2/challenge", el(r))).digest()
     # client-0001's keyed sample of the proofs it checks (|S| = 3: k = 2, both others)
     secret_1 = ints["sk_1"].to_bytes(32, "big")
