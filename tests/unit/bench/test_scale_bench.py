@@ -50,7 +50,7 @@ def test_aggregator_cells_decrypt_the_exact_sum(rows: list[dict]) -> None:
         assert row["proofs_s"] > 0  # proofs were batch-verified on both sides
         if row["kind"] == "aggregator":
             assert row["detail"] == "max |sum error| 0.00e+00"
-            assert row["aggregate_s"] >= row["proofs_s"]  # the aggregator's proof check is inside
+            assert row["aggregate_s"] > 0  # the aggregator's lazy proof check is measured apart (proofs_s)
             assert row["decrypt_s"] > 0 and row["peak_rss_mb"] > 0
             assert row["members"] == row["n_clients"]
         else:
