@@ -250,6 +250,28 @@ def _require_plots(directory: str | None) -> None:
         require_matplotlib()
 
 
+def _cmd_bench_modulus(args: argparse.Namespace) -> int:
+    from fedcast.bench.modulus import (
+        TABLE_COLUMNS,
+        ModulusBenchConfig,
+        modulus_notes,
+        run_modulus_bench,
+        summarize,
+    )
+
+    config = ModulusBenchConfig.quick() if args.quick else ModulusBenchConfig()
+    if args.runs is not None:
+        config = ModulusBenchConfig(config.sizes, tuple(args.runs for _ in config.sizes))
+    rows = run_modulus_bench(config, progress=_progress(False))
+    _write_rows(rows, args.json)
+    from fedcast.bench.report import format_table
+
+    print(format_table(summarize(rows), TABLE_COLUMNS))
+    for line in modulus_notes():
+        print(f"  * {line}")
+    return 0
+
+
 def _cmd_bench_report(args: argparse.Namespace) -> int:
     from fedcast.bench.docs import run_report
 
@@ -283,6 +305,12 @@ def add_bench_commands(commands: Any) -> None:
     crypto.add_argument("--seed", type=int, default=0)
     _add_plot_arg(crypto)
     crypto.set_defaults(handler=_cmd_bench_crypto)
+
+    modulus = benches.add_parser("modulus", help="time to generate the federation's RSA modulus (2048, 3072)")
+    modulus.add_argument("--quick", action="store_true", help="two 2048-bit runs")
+    modulus.add_argument("--runs", type=int, help="runs per size (default 8 at 2048, 4 at 3072)")
+    modulus.add_argument("--json", metavar="PATH", help="also write the rows as JSON to PATH")
+    modulus.set_defaults(handler=_cmd_bench_modulus)
 
     learning = benches.add_parser("learning", help="FedMF parity: centralized, plaintext, secure, FedMMF")
     learning.add_argument("--json", action="store_true", help="print one JSON object instead of a report")

@@ -204,6 +204,34 @@ def _crypto(quick: bool, modulus_bits: int, progress: Progress) -> Section:
 _LEARNING_COLUMNS = [("run", "run"), ("rmse", "test RMSE"), ("mae", "test MAE")]
 
 
+def _modulus(quick: bool, progress: Progress) -> Section:
+    from fedcast.bench.modulus import (
+        TABLE_COLUMNS,
+        ModulusBenchConfig,
+        modulus_notes,
+        run_modulus_bench,
+        summarize,
+    )
+
+    config = ModulusBenchConfig.quick() if quick else ModulusBenchConfig()
+    runs = run_modulus_bench(config, progress=progress)
+    rows = summarize(runs)
+    section = Section(
+        "modulus",
+        "Generating the modulus N (key service, once per federation)",
+        "fedcast bench modulus" + (" --quick" if quick else ""),
+        rows,
+        list(TABLE_COLUMNS),
+        modulus_notes(),
+    )
+    for row in rows:
+        section.prose.append(
+            f"|N| = {row['modulus_bits']}: {row['min_s']:.1f}-{row['max_s']:.1f} s over {row['runs']} runs "
+            f"(median {row['median_s']:.1f} s)."
+        )
+    return section
+
+
 def _learning(quick: bool, modulus_bits: int, progress: Progress) -> Section:
     from shared.crypto.modulus import generate_group
     from shared.encoding import FixedPointEncoding
@@ -547,6 +575,7 @@ def run_report(
     started = _dt.datetime.now(_dt.UTC)
     sections: list[Section] = []
     builders: list[tuple[str, Callable[[], Section | None]]] = [
+        ("modulus", lambda: _modulus(quick, say)),
         ("crypto", lambda: _crypto(quick, modulus_bits, say)),
         ("learning", lambda: _learning(quick, modulus_bits, say)),
         ("masks", lambda: _masks(quick, say)),
