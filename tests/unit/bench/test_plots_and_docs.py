@@ -272,6 +272,11 @@ def test_report_writes_markdown_and_rows(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(docs, "_masks", lambda quick, progress: None)
     monkeypatch.setattr(
         docs,
+        "_modulus",
+        lambda quick, progress: Section("modulus", "Modulus", "fedcast bench modulus", [{"n": 1}]),
+    )
+    monkeypatch.setattr(
+        docs,
         "_external",
         lambda name, quick, progress, bits=2048: Section(name, name, name, error="no broker"),
     )
@@ -279,7 +284,7 @@ def test_report_writes_markdown_and_rows(tmp_path: Path, monkeypatch: pytest.Mon
     sections = docs.run_report(
         quick=True, out=out, plot_dir=tmp_path / "bench", modulus_bits=3072, plots=False
     )
-    assert [s.name for s in sections] == ["crypto", "learning", "fedmf", "scale", "e2e", "peers"]
+    assert [s.name for s in sections] == ["modulus", "crypto", "learning", "fedmf", "scale", "e2e", "peers"]
     assert {bits for _, bits in seen} == {3072}  # --modulus-bits reaches every bench
     text = out.read_text()
     assert text.count("Not run on this machine: no broker") == 2 and "## Fedmf: `fedcast bench fedmf`" in text
