@@ -284,6 +284,7 @@ def _cmd_bench_report(args: argparse.Namespace) -> int:
         movielens=args.movielens,
         plots=not args.no_plots,
         progress=_progress(False),
+        only=args.only.split(",") if args.only else None,
     )
     print(f"wrote {args.out} ({len(sections)} benches; rows and plots under {args.plot_dir})")
     return 0
@@ -432,6 +433,11 @@ def add_bench_commands(commands: Any) -> None:
     report.add_argument("--plot-dir", default="docs/bench", help="plots and JSON rows (default docs/bench)")
     report.add_argument("--no-plots", action="store_true", help="skip the PNG plots (no matplotlib needed)")
     report.add_argument("--movielens", metavar="PATH", help="ml-latest-small ratings.csv for the fedmf bench")
+    report.add_argument(
+        "--only",
+        metavar="NAMES",
+        help="comma-separated benches to re-run (e.g. fedmf,scale); their sections replace the old ones",
+    )
     report.add_argument(
         "--modulus-bits", type=int, default=2048, choices=(2048, 3072), help="RSA modulus |N| of every bench"
     )

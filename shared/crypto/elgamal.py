@@ -387,11 +387,15 @@ def compute_challenge(group: GroupParams, first_components: Iterable[Any]) -> mp
 
 
 def proof_sample_size(members: int, min_online: int) -> int:
-    """How many of the other members' first-component proofs one client checks.
+    """How many of the other members' first components (proof and signature) one client checks.
 
-    Every attack the proofs stop (a colluder's A_c = A_h^-1 g^t, a copied upload) needs
-    *every* honest member of S to answer the challenge: one refusal leaves a share
-    missing and nothing can be decrypted. Under the collusion bound the honest members
+    Every attack the proofs and signatures stop (a colluder's A_c = A_h^-1 g^t, a copied
+    upload, an honest member's entry forged by the aggregator) needs *every* honest
+    member of S to answer the challenge: one refusal leaves a share missing and nothing
+    can be decrypted. And each honest member's list then holds at least one bad entry
+    (a failing proof or signature): a list without one holds every honest member's own
+    A, signed, and otherwise only values whose discrete logarithms their provers know,
+    so its R unmasks nothing but the honest sum. Under the collusion bound the honest members
     number at least h = |S| - (min_online - 2). If each checks k proofs drawn uniformly
     (and unpredictably) from the |S| - 1 others, a given bad proof escapes all of them
     with probability at most (1 - k/(|S|-1))^h <= exp(-k h / (|S|-1)); k is the smallest
@@ -458,7 +462,7 @@ def check_challenge(
     colluder's A_c = A_h^-1 g^t cannot be proven): all of them without a ``sampler``,
     else the sampler's keyed choice (:func:`proof_sample_size`: the same 2^-128 bound, at
     a cost independent of |S| for large S); and R = prod A_j. Signatures are the
-    caller's check (they need the members' verify keys).
+    caller's check, for the same sample (they need the members' verify keys).
     """
     members = attempt.online.members
     if set(firsts) != set(members) or len(firsts) != len(members):

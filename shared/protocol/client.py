@@ -8,9 +8,10 @@ the aggregator's claim is not trusted), open the sealed model, and refuse a mode
 this client already answered for unless evidence proves that every member dropped
 since was a cheater (crypto note 0.3, :mod:`shared.protocol.ledger`). Then train,
 encode, pack, encrypt, prove and sign (:meth:`ClientMachine.compute_upload`, CPU
-heavy: the shell runs it in an executor). On the challenge, check every member's
-first-component signature and let :func:`shared.crypto.elgamal.check_challenge`
-check the proofs and R before answering, at most once per model; the answer is
+heavy: the shell runs it in an executor). On the challenge, let
+:func:`shared.crypto.elgamal.check_challenge` check the list, every A_j, R and the
+proofs of the client's keyed sample, then check that sample's first-component
+signatures before answering, at most once per model; the answer is
 recorded in the ledger before it leaves, and a repeated challenge gets the same
 answer again. Local state (FedMF user vectors) is committed only when the round
 completed with this client in S.
@@ -485,16 +486,21 @@ class ClientMachine:
         digest = current.state.context.digest
         firsts: dict[str, SignedFirst] = {}
         for item in challenge.firsts:
-            key = current.verify_keys.get(item.member)
-            if key is None:
+            if item.member not in current.verify_keys:
                 raise NotAMemberError(f"challenge lists {item.member!r}, not a member of S")
-            signed = FirstComponentSigned(item.value, item.proof, digest)
-            self._verify_first(item.member, round_id, attempt, signed, item.signature, key)
             firsts[item.member] = SignedFirst(item.value, item.proof)
         group = self.params.group
-        r_square = check_challenge(
-            group, current.state, challenge.challenge, firsts, sampler=self._elgamal.sampler
-        )
+        sampler = self._elgamal.sampler
+        r_square = check_challenge(group, current.state, challenge.challenge, firsts, sampler=sampler)
+        # The signatures of the same keyed sample whose proofs were checked: whatever lists an
+        # aggregator shows, an R other than the honest one leaves in every honest member's
+        # list an entry whose signature or proof fails, so one sample covers both
+        # (proof_sample_size; docs/SECURITY.md section 6).
+        by_member = {item.member: item for item in challenge.firsts}
+        for member in sampler.choose(current.state, int(challenge.challenge), current.state.min_online):
+            item = by_member[member]
+            signed = FirstComponentSigned(item.value, item.proof, digest)
+            self._verify_first(member, round_id, attempt, signed, item.signature, current.verify_keys[member])
         share, proof = respond_to(self.keypair, current.state, r_square)
         answer = AnswerRecord(int(challenge.challenge), int(share), proof)
         self.ledger.record_answer(record.answered(answer))  # durable before the answer leaves

@@ -294,3 +294,34 @@ def test_report_writes_markdown_and_rows(tmp_path: Path, monkeypatch: pytest.Mon
 def test_table_count_matches_the_packing() -> None:
     assert docs._table_count(100_000, 2048) == 1430  # 1,429 data segments of 70 slots + the key segment
     assert docs._table_count(70, 2048) == 2
+
+
+def test_report_only_replaces_the_named_sections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--only fedmf`: that section is re-run and replaced in place; the others keep their numbers."""
+    out = tmp_path / "BENCHMARKS.md"
+    out.write_text(
+        "# Benchmarks\n\nGenerated earlier.\n\n"
+        "## Crypto: `fedcast bench crypto`\n\nold crypto 1.0\n\n"
+        "## Fedmf: `fedcast bench fedmf`\n\nold fedmf 2.0\n\n"
+        "## Scale: `fedcast bench scale`\n\nold scale 3.0\n"
+    )
+    ran: list[str] = []
+
+    def fake(name: str) -> object:
+        def build(quick: bool, *args: object) -> Section:
+            ran.append(name)
+            return Section(name, name.title(), f"fedcast bench {name}", [{"n": 7}], [("n", "n")], ["new"])
+
+        return build
+
+    for name in ("crypto", "learning", "fedmf", "scale"):
+        monkeypatch.setattr(docs, f"_{name}", fake(name))
+    docs.run_report(out=out, plot_dir=tmp_path / "bench", plots=False, only=["fedmf"])
+    text = out.read_text()
+    assert ran == ["fedmf"]
+    assert "old crypto 1.0" in text and "old scale 3.0" in text and "old fedmf 2.0" not in text
+    assert text.index("## Crypto") < text.index("## Fedmf") < text.index("## Scale")
+    assert text.count("## Fedmf") == 1 and "| 7 |" in text.split("## Fedmf")[1].split("## Scale")[0]
+    assert "Generated earlier." in text and "fedmf only (`fedcast bench report --only fedmf`)" in text
+    with pytest.raises(ValueError, match="no bench named"):
+        docs.run_report(out=out, plot_dir=tmp_path / "bench", plots=False, only=["nope"])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from shared.crypto.group import GroupParams
-from shared.crypto.proofs import DlogProof
+from shared.crypto.proofs import DlogProof, prove_dlog
 from shared.errors import (
     AggregateKeyMismatchError,
     ChallengeRejectedError,
@@ -201,22 +201,34 @@ def test_client_refuses_a_challenge_that_is_not_the_product(small_group: GroupPa
 
 
 def test_forged_first_component_is_refused(small_group: GroupParams) -> None:
+    """An entry the aggregator made itself, proof and all, is refused for its signature."""
     fed = Federation.create(small_group, 3)
 
     def forge(src: str, msg: Signed) -> Signed:
         if msg.header.type == MessageType.CHALLENGE:
             body = msg.body
             assert isinstance(body, Challenge)
+            aggregation = fed.aggregator._aggregation
+            assert aggregation is not None
+            value = fed.group.power(7)  # a first component whose dlog the forger knows
+            proof = prove_dlog(fed.group, 7, value, aggregation.context.first_context("line-2"))
             forged = [
-                dataclasses.replace(f, value=int(fed.group.power(7))) if f.member == "line-2" else f
+                dataclasses.replace(f, value=int(value), proof=proof) if f.member == "line-2" else f
                 for f in body.firsts
             ]
-            return dataclasses.replace(msg, body=dataclasses.replace(body, firsts=tuple(forged)))
+            r = fed.group.product([f.value for f in forged])
+            return dataclasses.replace(msg, body=Challenge(int(r), tuple(forged)))
         return msg
 
     fed.tamper = forge
     fed.run(fed.aggregator.start_round())
-    assert [type(e) for who, e in fed.rejected if who != "aggregator"] == [SignatureError] * 3
+    refusals = [(who, type(e)) for who, e in fed.rejected if who != "aggregator"]
+    # line-2 finds its own entry changed; the others find a proven entry line-2 did not sign
+    assert sorted(refusals, key=lambda r: r[0]) == [
+        ("line-0", SignatureError),
+        ("line-1", SignatureError),
+        ("line-2", ChallengeRejectedError),
+    ]
 
 
 def test_replayed_and_stale_messages_are_refused_without_changing_the_result(
@@ -611,3 +623,46 @@ def test_the_registry_a_client_asks_for_covers_every_member_evidence_names(small
     first = FirstComponent("line-2", 5, DlogProof(5, 1), b"\x00" * 64)
     envelope = MemberEnvelope(("line-0", "line-1"), 4, 2, b"", (), (first,))
     assert client.evidence_senders(envelope) == {"line-2"}
+
+
+def test_a_client_checks_the_signatures_of_its_keyed_sample_only(small_group: GroupParams) -> None:
+    """Signatures are checked for the same keyed sample as the proofs (docs/SECURITY.md section 6).
+
+    Each member's sample is pinned to its successor; line-3's signature is broken in the
+    challenge: only line-2, whose sample holds line-3, notices.
+    """
+    fed = Federation.create(small_group, 4)
+    checked: dict[str, list[str]] = {}
+
+    class Pinned:
+        def __init__(self, member: str) -> None:
+            self.member = member
+
+        def choose(self, attempt: object, challenge: int, min_online: int) -> list[str]:
+            return [self.member]
+
+    for i, (cid, client) in enumerate(fed.clients.items()):
+        client._elgamal.sampler = Pinned(f"line-{(i + 1) % 4}")  # type: ignore[assignment]
+        inner = client._verify_first
+
+        def recording(m: str, *rest: object, cid: str = cid, inner: object = inner) -> None:
+            checked.setdefault(cid, []).append(m)
+            inner(m, *rest)  # type: ignore[operator]
+
+        client._verify_first = recording  # type: ignore[assignment]
+
+    def break_line_3(src: str, msg: Signed) -> Signed:
+        if msg.header.type == MessageType.CHALLENGE:
+            body = msg.body
+            assert isinstance(body, Challenge)
+            firsts = tuple(
+                dataclasses.replace(f, signature=bytes(64)) if f.member == "line-3" else f
+                for f in body.firsts
+            )
+            return dataclasses.replace(msg, body=dataclasses.replace(body, firsts=firsts))
+        return msg
+
+    fed.tamper = break_line_3
+    fed.run(fed.aggregator.start_round())
+    assert checked == {"line-0": ["line-1"], "line-1": ["line-2"], "line-2": ["line-3"], "line-3": ["line-0"]}
+    assert [(who, type(e)) for who, e in fed.rejected if who != "aggregator"] == [("line-2", SignatureError)]
