@@ -40,7 +40,7 @@ from shared.wire.messages import (
     Signed,
     Upload,
 )
-from shared.wire.serde import WireContext, encode, verify_first
+from shared.wire.serde import FirstComponentSigned, WireContext, encode, verify_first
 
 from .conftest import MakeFederation
 from .helpers import (
@@ -242,7 +242,11 @@ class CheatingEdge(ProbeEdge):
         for out in outgoing:
             if isinstance(out.body, Upload) and out.round == 1:
                 proof = dataclasses.replace(out.body.first_proof, response=out.body.first_proof.response + 1)
-                out = dataclasses.replace(out, body=dataclasses.replace(out.body, first_proof=proof))
+                # The signature covers the proof: sign the bad proof, as a cheater would.
+                signed = FirstComponentSigned(out.body.first, proof, out.body.context_digest)
+                signature = self.machine._sign_first(out.round, out.attempt, signed)
+                body = dataclasses.replace(out.body, first_proof=proof, first_signature=signature)
+                out = dataclasses.replace(out, body=body)
             cheated.append(out)
         return cheated
 
