@@ -20,13 +20,15 @@ and serializes the reply back. No Ray, no network, no threads: one core.
 fedcast side: :class:`shared.schemes.ElGamalSum` (scheme v2) on a real RSA
 modulus (2048-bit by default) over the same N random vectors: client s is
 encode + pack + encrypt (key segment, data segments, A_i, B_i, the proof of
-knowledge of r2) + answer the challenge (batch-verify every member's proof,
-T_i with its equality proof); server s is screening and folding uploads,
-batch-verifying the proofs, folding responses, decrypting, unpacking and
-decoding; upload B is the raw upload (key segment and u data segments mod N^2,
-A_i, B_i and the proof), sent B adds the raw response (T_i, its proof and the
-challenge digest). Fixed-base tables are built once per deployment and not
-counted (as in ``fedcast bench crypto``).
+knowledge of r2) + answer the challenge (the element rule on every member's A_j,
+the batch-verified proofs of the client's keyed sample: all of them below 90
+members, 88 of 99 at 100, T_i with its equality proof); server s is screening and
+folding uploads, folding responses, decrypting, unpacking and decoding (the
+aggregator's own proof check runs only when a member is silent at the deadline,
+as the protocol's default, and is not counted); upload B is the raw upload (key
+segment and u data segments mod N^2, A_i, B_i and the proof), sent B adds the
+raw response (T_i, its proof and the challenge digest). Fixed-base tables are
+built once per deployment and not counted (as in ``fedcast bench crypto``).
 
 Collusion and dropout tolerance are derived from each setting's parameters
 (Flower's effective share count k and threshold t as its workflow chose them;
@@ -474,8 +476,10 @@ def notes(config: PeersBenchConfig, version: str | None = None) -> Sequence[str]
         "flower-all/half: num_shares=1.0 (all N), threshold 0.5 (N/2)",
         f"fedcast: shared.schemes.ElGamalSum (scheme v2), RSA modulus |N|={config.modulus_bits}, "
         f"max_clients={max(1000, *config.n_clients)}; client s = encrypt (with the proof of knowledge "
-        "of r2) + respond (batch-verify every member's proof, T_i and its proof), server s = screen/fold "
-        "+ verify proofs + decrypt; tables prebuilt (not counted); bytes are raw values, no framing",
+        "of r2) + respond (the element rule on every A_j, the proofs of its keyed sample: all below 90 "
+        "members, 88 of 99 at 100; T_i and its proof), server s = screen/fold + decrypt (the "
+        "aggregator's proof check runs only when a member is silent: not counted); tables prebuilt "
+        "(not counted); bytes are raw values, no framing",
         f"fedcast tolerance: the aggregator chooses S and clients refuse |S| < {config.min_online} "
         "(min_online), so up to min_online - 2 clients may collude with it (crypto note section 1)",
         "client s: mean per client per round; upload B: the vector upload of one client; "
