@@ -56,6 +56,7 @@ from shared import errors
 from shared.errors import ConfigurationError, WireError
 from shared.metrics import (
     CHALLENGE_RESENDS,
+    CHECKPOINTS_DAMAGED,
     CLIPPED_VALUES,
     DROPOUTS,
     MESSAGES_REJECTED,
@@ -129,6 +130,7 @@ def initialize_series(service: str) -> None:
         ROUND_RETRIES.labels(service)
         ROUNDS_COMPLETED.labels(service)
         CHALLENGE_RESENDS.labels(service)
+        CHECKPOINTS_DAMAGED.labels(service)
         # The phases AggregatorMachine drops members in: before the challenge (silent, or a bad
         # proof of r2 when checked eagerly), at the response deadline (a bad proof of r2 found by
         # the lazy check) and after a failed decryption (a wrong share named by its proof).

@@ -16,6 +16,7 @@ from prometheus_client import Counter, Gauge, Histogram
 __all__ = [
     "AGGREGATE_SECONDS",
     "CHALLENGE_RESENDS",
+    "CHECKPOINTS_DAMAGED",
     "CLIENT_ENCRYPT_SECONDS",
     "CLIENT_TRAIN_SECONDS",
     "CLIPPED_VALUES",
@@ -75,6 +76,11 @@ ROUNDS_COMPLETED = Counter("fedcast_rounds_completed_total", "Rounds completed."
 CHALLENGE_RESENDS = Counter(
     "fedcast_challenge_resends_total",
     "Challenges sent again to members that had not answered in time (the attempt stays open).",
+    ["service"],
+)
+CHECKPOINTS_DAMAGED = Counter(
+    "fedcast_checkpoints_damaged_total",
+    "Checkpoint files that did not verify at start-up (skipped; an older one was used).",
     ["service"],
 )
 CURRENT_ROUND = Gauge("fedcast_current_round", "Round id in progress.", ["service"])

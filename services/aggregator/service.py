@@ -16,14 +16,16 @@ complete. SIGTERM (the ``stop`` event) ends the loop between steps.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.aggregator.checkpoint import CheckpointStore
+from services.aggregator.checkpoint import Checkpoint, CheckpointStore, LoadedCheckpoint
 from services.aggregator.foldpool import ProcessFolder
 from services.envconfig import env_float, env_hex, env_int, env_optional_int, env_path, env_str, task_from_env
 from services.keyfiles import load_or_create_aggregator_key, load_or_create_signing_key
@@ -42,6 +44,7 @@ from shared.learning.tasks import FedAvgServerTask, FedMFServerTask, ServerTask,
 from shared.metrics import (
     AGGREGATE_SECONDS,
     CHALLENGE_RESENDS,
+    CHECKPOINTS_DAMAGED,
     CURRENT_ROUND,
     DECRYPT_SECONDS,
     DROPOUTS,
@@ -165,6 +168,7 @@ class AggregatorService:
         self._unknown: dict[str, float] = {}  # sender -> until when it is known to be unregistered
         self._closing = False
         self._checkpoints = CheckpointStore(config.state_dir / "checkpoint")
+        self._last_result: Checkpoint | None = None  # re-sent at start: it may never have gone out
         self._pool: ProcessFolder | None = None
 
     @property
@@ -205,7 +209,18 @@ class AggregatorService:
             self._signer.verify_key,
         )
         await retry_while_unreachable(lambda: self._keys.register_aggregator(cfg.aggregator_token, info))
-        checkpoint = await asyncio.to_thread(self._checkpoints.load)
+        loaded = await asyncio.to_thread(self._checkpoints.load)
+        checkpoint = None if loaded is None else loaded.checkpoint
+        if loaded is not None and loaded.damaged:
+            CHECKPOINTS_DAMAGED.labels(SERVICE).inc(len(loaded.damaged))
+            log.error(
+                "damaged checkpoint(s) skipped: %s; resuming from round %d's model: the training of "
+                "rounds %d-%d is lost (their round ids are not reused)",
+                "; ".join(why for _, why in loaded.damaged),
+                loaded.checkpoint.round,
+                loaded.checkpoint.round + 1,
+                loaded.highest_round,
+            )
         if checkpoint is not None and checkpoint.task != cfg.task.name:
             raise ConfigurationError(
                 f"checkpoint is for task {checkpoint.task!r}, configured {cfg.task.name!r}"
@@ -219,20 +234,28 @@ class AggregatorService:
                     f"the key service's minimum online set is {min_online}: {exc}"
                 ) from exc
         self._ctx = WireContext.from_group(params.group)
-        resume_round = 1 if checkpoint is None else checkpoint.round + 1
+        resume_round = self._resume_round(loaded)
+        self._last_result = checkpoint if checkpoint is not None and checkpoint.attempt is not None else None
 
         self._pool = ProcessFolder(params.group.n2, workers=cfg.fold_workers)
         pool = self._pool
+
+        task = server_task(cfg.task)
+        model = None if checkpoint is None else checkpoint.model
+        if model is None and resume_round > 1:
+            # The checkpoint is lost: not the seeded round-1 model again, which every member
+            # already answered for (one answer per model) and would refuse.
+            model = task.initial_model(seed=secrets.randbits(63))
 
         def build() -> AggregatorMachine:  # the decryptor's comb tables: seconds for large models
             return AggregatorMachine(
                 federation=cfg.federation,
                 params=params,
                 secret=secret,
-                task=server_task(cfg.task),
+                task=task,
                 config=rounds,
                 verify_first=self._verify_first,
-                model=None if checkpoint is None else checkpoint.model,
+                model=model,
                 round_id=resume_round,
                 attempt=self._first_attempt(resume_round),
                 table_memory_bytes=cfg.table_memory_bytes,
@@ -242,7 +265,20 @@ class AggregatorService:
 
         self.machine = await asyncio.to_thread(build)
         if checkpoint is not None:
-            log.info("resuming after round %d from %s", checkpoint.round, self._checkpoints.directory)
+            log.info(
+                "resuming at round %d from round %d's checkpoint in %s",
+                resume_round,
+                checkpoint.round,
+                self._checkpoints.directory,
+            )
+        elif resume_round > 1:
+            log.warning(
+                "no checkpoint in %s: round ids 1-%d were used already, so the model starts afresh "
+                "at round %d",
+                self._checkpoints.directory,
+                resume_round - 1,
+                resume_round,
+            )
         self._gate = MessageGate(
             SERVICE,
             cfg.federation,
@@ -263,6 +299,11 @@ class AggregatorService:
             if not self._started:
                 await self.start()
             assert self.machine is not None
+            if self._last_result is not None:
+                # The result may never have gone out (a crash right after the checkpoint):
+                # send it again; clients that saw it ignore the copy.
+                last = self._last_result
+                await self._send(self.machine.completed_result(last.round, last.attempt or 0, last.members))
             await self._send(self._resumed_attempt() or self.machine.start_round())
             await self._loop(stop)
         finally:
@@ -304,7 +345,16 @@ class AggregatorService:
         AGGREGATE_SECONDS.labels(SERVICE).observe(self._fold_seconds)
         self._fold_seconds = 0.0
         machine.adopt(outcome)
-        await asyncio.to_thread(self._checkpoints.save, outcome.round, self.config.task.name, outcome.model)
+        await asyncio.to_thread(
+            functools.partial(
+                self._checkpoints.save,
+                outcome.round,
+                self.config.task.name,
+                outcome.model,
+                attempt=machine.attempt,
+                members=outcome.members,
+            )
+        )
         await asyncio.to_thread(self._drop_attempt_state)
         self._registry.clear()  # re-read keys (revocations) for the next round
         if self._on_round is not None:  # before the RESULT goes out: observers see rounds in order
@@ -404,6 +454,22 @@ class AggregatorService:
             return machine.on_upload(h.sender, h.round, h.attempt, msg.body)
         assert isinstance(msg.body, Response)
         return machine.on_response(h.sender, h.round, h.attempt, msg.body, raw=bytes(raw))
+
+    def _resume_round(self, loaded: LoadedCheckpoint | None) -> int:
+        """The round to run next: never a round id used before, so running edges accept it.
+
+        One past the newest checkpoint file (a damaged one too), and at least the round of
+        the last attempt opened (persisted before it was announced): a lost or damaged
+        checkpoint then restarts the model, never the round numbering.
+        """
+        resume = 1 if loaded is None else max(loaded.highest_round, loaded.checkpoint.round) + 1
+        path = self.config.state_dir / ATTEMPT_FILE
+        if path.exists():
+            try:
+                resume = max(resume, int(read_json(path)["round"]))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise KeyStorageError(f"{path} is malformed") from exc
+        return resume
 
     def _first_attempt(self, round_id: int) -> int:
         """One past the last attempt this aggregator opened in ``round_id`` before a restart."""

@@ -20,6 +20,7 @@ lets it answer late the attempt it uploaded for before a restart.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from services.edge_client.data import DataSource, client_task
 from services.edge_client.ledger import FileLedger
-from services.edge_client.state import load_local_state, save_local_state
+from services.edge_client.state import load_last_round, load_local_state, save_last_round, save_local_state
 from services.envconfig import env_float, env_hex, env_int, env_path, env_str, task_from_env
 from services.keyfiles import load_or_create_client_key, load_or_create_signing_key
 from services.keyserver.client import KeyServiceClient
@@ -142,6 +143,7 @@ class EdgeClientService:
         self.machine: ClientMachine | None = None
         self.ready = asyncio.Event()
         self._state_path = config.state_dir / "local-model.npy"
+        self._round_path = config.state_dir / "last-round.json"
 
     @property
     def is_ready(self) -> bool:
@@ -211,6 +213,9 @@ class EdgeClientService:
             )
 
         self.machine = await asyncio.to_thread(build)  # fixed-base tables: CPU heavy, off the loop
+        self.machine.last_completed_round = await asyncio.to_thread(
+            functools.partial(load_last_round, self._round_path, check_permissions=cfg.check_key_permissions)
+        )
         self._gate = MessageGate(
             SERVICE,
             federation,
@@ -228,8 +233,8 @@ class EdgeClientService:
         return self._aggregator_vk if sender == AGGREGATOR_SENDER else None
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.start()
-        try:
+        try:  # start() inside: a stop (cancellation) while waiting for the key service closes too
+            await self.start()
             await stop.wait()
         finally:
             await self.close()
@@ -273,11 +278,14 @@ class EdgeClientService:
                 members = await self._keys.get_keys([f.member for f in body.firsts])
             return machine.on_challenge(h.round, h.attempt, body, members)
         assert isinstance(body, RoundResult)
+        before = machine.last_completed_round
         committed = machine.on_result(h.round, h.attempt, body)
         if committed:
             state = machine.task.export_state()
             if state is not None:  # a restarted device keeps its private model
                 await asyncio.to_thread(save_local_state, self._state_path, state)
+        if machine.last_completed_round > before:  # a restarted device refuses replays of old rounds
+            await asyncio.to_thread(save_last_round, self._round_path, machine.last_completed_round)
         if self._on_result is not None:
             self._on_result(h.round, committed)
         return []

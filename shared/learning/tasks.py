@@ -114,12 +114,13 @@ class TaskSpec:
             weight_bound=self.weight_bound,
         )
 
-    def new_model(self) -> Model:
-        """A fresh FedAvg model (seeded), also the server's initial parameters."""
+    def new_model(self, seed: int | None = None) -> Model:
+        """A fresh FedAvg model (the task's seed unless ``seed``), also the initial parameters."""
+        seed = self.seed if seed is None else seed
         if self.name == "fedavg-logreg":
-            return LogisticRegression(self.n_features, self.n_classes, seed=self.seed)
+            return LogisticRegression(self.n_features, self.n_classes, seed=seed)
         if self.name == "fedavg-mlp":
-            return MLP(self.n_features, self.hidden, self.n_classes, seed=self.seed)
+            return MLP(self.n_features, self.hidden, self.n_classes, seed=seed)
         raise ConfigurationError(f"task {self.name!r} has no parametric model")
 
     @property
@@ -166,7 +167,12 @@ class ServerTask(ABC):
         self.spec = spec
 
     @abstractmethod
-    def initial_model(self) -> FloatArray: ...
+    def initial_model(self, seed: int | None = None) -> FloatArray:
+        """The model of round 1: drawn from the task's seed, or from ``seed`` when given.
+
+        A model that restarts after its checkpoint was lost must not be the seeded one:
+        the members already answered for it, and answer once per model.
+        """
 
     @abstractmethod
     def apply(self, model: FloatArray, aggregate: FloatArray, n_members: int) -> FloatArray:
@@ -200,10 +206,10 @@ class ClientTask(ABC):
 
 
 class FedMFServerTask(ServerTask):
-    def initial_model(self) -> FloatArray:
+    def initial_model(self, seed: int | None = None) -> FloatArray:
         # The same draw as shared.learning.mf.init_model: V first, from the task seed.
         cfg = self.spec.mf_config
-        rng = np.random.default_rng(cfg.seed)
+        rng = np.random.default_rng(cfg.seed if seed is None else seed)
         v = cfg.init_mean + cfg.init_scale * rng.standard_normal((self.spec.n_items, cfg.latent_dim))
         return v.reshape(-1)
 
@@ -271,8 +277,8 @@ class FedMFClientTask(ClientTask):
 
 
 class FedAvgServerTask(ServerTask):
-    def initial_model(self) -> FloatArray:
-        return self.spec.new_model().get_params()
+    def initial_model(self, seed: int | None = None) -> FloatArray:
+        return self.spec.new_model(seed).get_params()
 
     def apply(self, model: FloatArray, aggregate: FloatArray, n_members: int) -> FloatArray:
         new_params, _total_weight = server_update(model, aggregate)

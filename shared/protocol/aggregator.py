@@ -255,6 +255,17 @@ class AggregatorMachine:
 
     # -- round start and ready ------------------------------------------------------------
 
+    def completed_result(self, round_id: int, attempt: int, members: tuple[str, ...]) -> list[Outgoing]:
+        """The COMPLETE result of an earlier, checkpointed round, to send again after a restart.
+
+        A crash between the checkpoint and the broadcast would otherwise leave the members
+        without the result that commits their local state; members that saw it ignore it.
+        """
+        if round_id >= self.round:
+            raise ProtocolOrderError(f"round {round_id} is not before the current round {self.round}")
+        result = RoundResult(RoundStatus.COMPLETE, tuple(members), "")
+        return [Outgoing(None, MessageType.RESULT, round_id, attempt, result)]
+
     def start_round(self) -> list[Outgoing]:
         """Announce the current round (attempt numbers keep growing within a round)."""
         self._to(Stage.COLLECTING_READY)

@@ -587,6 +587,8 @@ class ClientMachine:
         if result.status != RoundStatus.RETRY:
             # Round over (completed or restarted): forget every attempt of it.
             self._attempts = {k: v for k, v in self._attempts.items() if k[0] > round_id}
-            if self.stage != ClientStage.IDLE:
+            # A copy of an earlier round's result (a restarted aggregator sends its last one
+            # again) must not end the round in progress.
+            if self.stage != ClientStage.IDLE and round_id >= self.round:
                 self._to(ClientStage.IDLE)
         return committed

@@ -109,9 +109,10 @@ async def test_three_rounds_end_to_end_on_the_real_group(federation: MakeFederat
     assert aggregator.completed_rounds == 3
     assert all(fed.log.commits[cid] == [1, 2, 3] for cid in fed.ids)
     assert all(e.machine is not None and e.machine.last_completed_round == 3 for e in edges)
-    checkpoint = CheckpointStore(fed.aggregator_dir / "checkpoint").load()
-    assert checkpoint is not None and checkpoint.round == 3
-    np.testing.assert_array_equal(checkpoint.model, fed.log.outcomes[3].model)
+    loaded = CheckpointStore(fed.aggregator_dir / "checkpoint").load()
+    assert loaded is not None and loaded.checkpoint.round == 3 and loaded.damaged == ()
+    assert loaded.checkpoint.members == tuple(fed.ids)
+    np.testing.assert_array_equal(loaded.checkpoint.model, fed.log.outcomes[3].model)
     # the replay cannot model clipping: it must not have happened
     assert sample("fedcast_clipped_values_total", service="edge") == clipped
 
@@ -516,9 +517,9 @@ async def test_a_restarted_aggregator_resumes_from_its_checkpoint(federation: Ma
     await bounded(first_runner, "the first aggregator to stop")
     assert first.completed_rounds == 2
     round_2 = fed.log.outcomes[2].model
-    checkpoint = CheckpointStore(fed.aggregator_dir / "checkpoint").load()
-    assert checkpoint is not None and checkpoint.round == 2
-    np.testing.assert_array_equal(checkpoint.model, round_2)
+    loaded = CheckpointStore(fed.aggregator_dir / "checkpoint").load()
+    assert loaded is not None and loaded.checkpoint.round == 2
+    np.testing.assert_array_equal(loaded.checkpoint.model, round_2)
 
     second = fed.aggregator(name="aggregator-2", max_rounds=1)
     await second.start()

@@ -666,3 +666,33 @@ def test_a_client_checks_the_signatures_of_its_keyed_sample_only(small_group: Gr
     fed.run(fed.aggregator.start_round())
     assert checked == {"line-0": ["line-1"], "line-1": ["line-2"], "line-2": ["line-3"], "line-3": ["line-0"]}
     assert [(who, type(e)) for who, e in fed.rejected if who != "aggregator"] == [("line-2", SignatureError)]
+
+
+def test_a_result_sent_again_commits_once_and_does_not_end_the_next_round(small_group: GroupParams) -> None:
+    """A restarted aggregator re-sends its last checkpointed round's RESULT (it may never
+    have gone out). Members that saw it commit nothing twice; members that did not commit
+    now; and a copy arriving while the next round runs leaves that round alone."""
+    fed = Federation.create(small_group, 3)
+    fed.unheard.add(("line-2", MessageType.RESULT))  # line-2 misses round 1's result
+    fed.run(fed.aggregator.start_round())
+    round_1 = fed.completed[-1]
+    assert fed.clients["line-2"].last_completed_round == 0
+    commits = {cid: fed.clients[cid].task.export_state() for cid in fed.clients}
+    fed.unheard.clear()
+    fed.lost.add(("line-0", MessageType.UPLOAD))
+    fed.run(fed.next_round)  # round 2 in progress: waiting for line-0's upload
+    assert fed.aggregator.round == 2 and fed.aggregator.stage == AggregatorStage.COLLECTING_UPLOADS
+    stages = {cid: c.stage for cid, c in fed.clients.items()}
+    copy = fed.aggregator.completed_result(1, 0, round_1[1])
+    assert [o.type for o in copy] == [MessageType.RESULT]
+    before = len(fed.rejected)
+    fed.run(copy)
+    assert len(fed.rejected) == before
+    assert all(c.last_completed_round >= 1 for c in fed.clients.values())
+    assert {cid: c.stage for cid, c in fed.clients.items()} == stages  # round 2 goes on
+    for cid in ("line-0", "line-1"):  # committed round 1 once, as before the copy
+        np.testing.assert_array_equal(fed.clients[cid].task.export_state(), commits[cid])
+    late = fed.clients["line-2"].task.export_state()
+    assert late is not None and not np.array_equal(late, commits["line-2"])  # committed now
+    with pytest.raises(ProtocolOrderError):
+        fed.aggregator.completed_result(fed.aggregator.round, 0, round_1[1])

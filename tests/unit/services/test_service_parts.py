@@ -1,4 +1,4 @@
-"""Service building blocks: checkpoints, key files, local state, env config, device data, the gate."""
+"""Service building blocks: key files, local state, env config, device data, the gate."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.aggregator.checkpoint import CheckpointStore
 from services.aggregator.service import AggregatorConfig, AggregatorService
 from services.edge_client.data import DataSource, client_task, load_device_ratings, local_ratings
 from services.edge_client.service import EdgeClientService, EdgeConfig
@@ -36,38 +35,6 @@ from shared.transport.inprocess import InProcessBroker, InProcessTransport
 from shared.wire.messages import MessageType, Ready
 from shared.wire.serde import WireContext
 from tests.conftest import stored_modulus
-
-
-def test_checkpoint_round_trip_and_corruption(tmp_path: Path) -> None:
-    store = CheckpointStore(tmp_path / "ckpt")
-    assert store.load() is None
-    model = np.linspace(-1, 1, 300)
-    store.save(7, "fedmf", model)
-    loaded = store.load()
-    assert loaded is not None and loaded.round == 7 and loaded.task == "fedmf"
-    np.testing.assert_array_equal(loaded.model, model)
-    store.save(8, "fedmf", model * 2)  # overwrite atomically
-    assert store.load().round == 8  # type: ignore[union-attr]
-    (tmp_path / "ckpt" / "model.f64").write_bytes(b"\x00" * 16)  # torn write
-    with pytest.raises(KeyStorageError, match="does not match"):
-        store.load()
-
-
-def test_checkpoint_of_protocol_version_1_is_refused(tmp_path: Path) -> None:
-    store = CheckpointStore(tmp_path / "ckpt")
-    store.save(7, "fedmf", np.zeros(30))
-    meta_path = tmp_path / "ckpt" / "checkpoint.json"
-    meta = json.loads(meta_path.read_text())
-    meta["version"] = 1
-    write_json_atomic(meta_path, meta, secret=True)
-    with pytest.raises(LegacyStateError, match="version-1") as info:
-        store.load()
-    assert "move the old state directory away" in str(info.value)
-    meta["version"] = 3  # neither: not a checkpoint this build reads
-    write_json_atomic(meta_path, meta, secret=True)
-    with pytest.raises(KeyStorageError, match="not a fedcast checkpoint") as other:
-        store.load()
-    assert not isinstance(other.value, LegacyStateError)
 
 
 def test_key_files_are_created_0600_and_reloaded(tmp_path: Path, small_group: GroupParams) -> None:
