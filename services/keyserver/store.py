@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
@@ -55,6 +56,7 @@ __all__ = [
     "MIN_TOKEN_LENGTH",
     "RESERVED_IDS",
     "SCHEMA_VERSION",
+    "DeviceRecord",
     "DeviceStatus",
     "RegistryStore",
     "check_client_id",
@@ -78,6 +80,17 @@ class DeviceStatus(StrEnum):
     PROVISIONED = "provisioned"  # has a token, has not enrolled yet
     ENROLLED = "enrolled"  # keys registered
     REVOKED = "revoked"  # keys kept (for audit), marked revoked; enrollment refused
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    """What an operator may see of a device: its status and dates (Unix seconds), never a token or hash."""
+
+    client_id: str
+    status: DeviceStatus
+    provisioned_at: float
+    enrolled_at: float | None
+    revoked_at: float | None
 
 
 #: Sender ids of the services themselves (docs/PROTOCOL.md): never a device's id.
@@ -307,20 +320,40 @@ class RegistryStore:
 
     # -- devices ---------------------------------------------------------------------------------
 
-    def provision_device(self, client_id: str, *, reprovision: bool = False) -> str:
+    def provision_device(
+        self, client_id: str, *, reprovision: bool = False, force_active: bool = False
+    ) -> str:
         """Create a device with a fresh token and return the token (shown once, stored hashed).
 
-        Refused (RegistryError) if the device exists, unless it is revoked or
-        ``reprovision`` is set: then its keys are cleared and it must enroll again.
+        A revoked device is provisioned anew (keys cleared, it enrolls again). A device
+        that is provisioned or enrolled is refused with RegistryError: a new token would
+        silently un-enroll it and void the token it holds. ``reprovision`` together with
+        ``force_active`` does that on purpose; ``force_active`` alone is a usage error.
         """
         check_client_id(client_id)
+        if force_active and not reprovision:
+            raise ConfigurationError(
+                "force_active (--force-active) applies only with reprovision (--reprovision)"
+            )
         token = secrets.token_urlsafe(32)
         with self._write() as db:
             row = db.execute("SELECT status FROM devices WHERE client_id = ?", (client_id,)).fetchone()
-            if row is not None and row[0] != DeviceStatus.REVOKED and not reprovision:
-                raise RegistryError(f"device {client_id!r} is already provisioned ({row[0]})")
+            previous = None if row is None else DeviceStatus(row[0])
+            if previous not in (None, DeviceStatus.REVOKED):
+                if not reprovision:
+                    raise RegistryError(f"device {client_id!r} is already provisioned ({previous})")
+                if not force_active:
+                    raise RegistryError(
+                        f"device {client_id!r} is {previous}, not revoked: re-provisioning would un-enroll "
+                        "it and void its token. Revoke it first, or force it (--force-active)"
+                    )
             self._put_device(db, client_id, hash_token(token))
-        log.info("device %s provisioned", client_id)
+        if previous in (DeviceStatus.PROVISIONED, DeviceStatus.ENROLLED):
+            log.warning(
+                "device %s was %s: re-provisioned by force, it must enroll again", client_id, previous
+            )
+        else:
+            log.info("device %s provisioned", client_id)
         return token
 
     def import_tokens(self, tokens: Mapping[str, str]) -> int:
@@ -396,6 +429,18 @@ class RegistryStore:
         with self._read() as db:
             row = db.execute("SELECT status FROM devices WHERE client_id = ?", (client_id,)).fetchone()
         return None if row is None else DeviceStatus(row[0])
+
+    def list_devices(self) -> list[DeviceRecord]:
+        """Every device, by id, with its status and dates: what ``fedcast keyserver list`` shows."""
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT client_id, status, provisioned_at, enrolled_at, revoked_at FROM devices "
+                "ORDER BY client_id"
+            ).fetchall()
+        return [
+            DeviceRecord(client_id, DeviceStatus(status), provisioned, enrolled, revoked)
+            for client_id, status, provisioned, enrolled, revoked in rows
+        ]
 
     def entries(self, client_ids: Iterable[str]) -> list[RegistryEntry]:
         """Registry entries of those ids that have keys (enrolled or revoked), in request order."""

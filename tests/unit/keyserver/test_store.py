@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import sqlite3
 import stat
 from collections.abc import Iterator
+from dataclasses import fields
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from services.keyserver.store import (
     MIN_TOKEN_LENGTH,
     SCHEMA_VERSION,
+    DeviceRecord,
     DeviceStatus,
     RegistryStore,
     hash_token,
@@ -156,14 +160,75 @@ def test_revoke_then_reprovision(store: RegistryStore) -> None:
         store.enroll("c1", token, 7, VK2)  # the old token is dead
 
 
-def test_provision_refuses_duplicates_unless_reprovision(store: RegistryStore) -> None:
-    first = store.provision_device("c1")
+def test_provision_refuses_duplicates(store: RegistryStore) -> None:
+    store.provision_device("c1")
     with pytest.raises(RegistryError, match="already provisioned"):
         store.provision_device("c1")
-    second = store.provision_device("c1", reprovision=True)
-    assert first != second
     with pytest.raises(RegistryError, match="invalid client id"):
         store.provision_device("bad id!")
+
+
+@pytest.mark.parametrize("enrolled", [False, True], ids=["provisioned", "enrolled"])
+def test_reprovision_refuses_a_device_that_is_not_revoked(store: RegistryStore, enrolled: bool) -> None:
+    """--reprovision once un-enrolled an active device silently; now it changes nothing and says why."""
+    token = store.provision_device("c1")
+    if enrolled:
+        store.enroll("c1", token, 5, VK1)
+    before = store.list_devices()
+    with pytest.raises(RegistryError, match=r"not revoked.*--force-active"):
+        store.provision_device("c1", reprovision=True)
+    assert store.list_devices() == before
+    assert store.enroll("c1", token, 5, VK1) is not enrolled  # the device's token still works
+
+
+def test_reprovision_replaces_a_revoked_devices_token(store: RegistryStore) -> None:
+    token = store.provision_device("c1")
+    store.enroll("c1", token, 5, VK1)
+    store.revoke("c1")
+    new_token = store.provision_device("c1", reprovision=True)
+    assert store.status("c1") is DeviceStatus.PROVISIONED
+    assert store.enroll("c1", new_token, 7, VK2) is True
+
+
+def test_force_active_reprovisions_an_enrolled_device(
+    store: RegistryStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = store.provision_device("c1")
+    store.enroll("c1", token, 5, VK1)
+    new_token = store.provision_device("c1", reprovision=True, force_active=True)
+    assert new_token != token
+    assert store.status("c1") is DeviceStatus.PROVISIONED and store.entries(["c1"]) == []
+    with pytest.raises(EnrollmentRefusedError):
+        store.enroll("c1", token, 5, VK1)  # the old token is void
+    assert store.enroll("c1", new_token, 7, VK2) is True
+    assert "re-provisioned by force" in caplog.text
+    assert token not in caplog.text and new_token not in caplog.text
+
+
+def test_force_active_alone_is_a_usage_error(store: RegistryStore) -> None:
+    token = store.provision_device("c1")
+    with pytest.raises(ConfigurationError, match="--reprovision"):
+        store.provision_device("c1", force_active=True)
+    assert store.enroll("c1", token, 5, VK1) is True  # nothing changed
+
+
+def test_list_devices_shows_status_and_dates_never_tokens(
+    store: RegistryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert store.list_devices() == []
+    clock = itertools.count(1000.0, 1000.0)
+    monkeypatch.setattr("services.keyserver.store.time", SimpleNamespace(time=lambda: next(clock)))
+    tokens = {cid: store.provision_device(cid) for cid in ("c3", "c1", "c2")}  # at 1000, 2000, 3000
+    store.enroll("c1", tokens["c1"], 5, VK1)  # 4000
+    store.enroll("c2", tokens["c2"], 6, VK2)  # 5000
+    store.revoke("c2")  # 6000
+    assert store.list_devices() == [
+        DeviceRecord("c1", DeviceStatus.ENROLLED, 2000.0, 4000.0, None),
+        DeviceRecord("c2", DeviceStatus.REVOKED, 3000.0, 5000.0, 6000.0),
+        DeviceRecord("c3", DeviceStatus.PROVISIONED, 1000.0, None, None),
+    ]
+    assert not any("token" in field.name or "hash" in field.name for field in fields(DeviceRecord))
+    assert not any(token in repr(store.list_devices()) for token in tokens.values())
 
 
 def test_import_tokens_is_idempotent(store: RegistryStore, caplog: pytest.LogCaptureFixture) -> None:
