@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from services.aggregator.service import AggregatorConfig, AggregatorService
 from services.edge_client.service import EdgeClientService, EdgeConfig
 from services.keyserver.service import KeyServer, KeyServerConfig
-from services.keyserver.store import RegistryStore
+from services.keyserver.store import DeviceRecord, RegistryStore
+from services.lifecycle import run_until_stopped
 from services.observability import MetricsServer, ObservabilityConfig, PushgatewayPusher, initialize_series
 from services.runtime import configure_logging, install_stop_signals, make_transport
 from shared.errors import ConfigurationError
@@ -74,7 +77,9 @@ async def _observed(
             await server.start()
         if pusher is not None:
             await pusher.start()
-        await run(stop)
+        # Bounded: a service still starting (waiting for the key service or the broker)
+        # is cancelled after the grace period instead of ignoring SIGTERM.
+        await run_until_stopped(run, stop, name=service)
         clean = True
     finally:
         if pusher is not None:
@@ -106,6 +111,53 @@ def _keyserver_config(args: argparse.Namespace) -> KeyServerConfig:
     return config
 
 
+def _utc(timestamp: float | None) -> str | None:
+    """ISO 8601 in UTC to the second: the same text wherever the operator's shell runs."""
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _device_rows(devices: Sequence[DeviceRecord]) -> list[dict[str, str | None]]:
+    return [
+        {
+            "client_id": d.client_id,
+            "status": d.status.value,
+            "provisioned_at": _utc(d.provisioned_at),
+            "enrolled_at": _utc(d.enrolled_at),
+            "revoked_at": _utc(d.revoked_at),
+        }
+        for d in devices
+    ]
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns two spaces apart, no trailing blanks."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    lines = [header, *rows]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
+
+
+def _list_devices(config: KeyServerConfig, *, as_json: bool) -> str:
+    """``keyserver list``: every device of the registry, as a table or a JSON list."""
+    if not config.registry_path.is_file():
+        # Opening would create an empty registry: a mistyped --state-dir would then list nothing, silently.
+        raise ConfigurationError(
+            f"no registry at {config.registry_path}: set FEDCAST_STATE_DIR (or --state-dir) to the key "
+            "service's state directory"
+        )
+    with RegistryStore(config.registry_path) as store:
+        store.bind_federation(config.federation)
+        rows = _device_rows(store.list_devices())
+    if as_json:
+        return json.dumps(rows, indent=2)
+    columns = ("client_id", "status", "provisioned_at", "enrolled_at", "revoked_at")
+    header = ("DEVICE", "STATUS", "PROVISIONED", "ENROLLED", "REVOKED")
+    return _table(header, [[row[c] or "-" for c in columns] for row in rows])
+
+
 def _cmd_keyserver(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     config = _keyserver_config(args)
@@ -117,11 +169,17 @@ def _cmd_keyserver(args: argparse.Namespace) -> int:
     elif args.action == "add-device":
         with RegistryStore(config.registry_path) as store:
             store.bind_federation(config.federation)
-            print(store.provision_device(args.client_id, reprovision=args.reprovision))
+            print(
+                store.provision_device(
+                    args.client_id, reprovision=args.reprovision, force_active=args.force_active
+                )
+            )
     elif args.action == "revoke":
         with RegistryStore(config.registry_path) as store:
             store.bind_federation(config.federation)
             store.revoke(args.client_id)
+    elif args.action == "list":
+        print(_list_devices(config, as_json=args.json))
     elif args.action == "verify-key":
         print(read_json(config.state_dir / "verify-key.json")["verify_key"])
     return 0
@@ -183,11 +241,26 @@ def add_service_commands(commands: Any) -> None:
     _common(serve)
     add = actions.add_parser("add-device", help="provision a device; prints its enrollment token once")
     add.add_argument("client_id")
-    add.add_argument("--reprovision", action="store_true", help="replace a revoked device's token")
+    add.add_argument(
+        "--reprovision",
+        action="store_true",
+        help="replace a REVOKED device's token; refused for an active device unless --force-active",
+    )
+    add.add_argument(
+        "--force-active",
+        action="store_true",
+        help="with --reprovision: also replace the token of a device that is not revoked; this un-enrolls "
+        "an active device, which must enroll again with the new token",
+    )
     _common(add)
     revoke = actions.add_parser("revoke", help="revoke a device")
     revoke.add_argument("client_id")
     _common(revoke)
+    listing = actions.add_parser(
+        "list", help="list the devices with their state (provisioned, enrolled, revoked) and dates (UTC)"
+    )
+    listing.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    _common(listing)
     verify = actions.add_parser("verify-key", help="print the key service's verify key (clients pin it)")
     _common(verify)
 

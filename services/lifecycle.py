@@ -16,7 +16,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-__all__ = ["DEFAULT_SHUTDOWN_GRACE_S", "run_until_stopped"]
+__all__ = ["DEFAULT_SHUTDOWN_GRACE_S", "run_until_stopped", "unless_stopped"]
 
 log = logging.getLogger(__name__)
 
@@ -57,3 +57,29 @@ async def run_until_stopped(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def unless_stopped(step: Awaitable[None], stop: asyncio.Event) -> bool:
+    """Await ``step`` unless ``stop`` is set first; then cancel it and return False.
+
+    For steps with nothing worth finishing, such as start-up waiting for a peer: a stop
+    request ends them at once instead of after the grace period.
+    """
+    if stop.is_set():
+        if asyncio.iscoroutine(step):
+            step.close()  # never started: no "was never awaited" warning
+        return False
+    task = asyncio.ensure_future(step)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        return False
+    task.result()
+    return True

@@ -30,7 +30,8 @@ from services.aggregator.foldpool import ProcessFolder
 from services.envconfig import env_float, env_hex, env_int, env_optional_int, env_path, env_str, task_from_env
 from services.keyfiles import load_or_create_aggregator_key, load_or_create_signing_key
 from services.keyserver.client import KeyServiceClient
-from services.runtime import MessageGate, Outbox, retry_while_unreachable
+from services.lifecycle import unless_stopped
+from services.runtime import MessageGate, Outbox, attempt_screen, retry_while_unreachable
 from shared.crypto.elgamal import DEFAULT_MIN_ONLINE, DEFAULT_TABLE_MEMORY_BYTES
 from shared.errors import (
     ConfigurationError,
@@ -58,7 +59,13 @@ from shared.protocol.aggregator import AggregatorMachine, RoundConfig, RoundOutc
 from shared.protocol.outgoing import Outgoing
 from shared.transport.base import AGGREGATOR, Delivery, Transport
 from shared.wire.messages import AggregatorInfo, MessageType, RegistryEntry, Response, Signed, Upload
-from shared.wire.serde import DEFAULT_MAX_MESSAGE_BYTES, FirstComponentSigned, WireContext, verify_first
+from shared.wire.serde import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    FirstComponentSigned,
+    SizeLimits,
+    WireContext,
+    verify_first,
+)
 
 __all__ = ["AggregatorConfig", "AggregatorService", "server_task"]
 
@@ -67,8 +74,12 @@ SERVICE = "aggregator"
 ATTEMPT_FILE = "attempt.json"
 ATTEMPT_STATE_FILE = "attempt-state.json"
 _OPENING = frozenset({MessageType.ANNOUNCE, MessageType.ENVELOPE})
-_UNKNOWN_TTL_S = 30.0  # an enrolling device is looked up again after this
-_UNKNOWN_CACHE_SIZE = 10_000
+#: The one message type each stage of an attempt takes (AggregatorMachine._check_current).
+_STAGE_EXPECTS = {
+    "collecting_ready": MessageType.READY,
+    "collecting_uploads": MessageType.UPLOAD,
+    "collecting_responses": MessageType.RESPONSE,
+}
 SENDER = "aggregator"
 
 
@@ -165,7 +176,6 @@ class AggregatorService:
         self._started = False
         self._fold_seconds = 0.0
         self._persisted_attempt = (0, -1)
-        self._unknown: dict[str, float] = {}  # sender -> until when it is known to be unregistered
         self._closing = False
         self._checkpoints = CheckpointStore(config.state_dir / "checkpoint")
         self._last_result: Checkpoint | None = None  # re-sent at start: it may never have gone out
@@ -279,6 +289,7 @@ class AggregatorService:
                 resume_round - 1,
                 resume_round,
             )
+        machine = self.machine
         self._gate = MessageGate(
             SERVICE,
             cfg.federation,
@@ -286,6 +297,17 @@ class AggregatorService:
             {MessageType.READY, MessageType.UPLOAD, MessageType.RESPONSE},
             self._verify_key_of,
             cfg.max_message_bytes,
+            limits=SizeLimits(
+                self._ctx,
+                max_bytes=cfg.max_message_bytes,
+                n_segments=machine.n_segments,
+                max_members=params.max_clients,
+            ),
+            # Stale rounds, attempts and stages are refused from the header: a big stale upload
+            # costs neither a decode nor a signature check (PROTOCOL.md section 5).
+            screen=attempt_screen(
+                lambda: (machine.round, machine.attempt, _STAGE_EXPECTS.get(machine.stage.value))
+            ),
         )
         self._outbox = Outbox(SERVICE, self.transport, cfg.federation, SENDER, self._signer, self._ctx)
         await self.transport.consume(AGGREGATOR, self._on_delivery)
@@ -296,8 +318,8 @@ class AggregatorService:
     async def run(self, stop: asyncio.Event) -> None:
         """Start (unless :meth:`start` was awaited already), announce, and run rounds until stopped."""
         try:
-            if not self._started:
-                await self.start()
+            if not self._started and not await unless_stopped(self.start(), stop):
+                return  # stopped while starting (waiting for the key service, say)
             assert self.machine is not None
             if self._last_result is not None:
                 # The result may never have gone out (a crash right after the checkpoint):
@@ -402,18 +424,13 @@ class AggregatorService:
     # -- messages -----------------------------------------------------------------------
 
     async def _verify_key_of(self, sender: str) -> bytes | None:
+        # Unknown senders are negative-cached and budgeted by the gate (runtime.SenderLookups).
         entry = self._registry.get(sender)
         if entry is None:
-            now = time.monotonic()
-            if self._unknown.get(sender, 0.0) > now:
-                return None  # asked recently: a flood of invented ids costs no key-service calls
             # A failed lookup raises (counted as transport_error / request_timeout), not "unknown".
             found = await self._keys.get_keys([sender])
             entry = found.get(sender)
             if entry is None:
-                if len(self._unknown) >= _UNKNOWN_CACHE_SIZE:
-                    self._unknown.clear()
-                self._unknown[sender] = now + _UNKNOWN_TTL_S
                 return None
             self._registry[sender] = entry
         return None if entry.revoked else entry.verify_key

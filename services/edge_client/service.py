@@ -33,6 +33,7 @@ from services.edge_client.state import load_last_round, load_local_state, save_l
 from services.envconfig import env_float, env_hex, env_int, env_path, env_str, task_from_env
 from services.keyfiles import load_or_create_client_key, load_or_create_signing_key
 from services.keyserver.client import KeyServiceClient
+from services.lifecycle import unless_stopped
 from services.runtime import MessageGate, Outbox, retry_while_unreachable
 from shared.crypto.elgamal import DEFAULT_MIN_ONLINE, DEFAULT_TABLE_MEMORY_BYTES, MIN_ONLINE
 from shared.errors import ConfigurationError, FedcastError, TransportError
@@ -56,7 +57,7 @@ from shared.wire.messages import (
     RoundResult,
     Signed,
 )
-from shared.wire.serde import DEFAULT_MAX_MESSAGE_BYTES, WireContext, sign_first, verify_first
+from shared.wire.serde import DEFAULT_MAX_MESSAGE_BYTES, SizeLimits, WireContext, sign_first, verify_first
 
 __all__ = ["EdgeClientService", "EdgeConfig"]
 
@@ -223,6 +224,12 @@ class EdgeClientService:
             {MessageType.ANNOUNCE, MessageType.ENVELOPE, MessageType.CHALLENGE, MessageType.RESULT},
             self._verify_key_of,
             cfg.max_message_bytes,
+            limits=SizeLimits(
+                ctx,
+                max_bytes=cfg.max_message_bytes,
+                model_size=cfg.task.model_size,
+                max_members=params.max_clients,
+            ),
         )
         self._outbox = Outbox(SERVICE, self.transport, federation, me, signer, ctx)
         await self.transport.consume(client_endpoint(me), self._on_delivery, broadcast=True, prefetch=4)
@@ -233,9 +240,9 @@ class EdgeClientService:
         return self._aggregator_vk if sender == AGGREGATOR_SENDER else None
 
     async def run(self, stop: asyncio.Event) -> None:
-        try:  # start() inside: a stop (cancellation) while waiting for the key service closes too
-            await self.start()
-            await stop.wait()
+        try:  # a stop while waiting for the key service ends start-up at once, and closes
+            if await unless_stopped(self.start(), stop):
+                await stop.wait()
         finally:
             await self.close()
 

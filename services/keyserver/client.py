@@ -62,7 +62,7 @@ from shared.wire.messages import (
     RevokeRequest,
     Signed,
 )
-from shared.wire.serde import DEFAULT_MAX_MESSAGE_BYTES, decode, encode, verify
+from shared.wire.serde import DEFAULT_MAX_MESSAGE_BYTES, SizeLimits, decode, encode, verify
 
 __all__ = ["KeyServiceClient", "error_for"]
 
@@ -146,7 +146,9 @@ class KeyServiceClient:
         """Registry entries of those ids that exist (revoked ones included, marked)."""
         wanted = tuple(dict.fromkeys(client_ids))
         ctx = await self._context()
-        body = await self._call(MessageType.GET_KEYS, KeysRequest(wanted), KeysReply, ctx=ctx)
+        body = await self._call(
+            MessageType.GET_KEYS, KeysRequest(wanted), KeysReply, ctx=ctx, entries=len(wanted)
+        )
         return await asyncio.to_thread(self._validate_entries, body, frozenset(wanted))
 
     async def enroll(self, token: str, keypair: ClientKeyPair) -> None:
@@ -217,13 +219,23 @@ class KeyServiceClient:
         return entries
 
     async def _call(
-        self, mtype: MessageType, request: Body, expected: type[_Reply], *, ctx: WireContext | None
+        self,
+        mtype: MessageType,
+        request: Body,
+        expected: type[_Reply],
+        *,
+        ctx: WireContext | None,
+        entries: int = 0,
     ) -> _Reply:
+        """``entries``: the ids a GET_KEYS asks for, which bound its KEYS reply (0 for other calls)."""
         header = Header(mtype, self.federation, KEYSERVER_ROUND, 0, self.sender_id)
         data = encode(header, request, self._signer, ctx, max_bytes=self._max_bytes)
         raw = await self._request(data, mtype)
-        # ErrorReply and Ack carry no elements; PARAMS brings its own widths; KEYS needs ctx.
-        reply = decode(raw, ctx, max_bytes=self._max_bytes)
+        # Refused by its length before its body is parsed (and its signature checked): a reply
+        # can be no longer than the largest valid one of its type, a KEYS no longer than the
+        # entries asked for. ErrorReply and Ack carry no elements; PARAMS brings its own widths.
+        limits = SizeLimits(ctx, max_bytes=self._max_bytes, max_entries=entries)
+        reply = decode(raw, ctx, max_bytes=self._max_bytes, limits=limits)
         self._check_reply(reply, ctx)
         if isinstance(reply.body, ErrorReply):
             raise error_for(reply.body)

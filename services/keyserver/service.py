@@ -52,6 +52,7 @@ from pathlib import Path
 from services.keyfiles import load_or_create_signing_key
 from services.keyserver.handlers import KEYSERVER_SENDER, KeyServiceHandler, error_reply, reply_type
 from services.keyserver.store import RegistryStore, check_token
+from services.lifecycle import unless_stopped
 from services.runtime import RejectLog
 from shared.crypto.elgamal import DEFAULT_MIN_ONLINE
 from shared.crypto.group import DEFAULT_MODULUS_BITS, SUPPORTED_MODULUS_BITS, GroupParams, validate_modulus
@@ -76,7 +77,7 @@ from shared.params import DEFAULT_MAX_CLIENTS, SystemParams
 from shared.transport.base import KEYSERVER, Delivery, Transport
 from shared.wire.codec import ID_PATTERN, WireContext
 from shared.wire.messages import KEYSERVER_ROUND, Body, ErrorReply, Header, ParamsReply
-from shared.wire.serde import DEFAULT_MAX_MESSAGE_BYTES, decode, encode
+from shared.wire.serde import DEFAULT_MAX_MESSAGE_BYTES, SizeLimits, decode, encode
 
 __all__ = [
     "PARAMS_FILE",
@@ -252,6 +253,7 @@ class KeyServer:
         self._store: RegistryStore | None = None
         self._handler: KeyServiceHandler | None = None
         self._ctx: WireContext | None = None
+        self._limits: SizeLimits | None = None
         self._rejects = RejectLog(_SERVICE)
 
     @property
@@ -300,6 +302,10 @@ class KeyServer:
             raise
         self._store = store
         self._ctx = WireContext.from_group(self._params.group)
+        # Each type's longest valid message: a 50 MB ENROLL is refused after its header.
+        self._limits = SizeLimits(
+            self._ctx, max_bytes=self.config.max_message_bytes, max_entries=self._params.max_clients
+        )
         self._handler = KeyServiceHandler(
             store,
             self._params,
@@ -326,8 +332,8 @@ class KeyServer:
     async def run(self, stop: asyncio.Event) -> None:
         """Start, serve until ``stop`` is set, then stop."""
         try:
-            await self.start()
-            await stop.wait()
+            if await unless_stopped(self.start(), stop):  # start-up (generating N) ends on a stop too
+                await stop.wait()
         finally:
             await self.stop()
 
@@ -416,7 +422,7 @@ class KeyServer:
             return None
         body: Body
         try:
-            msg = decode(delivery.body, ctx, max_bytes=self.config.max_message_bytes)
+            msg = decode(delivery.body, ctx, max_bytes=self.config.max_message_bytes, limits=self._limits)
         except FedcastError as exc:  # garbage: count it; answer only if a requester waits
             self._reject(exc.reason, str(exc))
             body = error_reply(exc)

@@ -24,19 +24,31 @@ and whether a proof verifies is checked by the crypto layer
 called throughout :mod:`shared.crypto.elgamal`), and whether a signature is by the right key
 (:func:`verify`, :func:`verify_first`) is the caller's step once it has looked
 up the sender's registered verify key, typically after :func:`peek_header`.
+
+Overload. :func:`peek_header` reads only the header's bytes, and :class:`SizeLimits`
+bounds each type's length by the largest valid message, so a receiver refuses a big,
+stale or foreign message before parsing or copying its body (docs/PROTOCOL.md 5.1).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
+from shared.crypto.delivery import NONCE_BYTES
 from shared.crypto.proofs import RESPONSE_BITS, DlogProof, EqualityProof
 from shared.crypto.signing import SIGNATURE_BYTES, VERIFY_KEY_BYTES, SigningKeyPair, verify_signature
-from shared.errors import MalformedMessageError, OversizeMessageError, UnsupportedVersionError
+from shared.errors import (
+    ConfigurationError,
+    MalformedMessageError,
+    OversizeMessageError,
+    UnsupportedVersionError,
+)
 from shared.wire.codec import (
+    MAX_MODULUS_BYTES,
+    MAX_TOKEN_CHARS,
     BoolCodec,
     BytesCodec,
     CiphertextCodec,
@@ -84,15 +96,17 @@ from shared.wire.messages import (
     Signed,
     Upload,
 )
-from shared.wire.reader import Reader, pack
+from shared.wire.reader import MAX_ARRAY_ITEMS, MAX_STR_BYTES, Reader, pack
 
 __all__ = [
     "BODY_TYPES",
     "DEFAULT_MAX_MESSAGE_BYTES",
     "DIGEST_BYTES",
     "FIRST_DOMAIN",
+    "HEADER_MAX_BYTES",
     "SIGNING_DOMAIN",
     "FirstComponentSigned",
+    "SizeLimits",
     "WireContext",
     "decode",
     "encode",
@@ -270,6 +284,162 @@ _BODY_CODECS: dict[MessageType, Codec] = {
 }
 
 
+# -- size limits -----------------------------------------------------------------------------------
+
+# Encoded sizes of the largest values the schema allows (msgpack headers included).
+_UINT_MAX_BYTES = 9  # uint 64
+_FLOAT_BYTES = 9  # float 64, the only float form
+_ID_MAX_BYTES = 2 + 64  # str 8 of 64 ASCII characters
+_TOKEN_MAX_BYTES = 3 + MAX_TOKEN_CHARS  # str 16 of printable ASCII
+_TEXT_MAX_BYTES = 3 + MAX_STR_BYTES  # str 16: 4,096 characters of up to 4 UTF-8 bytes
+_GCM_TAG_BYTES = 16  # a sealed model is nonce || AES-GCM ciphertext || tag (shared.crypto.delivery)
+_RESPONSE_BYTES = (RESPONSE_BITS + 7) // 8
+
+
+def _bin_size(n: int) -> int:
+    return n + (2 if n < 2**8 else 3 if n < 2**16 else 5)
+
+
+def _str_size(n: int) -> int:
+    return n + (1 if n < 32 else 2 if n < 2**8 else 3 if n < 2**16 else 5)
+
+
+def _array_size(items: int, item_bytes: int) -> int:
+    return (1 if items < 16 else 3 if items < 2**16 else 5) + items * item_bytes
+
+
+#: The longest header a valid message can have: array, version, type, two ids, round, attempt.
+HEADER_MAX_BYTES = (
+    1 + 1 + max(_str_size(len(t.value)) for t in MessageType) + 2 * _ID_MAX_BYTES + 2 * _UINT_MAX_BYTES
+)
+_SIGNATURE_SIZE = _bin_size(SIGNATURE_BYTES)
+
+
+def _largest_body(
+    mtype: MessageType,
+    element: int,
+    ciphertext: int,
+    *,
+    n_segments: int | None,
+    model_size: int | None,
+    members: int,
+    entries: int,
+) -> int | None:
+    """Encoded size of the largest valid body of ``mtype`` (None: the schema does not bound it)."""
+    el = _bin_size(element)
+    dlog = 1 + el + _bin_size(_RESPONSE_BYTES)
+    key = _bin_size(VERIFY_KEY_BYTES)
+    digest = _bin_size(DIGEST_BYTES)
+    first = 1 + _ID_MAX_BYTES + el + dlog + _SIGNATURE_SIZE
+    entry = 1 + _ID_MAX_BYTES + el + key + 1
+    modulus_el = _bin_size(MAX_MODULUS_BYTES)  # PARAMS: widths of its own N, up to 1024 bytes
+    params_info = 1 + 2 * (modulus_el + 1 + modulus_el + _bin_size(_RESPONSE_BYTES)) + key
+    response = 1 + el + (1 + 2 * el + _bin_size(_RESPONSE_BYTES)) + digest
+    if mtype == MessageType.ENVELOPE:
+        if model_size is None:
+            return None
+        sealed = _bin_size(NONCE_BYTES + 8 * model_size + _GCM_TAG_BYTES)
+        evidence = _bin_size(HEADER_MAX_BYTES + response + _SIGNATURE_SIZE)  # signed RESPONSE messages
+        return (
+            1
+            + _array_size(members, _ID_MAX_BYTES)
+            + el
+            + _UINT_MAX_BYTES
+            + sealed
+            + _array_size(members, evidence)
+            + _array_size(members, first)
+        )
+    if mtype == MessageType.UPLOAD:
+        if n_segments is None:
+            return None
+        data = _bin_size(n_segments * ciphertext)
+        return 1 + _bin_size(ciphertext) + data + 2 * el + dlog + _SIGNATURE_SIZE + digest
+    sizes: dict[MessageType, int] = {
+        MessageType.ENROLL: 1 + _TOKEN_MAX_BYTES + el + key + dlog,
+        MessageType.GET_PARAMS: 1,
+        MessageType.PARAMS: 1 + modulus_el + 3 * _UINT_MAX_BYTES + _FLOAT_BYTES + params_info,
+        MessageType.GET_KEYS: 1 + _array_size(entries, _ID_MAX_BYTES),
+        MessageType.KEYS: 1 + _array_size(entries, entry),
+        MessageType.REGISTER_AGGREGATOR: 1 + _TOKEN_MAX_BYTES + 1 + 2 * (el + dlog) + key,
+        MessageType.REVOKE: 1 + _TOKEN_MAX_BYTES + _ID_MAX_BYTES,
+        MessageType.ACK: 1,
+        MessageType.ERROR: 1 + _ID_MAX_BYTES + _TEXT_MAX_BYTES,
+        MessageType.ANNOUNCE: 1 + _ID_MAX_BYTES + _UINT_MAX_BYTES + _FLOAT_BYTES,
+        MessageType.READY: 1,
+        MessageType.CHALLENGE: 1 + el + _array_size(members, first),
+        MessageType.RESPONSE: response,
+        MessageType.RESULT: 1
+        + max(_str_size(len(s.value)) for s in RoundStatus)
+        + _array_size(members, _ID_MAX_BYTES)
+        + _TEXT_MAX_BYTES,
+    }
+    return sizes[mtype]
+
+
+@dataclass(frozen=True)
+class SizeLimits:
+    """The largest valid message of each type in one federation, to refuse bigger ones by length.
+
+    A receiver checks a message's length against its type's limit right after the header
+    (:func:`peek_header` reads nothing else), so a big message costs neither a decode nor a
+    signature check. Each limit is the encoded size of the largest message the schema allows
+    once the federation's widths and counts are fixed (64-character ids, 256-character tokens,
+    texts of 4,096 four-byte characters, 8-byte uints), so no valid message is ever refused;
+    all are capped by ``max_bytes``. What the receiver does not know is not bounded: without
+    ``n_segments`` an UPLOAD, without ``model_size`` an ENVELOPE may take ``max_bytes``; without
+    ``max_members`` or ``max_entries`` lists may hold the schema's 2^18 items. ``ctx`` None (a
+    requester before PARAMS) assumes the largest modulus, 1024 bytes.
+    """
+
+    ctx: WireContext | None
+    max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    #: Data segments u of an UPLOAD (``SystemParams.n_segments`` of the upload length).
+    n_segments: int | None = None
+    #: Model values (float64) sealed in an ENVELOPE (the task's model size).
+    model_size: int | None = None
+    #: Members of S: the federation's ``max_clients`` (ENVELOPE, CHALLENGE, RESULT and evidence).
+    max_members: int | None = None
+    #: Ids of a GET_KEYS and entries of its KEYS reply (a requester knows how many it asked for).
+    max_entries: int | None = None
+    _limits: Mapping[MessageType, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.max_bytes < 1:
+            raise ConfigurationError("max_bytes must be >= 1")
+        for name in ("n_segments", "model_size", "max_members", "max_entries"):
+            value = getattr(self, name)
+            if value is not None and (type(value) is not int or value < 0):
+                raise ConfigurationError(f"{name} must be an int >= 0")
+        element = MAX_MODULUS_BYTES if self.ctx is None else self.ctx.element_bytes
+        ciphertext = 2 * MAX_MODULUS_BYTES if self.ctx is None else self.ctx.ciphertext_bytes
+        members = MAX_ARRAY_ITEMS if self.max_members is None else min(self.max_members, MAX_ARRAY_ITEMS)
+        entries = MAX_ARRAY_ITEMS if self.max_entries is None else min(self.max_entries, MAX_ARRAY_ITEMS)
+        limits = {}
+        for mtype in MessageType:
+            body = _largest_body(
+                mtype,
+                element,
+                ciphertext,
+                n_segments=self.n_segments,
+                model_size=self.model_size,
+                members=members,
+                entries=entries,
+            )
+            whole = self.max_bytes if body is None else HEADER_MAX_BYTES + body + _SIGNATURE_SIZE
+            limits[mtype] = min(whole, self.max_bytes)
+        object.__setattr__(self, "_limits", MappingProxyType(limits))
+
+    def limit(self, mtype: MessageType) -> int:
+        """The largest message of type ``mtype`` this receiver accepts, in bytes."""
+        return self._limits[mtype]
+
+    def check(self, mtype: MessageType, size: int) -> None:
+        """OversizeMessageError if a ``mtype`` message of ``size`` bytes cannot be a valid one."""
+        limit = self._limits[mtype]
+        if size > limit:
+            raise OversizeMessageError(f"{mtype.value} of {size} bytes exceeds its limit of {limit}")
+
+
 # -- header ----------------------------------------------------------------------------------------
 
 
@@ -313,7 +483,7 @@ def _read_header(reader: Reader) -> Header:
     )
 
 
-def _reader(data: object, max_bytes: int) -> Reader:
+def _checked_size(data: object, max_bytes: int) -> int:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise MalformedMessageError("message is not bytes")
     size = data.nbytes if isinstance(data, memoryview) else len(data)
@@ -321,6 +491,10 @@ def _reader(data: object, max_bytes: int) -> Reader:
         raise OversizeMessageError(f"message of {size} bytes exceeds the limit of {max_bytes}")
     if not size:
         raise MalformedMessageError("empty message")
+    return size
+
+
+def _reader(data: bytes | bytearray | memoryview) -> Reader:
     return Reader(data if isinstance(data, bytes) else bytes(data))
 
 
@@ -368,13 +542,19 @@ def decode(
     ctx: WireContext | None,
     *,
     max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    limits: SizeLimits | None = None,
 ) -> Signed:
     """Parse and structurally validate one message (the signature is checked by :func:`verify`).
 
-    Raises OversizeMessageError, UnsupportedVersionError or MalformedMessageError.
+    With ``limits``, a message longer than its type's limit is refused after the header,
+    before the body is parsed. Raises OversizeMessageError, UnsupportedVersionError or
+    MalformedMessageError.
     """
-    reader = _reader(data, max_bytes)
+    size = _checked_size(data, max_bytes)
+    reader = _reader(data)
     header = _read_header(reader)
+    if limits is not None:
+        limits.check(header.type, size)
     body = _codec_for(header.type, ctx).read(reader, ctx, BODY_TYPES[header.type].__name__)
     signature = _SIGNATURE.read(reader, None, "signature")
     reader.finish()
@@ -384,8 +564,13 @@ def decode(
 def peek_header(
     data: bytes | bytearray | memoryview, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 ) -> Header:
-    """The validated header alone, without touching the body: for routing and replay checks."""
-    return _read_header(_reader(data, max_bytes))
+    """The validated header alone, for routing, size and replay checks before the body.
+
+    Only the first :data:`HEADER_MAX_BYTES` bytes are read (and copied), whatever the
+    message's size: a valid header always fits, and an invalid one is refused either way.
+    """
+    _checked_size(data, max_bytes)
+    return _read_header(_reader(memoryview(data)[:HEADER_MAX_BYTES]))
 
 
 def signing_bytes(msg: Signed, ctx: WireContext | None) -> bytes:

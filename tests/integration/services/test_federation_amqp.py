@@ -35,12 +35,11 @@ from shared.wire.messages import (
     Header,
     MemberEnvelope,
     MessageType,
-    Ready,
     Response,
     Signed,
     Upload,
 )
-from shared.wire.serde import FirstComponentSigned, WireContext, encode, verify_first
+from shared.wire.serde import FirstComponentSigned, WireContext, decode, encode, verify_first
 
 from .conftest import MakeFederation
 from .helpers import (
@@ -386,7 +385,7 @@ async def test_clients_refuse_what_a_malicious_aggregator_sends(federation: Make
 
 async def test_the_aggregator_rejects_bad_input_while_a_round_runs(federation: MakeFederation) -> None:
     """During round 2 (held open: line-2 pauses on its envelope), the aggregator receives an
-    impersonation (line-0's id, line-1's signature), a replay of line-0's round-1 upload,
+    impersonation (an upload under line-0's id, line-1's signature), a replay of line-0's round-1 upload,
     garbage bytes and a message over its (small) size limit.
 
     Proves: each is dropped and counted under bad_signature, stale, malformed and oversize
@@ -418,7 +417,10 @@ async def test_the_aggregator_rejects_bad_input_while_a_round_runs(federation: M
     assert max(len(s.body) for s in aggregator.seen) < limit  # real messages pass the limit
     b_signer = SigningKeyPair.from_secret_dict(read_secret_json(fed.root / b / "signing-key.json"))
     ctx = WireContext.from_group(fed.ks.params.group)
-    impersonation = encode(Header(MessageType.READY, fed.id, 2, 0, a), Ready(), b_signer, ctx)
+    # What the current stage takes (an UPLOAD of round 2 attempt 0), so that only the
+    # signature can refuse it (anything else is refused as stale from the header).
+    copied = decode(old_upload, ctx, max_bytes=limit).body
+    impersonation = encode(Header(MessageType.UPLOAD, fed.id, 2, 0, a), copied, b_signer, ctx)
     reasons = ("bad_signature", "stale", "malformed", "oversize")
     before = rejections("aggregator", reasons)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -22,12 +23,14 @@ from shared.errors import (
     InvalidParametersError,
     MalformedMessageError,
     NotAuthorizedError,
+    OversizeMessageError,
     RegistryError,
     RequestTimeoutError,
 )
 from shared.transport.base import KEYSERVER, Delivery
 from shared.transport.inprocess import InProcessBroker, InProcessTransport
-from shared.wire.codec import WireContext
+from shared.wire import serde
+from shared.wire.codec import Codec, WireContext
 from shared.wire.messages import (
     Body,
     ErrorReply,
@@ -37,6 +40,7 @@ from shared.wire.messages import (
     ParamsReply,
     RegistryEntry,
 )
+from shared.wire.reader import Reader
 from shared.wire.serde import encode
 from tests.conftest import stored_modulus
 from tests.unit.keyserver.helpers import FEDERATION, aggregator_info
@@ -172,6 +176,36 @@ async def test_an_unrequested_entry_is_refused(setup: Setup) -> None:
     setup.fake.reply = KeysReply((RegistryEntry("c7", int(setup.group.power(5)), b"v" * 32, False),))
     with pytest.raises(MalformedMessageError, match="unrequested"):
         await client.get_keys(["c1"])
+
+
+async def test_a_keys_reply_longer_than_the_request_allows_is_refused_before_decoding(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = setup.client()
+    await client.get_params()
+    key = int(setup.group.power(5))
+    setup.fake.reply = KeysReply(tuple(RegistryEntry(f"c{i}", key, b"v" * 32, False) for i in range(4)))
+    real = serde._BODY_CODECS[MessageType.KEYS]
+    reads: list[str] = []
+
+    class Spy(Codec):
+        needs_ctx = True
+
+        def encode(self, value: Any, ctx: WireContext | None, what: str) -> Any:
+            return real.encode(value, ctx, what)
+
+        def read(self, reader: Reader, ctx: WireContext | None, what: str) -> Any:
+            reads.append(what)
+            return real.read(reader, ctx, what)
+
+    monkeypatch.setitem(serde._BODY_CODECS, MessageType.KEYS, Spy())
+    # four entries cannot be the reply to a request for one id: refused by its length alone
+    with pytest.raises(OversizeMessageError, match="keys of"):
+        await client.get_keys(["c1"])
+    assert reads == []
+    # asked for all four, the same reply is read and accepted
+    assert sorted(await client.get_keys([f"c{i}" for i in range(4)])) == ["c0", "c1", "c2", "c3"]
+    assert reads == ["KeysReply"]
 
 
 @pytest.mark.parametrize(
