@@ -327,6 +327,7 @@ class AggregatorService:
                 last = self._last_result
                 await self._send(self.machine.completed_result(last.round, last.attempt or 0, last.members))
             await self._send(self._resumed_attempt() or self.machine.start_round())
+            log.info("serving: round %d attempt %d", self.machine.round, self.machine.attempt)
             await self._loop(stop)
         finally:
             await self.close()

@@ -1,0 +1,124 @@
+"""A private RabbitMQ node for one test: its own config, data dir, node name and free ports.
+
+Tests that restart or kill the broker, or need their own users, TLS or limits, must not
+touch the shared broker on 5672 (other tests use it). This starts the machine's
+``rabbitmq-server`` as a second node: node name ``fedcast-test-<hex>@localhost``, AMQP
+and distribution ports chosen free on 127.0.0.1, ``HOME`` (and so the Erlang cookie),
+Mnesia and logs under the test's temporary directory. ``stop()`` halts it; the data
+directory survives a ``restart()``, as a real broker's disk does.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+__all__ = ["PrivateBroker", "rabbitmq_server"]
+
+_SBIN = ("/usr/lib/rabbitmq/bin", "/usr/sbin")
+
+
+def rabbitmq_server() -> str | None:
+    """Path of the rabbitmq-server script, None if RabbitMQ is not installed here."""
+    for directory in _SBIN:
+        path = Path(directory) / "rabbitmq-server"
+        if path.exists():
+            return str(path)
+    return shutil.which("rabbitmq-server")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class PrivateBroker:
+    """One RabbitMQ node of a test's own; ``url`` reaches it as guest (loopback only)."""
+
+    def __init__(self, root: Path, *, config: str = "") -> None:
+        server = rabbitmq_server()
+        if server is None:
+            raise RuntimeError("rabbitmq-server is not installed")
+        self._server = server
+        self._ctl = str(Path(server).with_name("rabbitmqctl"))
+        self.root = root
+        self.node = f"fedcast-test-{uuid.uuid4().hex[:8]}@localhost"
+        self.port = _free_port()
+        self.dist_port = _free_port()
+        self.extra_config = config
+        self._proc: subprocess.Popen[bytes] | None = None
+        (root / "mnesia").mkdir(parents=True, exist_ok=True)
+        (root / "log").mkdir(exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    def _env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "HOME": str(self.root),
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(self.root / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.root / "log"),
+            "RABBITMQ_CONFIG_FILE": str(self.root / "rabbitmq"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.root / "enabled_plugins"),
+            "RABBITMQ_PID_FILE": str(self.root / "pid"),
+        }
+
+    def start(self, timeout: float = 60.0) -> None:
+        (self.root / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{self.port}\n{self.extra_config}\n"
+        )
+        log = (self.root / "server.log").open("ab")
+        self._proc = subprocess.Popen([self._server], env=self._env(), stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"the private broker exited:\n{self.log_tail()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"the private broker did not listen within {timeout} s:\n{self.log_tail()}")
+
+    def ctl(self, *args: str) -> str:
+        """Run rabbitmqctl against this node; its output (CalledProcessError if it fails)."""
+        done = subprocess.run(
+            [self._ctl, "-n", self.node, *args], env=self._env(), capture_output=True, text=True, timeout=60
+        )
+        if done.returncode != 0:
+            raise subprocess.CalledProcessError(done.returncode, done.args, done.stdout, done.stderr)
+        return done.stdout
+
+    def stop(self) -> None:
+        """Halt the node (gracefully; killed if it does not go within 30 s). Safe to call twice."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            self.ctl("stop")
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log_tail(self, chars: int = 3000) -> str:
+        path = self.root / "server.log"
+        return path.read_text(errors="replace")[-chars:] if path.exists() else ""

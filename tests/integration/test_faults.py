@@ -1,0 +1,297 @@
+"""Faults injected into real fedcast processes on the real broker (issue 12).
+
+Every party is its own ``fedcast`` process, as an operator runs them. The aggregator is
+killed with SIGKILL at random moments, again and again, and restarted on the same state
+directory while the key service and the edges keep running: no start may fail, no
+completed round may stay unannounced, and no edge may need a restart. The figures
+(kills, rounds, start-up times) go to docs/RELIABILITY.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from services.aggregator.checkpoint import CheckpointStore
+
+from .private_broker import PrivateBroker, rabbitmq_server
+
+pytestmark = pytest.mark.broker
+
+KILLS = 20
+EDGES = 3
+SEED = 20261130
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "fedcast.cli", *args]
+
+
+@dataclass
+class Federation:
+    root: Path
+    name: str = field(default_factory=lambda: f"faults-{uuid.uuid4().hex[:8]}")
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    aggregator_token: str = "aggregator-token-" + uuid.uuid4().hex
+    url: str = AMQP_URL
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "FEDCAST_AMQP_URL": self.url,
+            "FEDCAST_FEDERATION": self.name,
+            "FEDCAST_METRICS_PORT": "0",
+            "FEDCAST_LOG_LEVEL": "INFO",
+            "FEDCAST_TASK": "fedmf",
+            "FEDCAST_TASK_N_ITEMS": "30",
+            "FEDCAST_TASK_LATENT_DIM": "3",
+            **extra,
+        }
+
+    def spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = (self.root / f"{name}.log").open("ab")
+        proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def log(self, name: str) -> str:
+        return (self.root / f"{name}.log").read_text(errors="replace")
+
+
+@pytest.fixture
+def federation(tmp_path: Path) -> Iterator[Federation]:
+    fed = Federation(tmp_path)
+    try:
+        yield fed
+    finally:
+        for proc in fed.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in fed.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        _delete_topology(fed.url, fed.name)
+
+
+def _delete_topology(url: str, federation: str) -> None:
+    """Remove the federation's queues and exchanges from the shared broker (best effort)."""
+    import asyncio
+
+    from fedcast.bench.procs import delete_topology
+
+    endpoints = ["keyserver", "aggregator", *[f"client.line-{i}" for i in range(EDGES)]]
+    try:
+        asyncio.run(delete_topology(url, federation, endpoints))
+    except Exception:  # a leftover queue only costs the broker a little memory
+        pass
+
+
+def _wait_for(predicate: object, what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def _start_federation(fed: Federation) -> tuple[dict[str, str], list[subprocess.Popen[bytes]]]:
+    ks_env = fed.env(
+        FEDCAST_STATE_DIR=str(fed.root / "keyserver"), FEDCAST_AGGREGATOR_TOKEN=fed.aggregator_token
+    )
+    keyserver = fed.spawn("keyserver", _cli("keyserver"), ks_env)
+    _wait_for(lambda: (fed.root / "keyserver" / "verify-key.json").exists(), "the key service", 90)
+    assert keyserver.poll() is None, fed.log("keyserver")
+    verify_key = subprocess.run(
+        _cli("keyserver", "verify-key"), env=ks_env, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    edges = []
+    for i in range(EDGES):
+        cid = f"line-{i}"
+        token = subprocess.run(
+            _cli("keyserver", "add-device", cid), env=ks_env, check=True, capture_output=True, text=True
+        ).stdout.strip()
+        env = fed.env(
+            FEDCAST_CLIENT_ID=cid,
+            FEDCAST_STATE_DIR=str(fed.root / cid),
+            FEDCAST_KEYSERVER_VERIFY_KEY=verify_key,
+            FEDCAST_ENROLLMENT_TOKEN=token,
+            FEDCAST_SYNTHETIC_SHARD=str(i),
+            FEDCAST_SYNTHETIC_SHARDS=str(EDGES),
+            FEDCAST_TABLE_MEMORY_MB="16",
+        )
+        edges.append(fed.spawn(cid, _cli("edge"), env))
+    agg_env = fed.env(
+        FEDCAST_STATE_DIR=str(fed.root / "aggregator"),
+        FEDCAST_AGGREGATOR_TOKEN=fed.aggregator_token,
+        FEDCAST_KEYSERVER_VERIFY_KEY=verify_key,
+        FEDCAST_EXPECTED_CLIENTS=str(EDGES),
+        FEDCAST_READY_WINDOW_S="3",
+        FEDCAST_UPLOAD_TIMEOUT_S="5",
+        FEDCAST_RESPONSE_TIMEOUT_S="5",
+        FEDCAST_TABLE_MEMORY_MB="16",
+    )
+    return agg_env, edges
+
+
+def _edge_rounds(fed: Federation) -> list[int]:
+    rounds = []
+    for i in range(EDGES):
+        path = fed.root / f"line-{i}" / "last-round.json"
+        rounds.append(json.loads(path.read_text())["last_completed_round"] if path.exists() else 0)
+    return rounds
+
+
+def _checkpointed_round(fed: Federation) -> int:
+    loaded = CheckpointStore(fed.root / "aggregator" / "checkpoint").load()
+    return 0 if loaded is None else loaded.checkpoint.round
+
+
+def _completed_rounds(text: str) -> list[int]:
+    return [int(line.split("round ")[1].split()[0]) for line in text.splitlines() if "complete with" in line]
+
+
+def test_kill_9_of_the_aggregator_at_random_moments(federation: Federation) -> None:
+    """20 SIGKILLs of the aggregator at random moments (seeded), each followed by a restart.
+
+    Proves: every restarted aggregator starts (none exits by itself, each reaches its loop),
+    the federation keeps making progress, the edges are never restarted, and after a last
+    aggregator completes two rounds and exits cleanly, every edge has committed exactly the
+    last checkpointed round: no completed round was left unannounced.
+    """
+    fed = federation
+    agg_env, edges = _start_federation(fed)
+    pids = [e.pid for e in edges]
+    rng = random.Random(SEED)
+    figures: list[dict[str, float]] = []
+    for kill in range(KILLS):
+        name = f"aggregator-{kill:02d}"
+        started = time.monotonic()
+        proc = fed.spawn(name, _cli("aggregator"), agg_env)
+        _wait_for(lambda n=name: "serving: round" in fed.log(n), f"{name} to serve", 60)  # type: ignore[misc]
+        serving = time.monotonic() - started
+        time.sleep(rng.uniform(0.0, 2.5))
+        assert proc.poll() is None, f"{name} exited by itself:\n{fed.log(name)[-3000:]}"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        time.sleep(0.2)  # results already on the broker reach the edges
+        checkpointed = _checkpointed_round(fed)
+        behind = sum(r < checkpointed for r in _edge_rounds(fed))
+        figures.append(
+            {
+                "kill": kill,
+                "start_s": serving,
+                "rounds": len(_completed_rounds(fed.log(name))),
+                "edges_behind": behind,
+            }
+        )
+        assert all(e.poll() is None for e in edges), "an edge died"
+        if behind:  # the checkpointed round's result never went out: the next start re-sends it
+            pending_name = f"aggregator-{kill:02d}-resend"
+            resend = fed.spawn(pending_name, _cli("aggregator"), agg_env)
+            _wait_for(
+                lambda c=checkpointed: min(_edge_rounds(fed)) >= c,  # type: ignore[misc]
+                f"every edge to commit round {checkpointed} after the restart",
+                30,
+            )
+            resend.send_signal(signal.SIGKILL)
+            resend.wait()
+
+    final_env = {**agg_env, "FEDCAST_ROUNDS": "2"}
+    final = fed.spawn("aggregator-final", _cli("aggregator"), final_env)
+    try:
+        assert final.wait(timeout=180) == 0, fed.log("aggregator-final")[-3000:]
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the last aggregator did not complete 2 rounds:\n{fed.log('aggregator-final')[-3000:]}")
+    loaded = CheckpointStore(fed.root / "aggregator" / "checkpoint").load()
+    assert loaded is not None and loaded.damaged == ()
+    last = loaded.checkpoint.round
+    assert [e.pid for e in edges] == pids and all(e.poll() is None for e in edges)  # never restarted
+
+    def committed_last() -> bool:
+        rounds = [
+            json.loads((fed.root / f"line-{i}" / "last-round.json").read_text())["last_completed_round"]
+            for i in range(EDGES)
+        ]
+        return rounds == [last] * EDGES
+
+    _wait_for(committed_last, f"every edge to commit round {last}", 10)
+    killed_rounds = sum(f["rounds"] for f in figures)
+    assert last >= 2 + killed_rounds > 2  # progress under the kills, and no round id reused
+    summary = {
+        "kills": KILLS,
+        "kills_with_a_checkpointed_round_not_yet_committed_by_every_edge": sum(
+            1 for f in figures if f["edges_behind"]
+        ),
+        "rounds_completed_between_kills": killed_rounds,
+        "last_round": last,
+        "start_s_max": max(f["start_s"] for f in figures),
+        "start_s_median": sorted(f["start_s"] for f in figures)[KILLS // 2],
+    }
+    print("FAULTS", json.dumps(summary))
+
+
+@pytest.mark.skipif(rabbitmq_server() is None, reason="rabbitmq-server is not installed: no private node")
+def test_a_broker_restart_mid_round_loses_no_process_and_rounds_resume(federation: Federation) -> None:
+    """The federation runs on a private RabbitMQ node, which is stopped and started again
+    while rounds run back to back (so mid-round).
+
+    Proves: no fedcast process exits, none is restarted, and rounds complete again after
+    the broker is back (robust connections re-declare their consumers; quorum queues kept
+    what was in them); prints the time from the broker being back to the next completed round.
+    """
+    broker = PrivateBroker(federation.root / "broker")
+    broker.start()
+    try:
+        federation.url = broker.url
+        agg_env, edges = _start_federation(federation)
+        aggregator = federation.spawn("aggregator", _cli("aggregator"), agg_env)
+        _wait_for(lambda: len(_completed_rounds(federation.log("aggregator"))) >= 3, "3 rounds", 120)
+        down = time.monotonic()
+        broker.restart()
+        back = time.monotonic()
+        before = max(_completed_rounds(federation.log("aggregator")))
+        _wait_for(
+            lambda: max(_completed_rounds(federation.log("aggregator"))) >= before + 3,
+            "3 more rounds after the broker restart",
+            120,
+        )
+        resumed = time.monotonic()
+        everyone = [aggregator, *edges, federation.procs[0]]  # the key service first spawned
+        assert all(p.poll() is None for p in everyone), "a process exited over the broker restart"
+        print(
+            "BROKER_RESTART",
+            json.dumps(
+                {
+                    "broker_down_s": back - down,
+                    "three_rounds_after_back_s": resumed - back,
+                    "round_before": before,
+                }
+            ),
+        )
+    finally:
+        for proc in federation.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in federation.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        broker.stop()
