@@ -9,11 +9,15 @@ from collections.abc import Sequence
 
 from fedcast.attacks import SCENARIO_NAMES
 from fedcast.bench_cli import add_bench_commands
+from fedcast.broker_cli import add_broker_commands
+from fedcast.certs_cli import add_certs_commands
 from fedcast.cli_common import add_group_args as _add_group_args
 from fedcast.cli_common import elgamal_scheme as _elgamal_scheme
+from fedcast.cli_common import int_at_least, port, positive_int
 from fedcast.cli_common import progress as _progress
 from fedcast.services_cli import add_service_commands
 from shared import __version__
+from shared.crypto.elgamal import DEFAULT_MIN_ONLINE
 from shared.errors import FedcastError
 
 __all__ = ["build_parser", "main"]
@@ -80,13 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="<subcommand>")
 
     demo = commands.add_parser("demo", help="a whole federation in one process (no broker needed)")
-    demo.add_argument("--clients", type=int, default=8, help="edge clients (default 8)")
-    demo.add_argument("--rounds", type=int, default=100, help="rounds to run (default 100)")
+    # Every demo client refuses an online set below DEFAULT_MIN_ONLINE members: with fewer clients
+    # the aggregator would wait for ever (it used to hang with no message).
+    clients = int_at_least(
+        DEFAULT_MIN_ONLINE,
+        why=f" (every client refuses an online set of fewer than {DEFAULT_MIN_ONLINE} members)",
+    )
+    demo.add_argument("--clients", type=clients, default=8, help="edge clients (default 8)")
+    demo.add_argument("--rounds", type=positive_int, default=100, help="rounds to run (default 100)")
     demo.add_argument("--amqp", metavar="URL", help="run through RabbitMQ instead of in-process")
     demo.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
     demo.add_argument(
         "--metrics-port",
-        type=int,
+        type=port,
         default=0,
         metavar="PORT",
         help="serve /metrics, /healthz and /readyz for the whole federation on PORT (default: off)",
@@ -95,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_cmd_demo)
 
     add_service_commands(commands)
+    add_broker_commands(commands)
+    add_certs_commands(commands)
 
     add_bench_commands(commands)
 

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from fedcast.cli_common import port, positive_int
 from services.aggregator.service import AggregatorConfig, AggregatorService
 from services.edge_client.service import EdgeClientService, EdgeConfig
 from services.keyserver.service import KeyServer, KeyServerConfig
@@ -223,7 +224,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     # SUPPRESS: a subcommand's parser must not reset a value given before the subcommand.
     parser.add_argument(
         "--metrics-port",
-        type=int,
+        type=port,
         default=argparse.SUPPRESS,
         metavar="PORT",
         help="serve /metrics, /healthz and /readyz on PORT (default: FEDCAST_METRICS_PORT or 9100; 0: off)",
@@ -266,7 +267,9 @@ def add_service_commands(commands: Any) -> None:
 
     aggregator = commands.add_parser("aggregator", help="run the aggregator")
     _common(aggregator)
-    aggregator.add_argument("--rounds", type=int, help="stop after this many rounds (default: run forever)")
+    aggregator.add_argument(
+        "--rounds", type=positive_int, help="stop after this many rounds (default: run forever)"
+    )
     aggregator.set_defaults(handler=_cmd_aggregator)
 
     edge = commands.add_parser("edge", help="run an edge client")

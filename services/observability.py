@@ -43,7 +43,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -59,10 +59,14 @@ from shared.metrics import (
     CHECKPOINTS_DAMAGED,
     CLIPPED_VALUES,
     DROPOUTS,
+    LAST_ROUND_COMPLETED,
     MESSAGES_REJECTED,
     ROUND_RETRIES,
+    ROUND_STARTED,
     ROUNDS_COMPLETED,
+    WAITING_FOR_CLIENTS,
 )
+from shared.protocol.outgoing import Event
 
 __all__ = [
     "DEFAULT_METRICS_PORT",
@@ -74,6 +78,7 @@ __all__ = [
     "ObservabilityConfig",
     "PushgatewayPusher",
     "initialize_series",
+    "record_round_progress",
 ]
 
 log = logging.getLogger(__name__)
@@ -114,7 +119,7 @@ _GATE_REASONS: Final = tuple(
 
 
 def initialize_series(service: str) -> None:
-    """Export 0 for the counters a healthy service may never increment, from the start.
+    """Export 0 for the series a healthy service may never move, from the start.
 
     A labelled series appears only once ``labels()`` was called. Until then a panel
     on it shows "No data", and worse, ``increase()`` cannot see the first event: a
@@ -137,8 +142,59 @@ def initialize_series(service: str) -> None:
         # Silence after the challenge alone drops nobody: the challenge is sent again.
         for phase in ("upload", "response", "decrypt"):
             DROPOUTS.labels(service, phase)
+        # 0 until a ready window closes with too few clients. labels() creates the child at 0 and
+        # never resets one that exists, so a late call cannot hide a waiting aggregator. The two
+        # timestamps are left out on purpose: 0 would read as "1970", an eternity ago; they
+        # appear when the first round is taken up and completed (record_round_progress).
+        WAITING_FOR_CLIENTS.labels(service)
     elif service == "edge":
         CLIPPED_VALUES.labels(service)
+
+
+#: Per service label: the recorder (its id) and the round its round-started time belongs to.
+_PROGRESS_ROUND: dict[str, tuple[int, int]] = {}
+
+
+def record_round_progress(
+    service: str,
+    events: Iterable[Event],
+    *,
+    source: object = None,
+    clock: Callable[[], float] | None = None,
+) -> None:
+    """Set the progress gauges from the aggregator machine's events, in the order they happened.
+
+    * ``fedcast_round_started_timestamp_seconds``: set when the first event of a round
+      is recorded: the round was announced (the next round is announced in the same breath
+      as the previous one completes) or a persisted attempt of it resumed. Attempts,
+      retries, back-offs and restarts of the same round keep it, so its age is how long the
+      round has gone without completing.
+    * ``fedcast_last_round_completed_timestamp_seconds``: set on ``round_completed``.
+    * ``fedcast_waiting_for_clients``: 1 on ``ready_window_extended`` (the ready window closed
+      with fewer than ``min_online`` clients ready: the announcement goes out again), 0 once
+      an online set is fixed (``online_set_fixed``) or a persisted attempt with its members
+      resumes (``attempt_resumed``).
+
+    ``source`` is the recording service (one aggregator per process, but tests and repeated
+    demos run several in turn): a new source's first round counts as started even if its
+    round id equals the last one seen. ``clock`` gives wall-clock time (``time.time``), as
+    PromQL's ``time()`` compares it.
+    """
+    now = time.time if clock is None else clock
+    previous = _PROGRESS_ROUND.get(service)
+    if previous is not None and previous[0] != id(source):
+        WAITING_FOR_CLIENTS.labels(service).set(0)  # a new aggregator has not waited yet
+    for event in events:
+        key = (id(source), event.round)
+        if _PROGRESS_ROUND.get(service) != key:
+            _PROGRESS_ROUND[service] = key
+            ROUND_STARTED.labels(service).set(now())
+        if event.kind == "round_completed":
+            LAST_ROUND_COMPLETED.labels(service).set(now())
+        elif event.kind == "ready_window_extended":
+            WAITING_FOR_CLIENTS.labels(service).set(1)
+        elif event.kind in ("online_set_fixed", "attempt_resumed"):
+            WAITING_FOR_CLIENTS.labels(service).set(0)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ __all__ = [
     "CURRENT_ROUND",
     "DECRYPT_SECONDS",
     "DROPOUTS",
+    "LAST_ROUND_COMPLETED",
     "MESSAGES_RECEIVED",
     "MESSAGES_REJECTED",
     "MESSAGES_SENT",
@@ -34,6 +35,8 @@ __all__ = [
     "ROUNDS_COMPLETED",
     "ROUND_RETRIES",
     "ROUND_SECONDS",
+    "ROUND_STARTED",
+    "WAITING_FOR_CLIENTS",
 ]
 
 # Latency buckets from 5 ms (a small upload) to 10 min (a slow round on Pi-class devices).
@@ -84,6 +87,24 @@ CHECKPOINTS_DAMAGED = Counter(
     ["service"],
 )
 CURRENT_ROUND = Gauge("fedcast_current_round", "Round id in progress.", ["service"])
+# Progress, for alerts that tell "waiting for clients" from "stalled" (docs/METRICS.md, Alerts).
+# Set from the aggregator's round events by services.observability.record_round_progress.
+ROUND_STARTED = Gauge(
+    "fedcast_round_started_timestamp_seconds",
+    "Unix time at which this aggregator took up the current round (announced it or resumed it).",
+    ["service"],
+)
+LAST_ROUND_COMPLETED = Gauge(
+    "fedcast_last_round_completed_timestamp_seconds",
+    "Unix time at which this aggregator last completed a round (checkpointed and announced).",
+    ["service"],
+)
+WAITING_FOR_CLIENTS = Gauge(
+    "fedcast_waiting_for_clients",
+    "1 while the current round waits for clients: its ready window closed with fewer than "
+    "min_online clients ready and no online set was fixed since; else 0.",
+    ["service"],
+)
 CLIENT_ENCRYPT_SECONDS = Histogram(
     "fedcast_client_encrypt_seconds", "Client encode + pack + encrypt time.", ["service"], buckets=_SECONDS
 )

@@ -31,6 +31,7 @@ from services.envconfig import env_float, env_hex, env_int, env_optional_int, en
 from services.keyfiles import load_or_create_aggregator_key, load_or_create_signing_key
 from services.keyserver.client import KeyServiceClient
 from services.lifecycle import unless_stopped
+from services.observability import record_round_progress
 from services.runtime import MessageGate, Outbox, attempt_screen, retry_while_unreachable
 from shared.crypto.elgamal import DEFAULT_MIN_ONLINE, DEFAULT_TABLE_MEMORY_BYTES
 from shared.errors import (
@@ -49,6 +50,8 @@ from shared.metrics import (
     CURRENT_ROUND,
     DECRYPT_SECONDS,
     DROPOUTS,
+    MESSAGE_BYTES_SENT,
+    MESSAGES_SENT,
     ONLINE_SET_SIZE,
     PHASE_SECONDS,
     ROUND_RETRIES,
@@ -392,7 +395,9 @@ class AggregatorService:
 
     def _record_events(self) -> None:
         assert self.machine is not None
-        for event in self.machine.drain_events():
+        events = self.machine.drain_events()
+        record_round_progress(SERVICE, events, source=self)  # round age, last completion, waiting
+        for event in events:
             CURRENT_ROUND.labels(SERVICE).set(event.round)
             if event.kind == "online_set_fixed":
                 ONLINE_SET_SIZE.labels(SERVICE).set(int(event.data["size"]))
@@ -551,10 +556,24 @@ class AggregatorService:
         await self._persist_attempt(outgoing)
         await self._persist_challenge(outgoing)
         try:
-            await self._outbox.send(outgoing)
+            for out in outgoing:
+                if out.type == MessageType.ANNOUNCE:
+                    await self._announce(out)
+                else:
+                    await self._outbox.send([out])
         except TransportError as exc:
             # The robust connection reconnects; a lost message is covered by the round's timeouts.
             log.warning("send failed: %s", exc)
+
+    async def _announce(self, out: Outgoing) -> None:
+        # An announcement expires with its ready window: while waiting, the aggregator sends a
+        # new one every window, so a client that connects late gets the current one, and an
+        # offline client's queue keeps no backlog of stale copies (issue 12: seven had piled up).
+        # Per message, not the client queues' TTL: a RESULT must outlive it (members commit on it).
+        data = self._outbox.encode(out)
+        await self.transport.broadcast(data, expiration=self.config.rounds.ready_window_s)
+        MESSAGES_SENT.labels(SERVICE, out.type.value).inc()
+        MESSAGE_BYTES_SENT.labels(SERVICE, out.type.value).inc(len(data))
 
     async def close(self) -> None:
         self._closing = True

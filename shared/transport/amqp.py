@@ -14,6 +14,21 @@ Topology of federation ``F`` (all names derive from the federation id):
   the limit);
 * ``fedcast.F.reply.<uuid>``: this process's RPC reply queue, classic, exclusive, auto-delete.
 
+Broker-side bounds of the ``keyserver`` and ``aggregator`` queues (max length with
+``reject-publish``: a publisher to a full queue gets a nack, raised here as
+:class:`TransportError`) and a byte bound of the ``client.*`` queues come from the broker
+policies of :func:`broker_policies`, which the deployment applies (k8s/base/rabbitmq,
+docker-compose.yml, docs/DEPLOY.md), not from ``x-`` arguments: a queue's arguments are
+fixed when it is first declared, and declaring an existing queue with other arguments
+fails with PRECONDITION_FAILED, whereas RabbitMQ applies a policy, and a change of it,
+to existing queues without any redeclaration.
+
+Broadcasts are published *mandatory*: one that no queue is bound to (no client has
+consumed yet, as at the aggregator's first announcement) comes back from the broker and
+is counted in :attr:`AmqpTransport.unroutable_broadcasts`, not raised. Announcements
+carry a per-message expiration (``broadcast(expiration=...)``), so an offline client's
+queue keeps no backlog of stale ones.
+
 Why a named reply queue rather than direct reply-to (``amq.rabbitmq.reply-to``): the
 direct reply-to address embeds the channel, so after a reconnect every in-flight
 request's address is dead and the pseudo-queue cannot be redeclared by a robust channel.
@@ -29,11 +44,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import math
 import re
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from functools import partial
 
 import aio_pika
@@ -44,9 +61,19 @@ from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, DeliveryErr
 from pamqp.commands import Basic
 
 from shared.errors import ConfigurationError, RequestTimeoutError, TransportError
-from shared.transport.base import Delivery, Handler, Transport
+from shared.params import DEFAULT_MAX_CLIENTS
+from shared.transport.base import Delivery, Handler, Transport, UnroutableBroadcasts
 
-__all__ = ["AmqpConfig", "AmqpTransport", "SendHook"]
+__all__ = [
+    "CLIENT_QUEUE_MAX_BYTES",
+    "SERVICE_QUEUE_MAX_BYTES",
+    "SERVICE_QUEUE_MAX_LENGTH",
+    "AmqpConfig",
+    "AmqpTransport",
+    "BrokerPolicy",
+    "SendHook",
+    "broker_policies",
+]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +84,88 @@ _FEDERATION = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _ENDPOINT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _BROKER_ERRORS = (AMQPError, OSError, pamqp.exceptions.PAMQPException)  # OSError covers TimeoutError
 _RABBITMQ_MAX_MESSAGE = 128 * 1024 * 1024  # RabbitMQ's default max_message_size
+_MAX_EXPIRATION_S = 2**32 / 1000 - 1  # AMQP's expiration is a 32-bit count of milliseconds
+
+#: Messages a ``keyserver`` or ``aggregator`` queue holds before the broker refuses publishes.
+#: Four per client of the largest online set (``DEFAULT_MAX_CLIENTS``, 1,000): a full round's
+#: READY, UPLOAD and RESPONSE from every client waiting at once, with as much again for
+#: retries and the requests of clients starting together, all fit; the audit's flood (10,000
+#: invented senders) backed the key-service queue up by 2,373, and a flood now stops at 4,000
+#: with the flooder's publishes nacked instead of memory and disk growing.
+SERVICE_QUEUE_MAX_LENGTH = 4 * DEFAULT_MAX_CLIENTS
+#: Bytes a service queue holds before publishes are refused: with 4 MiB messages (the broker's
+#: max_message_size, docs/DEPLOY.md) 4,000 of them could otherwise fill the broker's 8 GiB
+#: volume and raise its disk alarm, which blocks every publisher. 512 MiB is ~7 rounds of the
+#: largest sizing example (100 clients x 10^5 parameters: ~75 MB of uploads a round) and
+#: thousands of rounds of the default model (~4.3 kB per upload).
+SERVICE_QUEUE_MAX_BYTES = 512 * 1024 * 1024
+#: Bytes an offline client's queue keeps (its oldest messages go first: ``drop-head``, from
+#: the queue's own arguments): four of the largest messages the default broker accepts.
+CLIENT_QUEUE_MAX_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BrokerPolicy:
+    """A RabbitMQ policy fedcast's deployment applies (``rabbitmqctl set_policy``).
+
+    The patterns match the queues of any federation whose id has no dot (``default`` in the
+    shipped configuration); only one policy applies to a queue, the one of highest priority,
+    so an operator's own policy for these queues must carry these keys too.
+    """
+
+    name: str
+    pattern: str
+    definition: Mapping[str, int | str] = field(hash=False)
+    priority: int = 10
+    apply_to: str = "queues"
+
+    def rabbitmqctl_args(self, vhost: str | None = None) -> list[str]:
+        """``rabbitmqctl`` arguments that create or update this policy (on ``vhost``, default ``/``)."""
+        where = [] if vhost is None else ["-p", vhost]
+        body = json.dumps(dict(self.definition), sort_keys=True, separators=(",", ":"))
+        return [
+            "set_policy",
+            *where,
+            "--apply-to",
+            self.apply_to,
+            "--priority",
+            str(self.priority),
+            self.name,
+            self.pattern,
+            body,
+        ]
+
+
+def broker_policies(
+    *,
+    service_max_length: int = SERVICE_QUEUE_MAX_LENGTH,
+    service_max_bytes: int = SERVICE_QUEUE_MAX_BYTES,
+    client_max_bytes: int = CLIENT_QUEUE_MAX_BYTES,
+) -> tuple[BrokerPolicy, ...]:
+    """The broker-side bounds of fedcast's queues, as the deployment must apply them."""
+    for name, value in (
+        ("service_max_length", service_max_length),
+        ("service_max_bytes", service_max_bytes),
+        ("client_max_bytes", client_max_bytes),
+    ):
+        if type(value) is not int or value < 1:
+            raise ConfigurationError(f"{name} must be a positive int")
+    return (
+        BrokerPolicy(
+            "fedcast-service-queues",
+            r"^fedcast\.[^.]+\.(aggregator|keyserver)$",
+            {
+                "max-length": service_max_length,
+                "max-length-bytes": service_max_bytes,
+                "overflow": "reject-publish",
+            },
+        ),
+        # Only a byte bound: count, age and drop-head come from the client queues' x-arguments
+        # (the overflow of x-arguments wins over a policy's; the lower max-length of the two applies).
+        BrokerPolicy(
+            "fedcast-client-queues", r"^fedcast\.[^.]+\.client\.", {"max-length-bytes": client_max_bytes}
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -128,7 +237,8 @@ def _translated(what: str) -> Iterator[None]:
     except DeliveryError as exc:
         frame = exc.frame
         if isinstance(frame, Basic.Nack):
-            raise TransportError(f"{what}: rejected by the broker (destination queue full?)") from exc
+            # reject-publish: the destination queue is at its policy's max-length(-bytes).
+            raise TransportError(f"{what}: rejected by the broker (destination queue full)") from exc
         if isinstance(frame, Basic.Return):
             raise TransportError(f"{what}: unroutable ({frame.reply_text})") from exc
         raise TransportError(f"{what}: not confirmed ({exc})") from exc
@@ -168,11 +278,23 @@ class AmqpTransport(Transport):
         self._reply_queue: str | None = None
         self._reply_lock = asyncio.Lock()
         self._pending: dict[str, asyncio.Future[bytes]] = {}
+        self._handlers: set[asyncio.Task[object]] = set()  # running _on_message tasks
+        self._unroutable = UnroutableBroadcasts(log)
         self._closed = False
         self.handler_errors = 0
         """Messages whose handler raised (each acked after one log line)."""
         self.reconnects = 0
         """Times the connection was re-established."""
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has begun."""
+        return self._closed
+
+    @property
+    def unroutable_broadcasts(self) -> int:
+        """Broadcasts that reached no queue (none bound to the fanout yet); not errors."""
+        return self._unroutable.count
 
     @classmethod
     def from_config(cls, config: AmqpConfig, *, on_send: SendHook | None = None) -> AmqpTransport:
@@ -215,13 +337,28 @@ class AmqpTransport(Transport):
         self._connection, self._channel = connection, channel
 
     async def close(self) -> None:
-        """Fail pending requests and close the connection (and with it every consumer); idempotent."""
+        """Interrupt running handlers, fail pending requests, close the connection; idempotent.
+
+        The handlers are cancelled first, as the in-process transport does: their messages
+        are redelivered (unacked), and a handler can no longer go on to send on the closed
+        transport, which it would log as a failure ("transport is closed") although the
+        shutdown was clean. A request made outside a handler fails with TransportError.
+        """
         if self._closed:
             return
         self._closed = True
+        me = asyncio.current_task()
+        handlers = [task for task in self._handlers if task is not me and not task.done()]
+        for task in handlers:
+            task.cancel()
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(TransportError("transport closed while waiting for a reply"))
+        if handlers:
+            # Bounded: a handler that swallows the cancellation must not hold up the shutdown.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.operation_timeout):
+                    await asyncio.gather(*handlers, return_exceptions=True)
         if self._connection is not None:
             with contextlib.suppress(*_BROKER_ERRORS):
                 await self._connection.close()
@@ -236,19 +373,36 @@ class AmqpTransport(Transport):
         """Publish to ``endpoint``'s queue (declared first if needed); returns once confirmed."""
         await self._publish(endpoint, body, correlation_id=correlation_id)
 
-    async def broadcast(self, body: bytes) -> None:
-        """Publish to the fanout; not mandatory (no bound endpoint is not an error).
+    async def broadcast(self, body: bytes, *, expiration: float | None = None) -> None:
+        """Publish to the fanout; returns once every bound queue has it (publisher confirm).
 
-        Raises :class:`TransportError` if any bound queue rejected it (a full ``client.*`` queue):
-        the broker nacks the publish as a whole, although the other queues did get the message.
+        Mandatory, so that the broker says when no queue is bound to the fanout (no client has
+        consumed yet): aio-pika publishes mandatory by default, and with the confirm channel's
+        ``on_return_raises`` that return used to surface as ``TransportError(... NO_ROUTE)``,
+        the aggregator's failed first announcement at start-up. It is now counted in
+        :attr:`unroutable_broadcasts` and logged once per stretch, not raised: nobody was
+        there to miss it, and the aggregator announces again every ready window.
+
+        ``expiration`` (seconds) is the copies' per-message TTL in every queue. Raises
+        :class:`TransportError` if a bound queue rejected the message (the broker nacks the
+        publish as a whole although the other queues got it; client queues drop their head
+        instead, so this only happens with a non-fedcast queue bound to the fanout).
         """
         channel = self._open_channel()
         assert self._fanout is not None
         self._check_size(body)
+        message = self._message(body, expiration=_checked_expiration(expiration))
         with _translated("broadcast"):
-            async with asyncio.timeout(self.config.operation_timeout):
-                await channel.ready()
-                await self._fanout.publish(self._message(body), routing_key="")
+            try:
+                async with asyncio.timeout(self.config.operation_timeout):
+                    await channel.ready()
+                    await self._fanout.publish(message, routing_key="", mandatory=True)
+            except DeliveryError as exc:
+                if not isinstance(exc.frame, Basic.Return):
+                    raise
+                self._unroutable.unroutable(str(exc.frame.reply_text))
+                return
+        self._unroutable.routed()
         if self._on_send is not None:
             self._on_send("*", len(body))
 
@@ -341,9 +495,10 @@ class AmqpTransport(Transport):
                         self._declared.add(endpoint)
                     message = self._message(body, correlation_id, reply_to, expiration)
                     await self._direct.publish(message, routing_key=endpoint, mandatory=True)
-            except DeliveryError:
-                # Returned: someone deleted the queue; declare it again on the next send.
-                self._declared.discard(endpoint)
+            except DeliveryError as exc:
+                if isinstance(exc.frame, Basic.Return):
+                    # Returned: someone deleted the queue; declare it again on the next send.
+                    self._declared.discard(endpoint)
                 raise
         if self._on_send is not None:
             self._on_send(endpoint, len(body))
@@ -388,6 +543,14 @@ class AmqpTransport(Transport):
     async def _on_message(
         self, endpoint: str, handler: Handler, message: aio_pika.abc.AbstractIncomingMessage
     ) -> None:
+        if self._closed:
+            # Delivered while close() runs: left unacked, the broker redelivers it to the next
+            # consumer once this connection is gone.
+            return
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
         delivery = Delivery(
             body=message.body,
             endpoint=endpoint,
@@ -406,6 +569,11 @@ class AmqpTransport(Transport):
                     log.exception("handler for %s failed; message acked and dropped", endpoint)
         except ChannelInvalidStateError:
             log.info("ack for %s lost with its channel; the broker will redeliver", endpoint)
+        except asyncio.CancelledError:
+            if not self.closed:
+                raise
+            # close() interrupted it: a clean shutdown, not a failure (the message is redelivered).
+            log.debug("handler for %s interrupted by close; the broker will redeliver", endpoint)
 
     async def _ensure_reply_queue(self) -> str:
         channel = self._open_channel()
@@ -431,3 +599,12 @@ class AmqpTransport(Transport):
 def _check_endpoint(endpoint: str) -> None:
     if not _ENDPOINT.fullmatch(endpoint):
         raise TransportError(f"invalid endpoint name {endpoint!r}")
+
+
+def _checked_expiration(expiration: float | None) -> float | None:
+    """A per-message TTL in AMQP's range (whole ms, 32 bits); not positive is a caller's bug."""
+    if expiration is None:
+        return None
+    if not expiration > 0 or math.isnan(expiration):
+        raise ConfigurationError(f"expiration must be a positive number of seconds, got {expiration!r}")
+    return min(max(expiration, 0.001), _MAX_EXPIRATION_S)

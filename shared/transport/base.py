@@ -18,10 +18,14 @@ Delivery semantics, identical in both implementations:
   a message that makes a handler fail is dropped, never redelivered in a loop
   (the service counts and logs it). Only a crash of the process before the
   handler finished leads to a redelivery (``Delivery.redelivered``).
+* :meth:`Transport.close` interrupts the handlers still running (their messages
+  are redelivered to the next consumer): a clean shutdown never makes a handler
+  send on a closed transport and log that as a failure.
 """
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -32,6 +36,7 @@ __all__ = [
     "Delivery",
     "Handler",
     "Transport",
+    "UnroutableBroadcasts",
     "client_endpoint",
 ]
 
@@ -58,6 +63,35 @@ class Delivery:
 Handler = Callable[[Delivery], Awaitable[None]]
 
 
+class UnroutableBroadcasts:
+    """Counts broadcasts that reached no endpoint, logging only the first of each stretch.
+
+    No client has bound its queue yet at start-up, and the aggregator re-announces every
+    ready window while it waits: one INFO line says so, the repeats go to DEBUG (the count
+    shows how many), and the next stretch after a routed broadcast is reported again.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._log = logger
+        self._quiet = False
+        self.count = 0
+
+    def unroutable(self, detail: str) -> None:
+        self.count += 1
+        if self._quiet:
+            self._log.debug("broadcast reached no endpoint (%s); %d so far", detail, self.count)
+            return
+        self._quiet = True
+        self._log.info(
+            "broadcast reached no endpoint (%s): no consumer has bound its queue yet; not an error, "
+            "repeats are counted and logged at DEBUG",
+            detail,
+        )
+
+    def routed(self) -> None:
+        self._quiet = False
+
+
 class Transport(ABC):
     """Moves bytes between endpoints; one instance (one connection) per process."""
 
@@ -74,8 +108,15 @@ class Transport(ABC):
         """Queue ``body`` for ``endpoint`` (confirmed by the broker before returning)."""
 
     @abstractmethod
-    async def broadcast(self, body: bytes) -> None:
-        """Queue ``body`` for every endpoint consumed with ``broadcast=True``."""
+    async def broadcast(self, body: bytes, *, expiration: float | None = None) -> None:
+        """Queue ``body`` for every endpoint consumed with ``broadcast=True``.
+
+        ``expiration`` (seconds): a copy still waiting in a queue after that long is dropped
+        unread, so a consumer that comes back finds no backlog of messages that are stale by
+        then (the aggregator's announcements, re-sent every ready window). A broadcast that
+        reaches no endpoint (none consumed with ``broadcast=True`` yet) is not an error: it is
+        counted in ``unroutable_broadcasts`` and logged once, then at DEBUG.
+        """
 
     @abstractmethod
     async def consume(

@@ -14,7 +14,9 @@ service would get its own connection to RabbitMQ. What carries over from AMQP:
 * a message whose handler was cancelled by :meth:`InProcessTransport.close`
   goes back to the front of its queue with ``redelivered=True``, as an unacked
   AMQP message does when its channel closes;
-* an RPC request expires in the queue once its requester has stopped waiting.
+* an RPC request expires in the queue once its requester has stopped waiting, and a
+  broadcast given an ``expiration`` once that has passed (dropped unread, at the head);
+* a broadcast that reaches no endpoint is counted (``unroutable_broadcasts``), not raised.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import re
 import uuid
 from collections import deque
@@ -29,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from shared.errors import ConfigurationError, RequestTimeoutError, TransportError
-from shared.transport.base import Delivery, Handler, Transport
+from shared.transport.base import Delivery, Handler, Transport, UnroutableBroadcasts
 
 __all__ = ["InProcessBroker", "InProcessTransport", "SendHook"]
 
@@ -40,6 +43,7 @@ SendHook = Callable[[str, int], None]
 
 # The same names the AMQP transport accepts (they become queue names and routing keys there).
 _ENDPOINT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_MAX_EXPIRATION_S = 2**32 / 1000 - 1  # as on AMQP: a 32-bit count of milliseconds
 
 
 def _check_endpoint(endpoint: str) -> None:
@@ -50,7 +54,7 @@ def _check_endpoint(endpoint: str) -> None:
 @dataclass(frozen=True)
 class _Queued:
     delivery: Delivery
-    expires_at: float | None = None  # loop time; only RPC requests expire
+    expires_at: float | None = None  # loop time; RPC requests and broadcasts given an expiration
 
 
 class _EndpointQueue:
@@ -124,8 +128,14 @@ class InProcessTransport(Transport):
         self._pending: dict[str, asyncio.Future[bytes]] = {}
         self._dispatchers: list[asyncio.Task[None]] = []
         self._inflight: dict[asyncio.Task[None], tuple[_EndpointQueue, Delivery]] = {}
+        self._unroutable = UnroutableBroadcasts(log)
         self.handler_errors = 0
         """Messages whose handler raised (each dropped after one log line)."""
+
+    @property
+    def unroutable_broadcasts(self) -> int:
+        """Broadcasts that reached no endpoint (none consumed with ``broadcast=True`` yet)."""
+        return self._unroutable.count
 
     async def connect(self) -> None:
         """Attach to the broker; idempotent while open."""
@@ -158,11 +168,26 @@ class InProcessTransport(Transport):
         """Append ``body`` to ``endpoint``'s queue (created if needed)."""
         self._put(endpoint, body, correlation_id=correlation_id)
 
-    async def broadcast(self, body: bytes) -> None:
-        """Append ``body`` to the queue of every endpoint bound for broadcasts."""
+    async def broadcast(self, body: bytes, *, expiration: float | None = None) -> None:
+        """Append ``body`` to the queue of every endpoint bound for broadcasts.
+
+        Copies still queued ``expiration`` seconds from now are dropped unread.
+        """
         self._check_open()
-        for endpoint in self._broker.broadcast_endpoints():
-            self._put(endpoint, body)
+        if expiration is not None:
+            if not expiration > 0 or math.isnan(expiration):
+                raise ConfigurationError(
+                    f"expiration must be a positive number of seconds, got {expiration!r}"
+                )
+            expiration = min(expiration, _MAX_EXPIRATION_S)
+        endpoints = self._broker.broadcast_endpoints()
+        if not endpoints:
+            self._unroutable.unroutable("no endpoint bound for broadcasts")
+            return
+        self._unroutable.routed()
+        expires_at = None if expiration is None else asyncio.get_running_loop().time() + expiration
+        for endpoint in endpoints:
+            self._put(endpoint, body, expires_at=expires_at)
 
     async def consume(
         self, endpoint: str, handler: Handler, *, broadcast: bool = False, prefetch: int = 8
@@ -263,7 +288,7 @@ class InProcessTransport(Transport):
                 raise
             if item.expires_at is not None and loop.time() >= item.expires_at:
                 slots.release()
-                log.debug("expired request %s dropped", item.delivery.correlation_id)
+                log.debug("expired message for %s dropped", item.delivery.endpoint)
                 continue
             task = asyncio.create_task(self._handle(handler, item.delivery))
             self._inflight[task] = (queue, item.delivery)

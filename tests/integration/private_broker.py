@@ -41,7 +41,7 @@ def _free_port() -> int:
 class PrivateBroker:
     """One RabbitMQ node of a test's own; ``url`` reaches it as guest (loopback only)."""
 
-    def __init__(self, root: Path, *, config: str = "") -> None:
+    def __init__(self, root: Path, *, config: str = "", management: bool = False) -> None:
         server = rabbitmq_server()
         if server is None:
             raise RuntimeError("rabbitmq-server is not installed")
@@ -52,6 +52,7 @@ class PrivateBroker:
         self.port = _free_port()
         self.dist_port = _free_port()
         self.extra_config = config
+        self.management_port = _free_port() if management else None
         self._proc: subprocess.Popen[bytes] | None = None
         (root / "mnesia").mkdir(parents=True, exist_ok=True)
         (root / "log").mkdir(exist_ok=True)
@@ -59,6 +60,16 @@ class PrivateBroker:
     @property
     def url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    def url_for(self, user: str, password: str) -> str:
+        return f"amqp://{user}:{password}@127.0.0.1:{self.port}/"
+
+    @property
+    def admin_url(self) -> str:
+        """The management API as guest (an administrator on a fresh node)."""
+        if self.management_port is None:
+            raise RuntimeError("this private broker runs without the management plugin")
+        return f"http://guest:guest@127.0.0.1:{self.management_port}"
 
     def _env(self) -> dict[str, str]:
         return {
@@ -75,9 +86,13 @@ class PrivateBroker:
         }
 
     def start(self, timeout: float = 60.0) -> None:
-        (self.root / "rabbitmq.conf").write_text(
-            f"listeners.tcp.default = 127.0.0.1:{self.port}\n{self.extra_config}\n"
-        )
+        config = f"listeners.tcp.default = 127.0.0.1:{self.port}\n{self.extra_config}\n"
+        plugins: list[str] = []
+        if self.management_port is not None:
+            config += f"management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {self.management_port}\n"
+            plugins.append("rabbitmq_management")
+        (self.root / "rabbitmq.conf").write_text(config)
+        (self.root / "enabled_plugins").write_text(f"[{','.join(plugins)}].\n")
         log = (self.root / "server.log").open("ab")
         self._proc = subprocess.Popen([self._server], env=self._env(), stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -86,6 +101,8 @@ class PrivateBroker:
                 raise RuntimeError(f"the private broker exited:\n{self.log_tail()}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                if self.management_port is not None:
+                    socket.create_connection(("127.0.0.1", self.management_port), timeout=1).close()
                 return
             except OSError:
                 time.sleep(0.2)

@@ -10,6 +10,7 @@ import pytest
 
 from fedcast.bench.crypto import JSON_KEYS
 from fedcast.cli import build_parser, main
+from shared.errors import ConfigurationError
 
 
 def test_bench_crypto_json_rows(capsys: pytest.CaptureFixture[str]) -> None:
@@ -51,19 +52,63 @@ def test_group_size_flag_is_modulus_bits(command: list[str], capsys: pytest.Capt
     assert "--p-bits" in capsys.readouterr().err
 
 
-def test_demo_with_two_clients_fails_fast_with_a_clear_error(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("clients", ["1", "2"])
+def test_demo_with_too_few_clients_fails_fast_with_a_clear_error(
+    clients: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import fedcast.demo
+    from shared.crypto.elgamal import DEFAULT_MIN_ONLINE
 
     def never(*args: object, **kwargs: object) -> object:
         raise AssertionError("the demo must be refused before it starts (it would wait for a third client)")
 
     monkeypatch.setattr(fedcast.demo, "run_demo", never)
     monkeypatch.setattr(fedcast.demo, "run_demo_observed", never)
-    assert main(["demo", "--clients", "2", "--rounds", "1"]) == 2
+    with pytest.raises(SystemExit) as excinfo:  # argparse: usage error, exit status 2
+        main(["demo", "--clients", clients, "--rounds", "1"])
+    assert excinfo.value.code == 2
     err = capsys.readouterr().err
-    assert "at least 3 clients" in err and "[invalid_configuration]" in err
+    assert f"argument --clients: must be at least {DEFAULT_MIN_ONLINE}" in err and "online set" in err
+    with pytest.raises(ConfigurationError, match=f"at least {DEFAULT_MIN_ONLINE} clients"):
+        fedcast.demo.DemoConfig(n_clients=int(clients))  # the programmatic entry point refuses too
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["demo", "--rounds", "-5"], "--rounds"),  # ran one round
+        (["demo", "--rounds", "0"], "--rounds"),
+        (["demo", "--clients", "three"], "--clients"),
+        (["demo", "--metrics-port", "65536"], "--metrics-port"),
+        (["demo", "--seed", "-1"], "--seed"),
+        (["demo", "--frac-bits", "33"], "--frac-bits"),
+        (["attack", "--demo", "--seed", "-3"], "--seed"),
+        (["aggregator", "--rounds", "-5"], "--rounds"),
+        (["aggregator", "--rounds", "0"], "--rounds"),  # was taken as "no limit": ran for ever
+        (["edge", "--metrics-port", "-1"], "--metrics-port"),
+        (["keyserver", "serve", "--metrics-port", "99999"], "--metrics-port"),
+    ],
+)
+def test_out_of_range_integers_are_refused_before_anything_runs(
+    argv: list[str], option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as excinfo:
+        build_parser().parse_args(argv)
+    assert excinfo.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}: " in err
+    assert "must be " in err or "expected a whole number" in err
+
+
+def test_in_range_integers_parse() -> None:
+    parser = build_parser()
+    args = parser.parse_args(
+        ["demo", "--clients", "3", "--rounds", "1", "--metrics-port", "0", "--seed", "0"]
+    )
+    assert (args.clients, args.rounds, args.metrics_port, args.seed) == (3, 1, 0, 0)
+    assert parser.parse_args(["demo", "--frac-bits", "0"]).frac_bits == 0
+    assert parser.parse_args(["aggregator", "--rounds", "1", "--metrics-port", "65535"]).rounds == 1
+    assert parser.parse_args(["aggregator"]).rounds is None
 
 
 def test_bench_learning_json_keys(capsys: pytest.CaptureFixture[str]) -> None:

@@ -91,3 +91,24 @@ def test_grid_positions_fit_the_24_column_grid() -> None:
     for panel in _panels(_dashboard()):
         grid = panel["gridPos"]
         assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24, panel["title"]
+
+
+def test_panels_do_not_overlap() -> None:
+    """Every panel on the page (rows included) has its own cells of the grid.
+
+    Panels inside a collapsed row are placed as if it were expanded and are not checked.
+    """
+    taken: dict[tuple[int, int], str] = {}
+    for panel in _dashboard()["panels"]:
+        grid = panel["gridPos"]
+        assert grid["w"] > 0 and grid["h"] > 0 and grid["y"] >= 0, panel["title"]
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                assert (x, y) not in taken, f"{panel['title']!r} overlaps {taken[(x, y)]!r} at x={x}, y={y}"
+                taken[(x, y)] = panel["title"]
+
+
+def test_rows_come_in_order_of_their_position() -> None:
+    """Grafana lays rows out in list order: the JSON order and the y order must agree."""
+    ys = [panel["gridPos"]["y"] for panel in _dashboard()["panels"] if panel["type"] == "row"]
+    assert ys == sorted(ys)

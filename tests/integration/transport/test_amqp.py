@@ -14,12 +14,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import aio_pika
 import pytest
 
 from shared.errors import ConfigurationError, RequestTimeoutError, TransportError
-from shared.transport.amqp import AmqpConfig, AmqpTransport
+from shared.transport.amqp import AmqpConfig, AmqpTransport, broker_policies
 from shared.transport.base import AGGREGATOR, KEYSERVER, Delivery, client_endpoint
 
 AMQP_URL = os.environ.get("FEDCAST_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -32,13 +33,14 @@ pytestmark = pytest.mark.broker
 class Fed:
     """One test federation: makes transports and cleans up after them."""
 
-    def __init__(self) -> None:
+    def __init__(self, url: str = AMQP_URL) -> None:
+        self.url = url
         self.id = f"test-{uuid.uuid4().hex[:12]}"
         self.transports: list[AmqpTransport] = []
 
     async def transport(self, name: str, **overrides: Any) -> AmqpTransport:
         settings: dict[str, Any] = {"reconnect_interval": 0.2, "operation_timeout": 5.0} | overrides
-        config = AmqpConfig(AMQP_URL, self.id, connection_name=f"fedcast-test-{self.id}-{name}", **settings)
+        config = AmqpConfig(self.url, self.id, connection_name=f"fedcast-test-{self.id}-{name}", **settings)
         transport = AmqpTransport.from_config(config)
         self.transports.append(transport)
         await transport.connect()
@@ -46,7 +48,7 @@ class Fed:
 
     async def depth(self, endpoint: str) -> int:
         """Ready messages in the endpoint's queue, from a connection of its own."""
-        connection = await aio_pika.connect(AMQP_URL)
+        connection = await aio_pika.connect(self.url)
         try:
             channel = await connection.channel()
             queue = await channel.declare_queue(f"fedcast.{self.id}.{endpoint}", passive=True)
@@ -58,7 +60,7 @@ class Fed:
     async def cleanup(self) -> None:
         for transport in self.transports:
             await transport.close()
-        connection = await aio_pika.connect(AMQP_URL)
+        connection = await aio_pika.connect(self.url)
         try:
             channel = await connection.channel()
             for endpoint in ENDPOINTS:
@@ -235,6 +237,82 @@ async def test_client_queues_are_bounded_by_length_and_ttl(fed: Fed) -> None:
     assert await got.wait_for(1) == [b"fresh"]
 
 
+async def test_broadcast_before_any_client_is_counted_not_raised(
+    fed: Fed, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The aggregator's first announcement at start-up: no client queue is bound to the fanout yet.
+    aggregator = await fed.transport("aggregator")
+    with caplog.at_level(logging.DEBUG, logger="shared.transport"):
+        await aggregator.broadcast(b"announce", expiration=10)  # used to raise "unroutable (NO_ROUTE)"
+        await aggregator.broadcast(b"announce again", expiration=10)  # the next ready window
+    assert aggregator.unroutable_broadcasts == 2
+    lines = [r for r in caplog.records if "reached no endpoint" in r.getMessage()]
+    assert [r.levelno for r in lines] == [logging.INFO, logging.DEBUG]  # said once, then quiet
+    device = await fed.transport("device")
+    got = Collector()
+    await device.consume(client_endpoint("c0"), got, broadcast=True)
+    await aggregator.broadcast(b"announce, window 3", expiration=10)  # the channel is fine
+    assert await got.wait_for(1) == [b"announce, window 3"]
+    assert aggregator.unroutable_broadcasts == 2
+
+
+async def test_expired_announcements_do_not_pile_up_for_an_offline_client(fed: Fed) -> None:
+    aggregator, device = await fed.transport("aggregator"), await fed.transport("device")
+    await device.consume(client_endpoint("c0"), Collector(), broadcast=True)
+    await device.close()  # offline; its queue stays bound to the fanout
+    for i in range(4):  # re-announced every ready window (0.2 s here) while nobody answers
+        await aggregator.broadcast(b"announce %d" % i, expiration=0.2)
+        await asyncio.sleep(0.25)
+    await aggregator.broadcast(b"result")  # no expiration: kept (the queue's 1 h TTL)
+    await aggregator.broadcast(b"current announce", expiration=10)
+    back = await fed.transport("device-back")
+    got = Collector()
+    await back.consume(client_endpoint("c0"), got, broadcast=True)
+    assert await got.wait_for(2) == [b"result", b"current announce"]
+    await asyncio.sleep(0.2)
+    assert got.bodies == [b"result", b"current announce"]  # not the four stale copies
+    with pytest.raises(ConfigurationError):
+        await aggregator.broadcast(b"x", expiration=0)
+
+
+async def test_close_interrupts_running_handlers_without_failure_logs(
+    fed: Fed, caplog: pytest.LogCaptureFixture
+) -> None:
+    producer, edge = await fed.transport("producer"), await fed.transport("edge")
+    started = asyncio.Event()
+    finished: list[bytes] = []
+
+    async def handler(delivery: Delivery) -> None:  # an edge fetching keys for an envelope
+        started.set()
+        await edge.request(KEYSERVER, b"get keys", timeout=30)  # nobody answers during the shutdown
+        await edge.send(AGGREGATOR, b"upload")
+        finished.append(delivery.body)
+
+    # As at an edge's start-up: its reply queue and the aggregator's queue are declared already.
+    # (A handler cancelled in the middle of a declaration makes aiormq close that channel with a
+    # WARNING of its own; the connection is closed right after anyway.)
+    with pytest.raises(RequestTimeoutError):
+        await edge.request(KEYSERVER, b"params", timeout=0.2)
+    await edge.send(AGGREGATOR, b"ready")
+    await edge.consume(client_endpoint("c0"), handler)
+    await producer.send(client_endpoint("c0"), b"envelope")
+    await asyncio.wait_for(started.wait(), 5)
+    with caplog.at_level(logging.DEBUG):
+        begun = time.monotonic()
+        await edge.close()
+        assert time.monotonic() - begun < 3
+    assert finished == [] and edge.handler_errors == 0
+    # Before: the handler went on with "transport closed while waiting for a reply" or, sending,
+    # "transport is closed", which services log at WARNING as if something had failed.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert any("interrupted by close" in r.getMessage() for r in caplog.records)
+    again = await fed.transport("edge-again")  # not lost: the next life gets it again
+    got = Collector()
+    await again.consume(client_endpoint("c0"), got)
+    assert await got.wait_for(1) == [b"envelope"]
+    assert got.deliveries[0].redelivered
+
+
 async def test_send_to_a_deleted_queue_is_reported_then_redeclared(fed: Fed) -> None:
     t = await fed.transport("t")
     await t.send(AGGREGATOR, b"declares the queue")
@@ -285,7 +363,8 @@ async def test_connect_to_a_silent_peer_times_out_without_leaving_a_reconnect_ta
 # -- fault injection -------------------------------------------------------------------------
 
 
-async def _rabbitmqctl(*args: str) -> str:
+async def _rabbitmqctl(*args: str, cleanup: bool = False) -> str:
+    """Run rabbitmqctl; skip the test where it cannot run (a cleanup step fails the test instead)."""
     ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
     if not os.path.exists(ctl):
         pytest.skip("rabbitmqctl is not installed")
@@ -294,7 +373,10 @@ async def _rabbitmqctl(*args: str) -> str:
     )
     out, err = await process.communicate()
     if process.returncode != 0:
-        pytest.skip(f"rabbitmqctl does not work here: {err.decode(errors='replace')[:200]}")
+        message = f"rabbitmqctl {args[0]} failed: {err.decode(errors='replace')[:200]}"
+        if cleanup:
+            raise AssertionError(message)
+        pytest.skip(message)
     return out.decode()
 
 
@@ -375,3 +457,77 @@ async def test_consumer_and_sender_recover_from_a_broker_side_close(fed: Fed) ->
         f"{total} messages all received ({received_before} before the reconnect), {duplicates} duplicates, "
         f"{redelivered} flagged redelivered, {send_retries} send retries"
     )
+
+
+# -- broker-side limits (the deployment's policies) ---------------------------------------------
+
+
+@pytest.fixture
+async def private_vhost() -> AsyncIterator[str]:
+    """A vhost of the test's own: its policies, queues and exchanges are deleted with it."""
+    name = f"fedcast-test-{uuid.uuid4().hex[:12]}"
+    await _rabbitmqctl("add_vhost", name)
+    try:
+        user = urlsplit(AMQP_URL).username or "guest"
+        await _rabbitmqctl("set_permissions", "-p", name, user, ".*", ".*", ".*")
+        yield name
+    finally:
+        await _rabbitmqctl("delete_vhost", name, cleanup=True)
+
+
+def _vhost_url(vhost: str) -> str:
+    return urlunsplit(urlsplit(AMQP_URL)._replace(path="/" + quote(vhost, safe="")))
+
+
+async def _wait_for_policies(vhost: str, expected: dict[str, str]) -> None:
+    """Until ``rabbitmqctl list_queues`` shows each queue under its expected policy."""
+    async with asyncio.timeout(30):
+        while True:
+            listing = await _rabbitmqctl(
+                "list_queues", "-p", vhost, "-q", "--no-table-headers", "name", "policy"
+            )
+            found = dict(line.split("\t", 1) for line in listing.splitlines() if "\t" in line)
+            if all(found.get(queue) == policy for queue, policy in expected.items()):
+                return
+            await asyncio.sleep(0.5)
+
+
+async def test_service_queue_over_its_policy_length_refuses_publishes(private_vhost: str) -> None:
+    fed = Fed(_vhost_url(private_vhost))
+    try:
+        flooder = await fed.transport("flooder")
+        # The queues exist before the policy, as in a running deployment: a policy reaches them
+        # without a redeclaration (x-arguments would not: PRECONDITION_FAILED on redeclaring).
+        await flooder.send(AGGREGATOR, b"m0")
+        await flooder.send(client_endpoint("c0"), b"for c0")
+        for policy in broker_policies(service_max_length=3):
+            await _rabbitmqctl(*policy.rabbitmqctl_args(private_vhost))
+        await _wait_for_policies(
+            private_vhost,
+            {
+                f"fedcast.{fed.id}.{AGGREGATOR}": "fedcast-service-queues",
+                f"fedcast.{fed.id}.{client_endpoint('c0')}": "fedcast-client-queues",
+            },
+        )
+        accepted = 1
+        with pytest.raises(TransportError, match="rejected by the broker") as refused:
+            async with asyncio.timeout(10):  # a nack, never a hang
+                for i in range(1, 50):
+                    await flooder.send(AGGREGATOR, b"m%d" % i)
+                    accepted += 1
+        assert not isinstance(refused.value, RequestTimeoutError)
+        assert 3 <= accepted <= 4  # max-length 3; a quorum queue takes one message past it
+        with pytest.raises(TransportError, match="rejected by the broker"):
+            await flooder.send(AGGREGATOR, b"still full")
+        # Nothing crashed: the flooder's channel still publishes elsewhere, the aggregator
+        # declares its queue with its usual arguments and drains it, and then it takes more.
+        await flooder.send(client_endpoint("c0"), b"still fine")
+        aggregator = await fed.transport("aggregator")
+        got = Collector()
+        await aggregator.consume(AGGREGATOR, got)
+        assert await got.wait_for(accepted) == [b"m%d" % i for i in range(accepted)]
+        await flooder.send(AGGREGATOR, b"after draining")
+        assert (await got.wait_for(accepted + 1))[-1] == b"after draining"
+        assert await fed.depth(client_endpoint("c0")) == 2
+    finally:
+        await fed.cleanup()

@@ -35,7 +35,10 @@ jsonschema = pytest.importorskip(
 
 K8S_VERSION = "1.30.0"
 SCHEMAS = Path(__file__).parent / "schemas"
-CUSTOM_SCHEMAS = {("monitoring.coreos.com/v1", "PodMonitor"): "podmonitor-monitoring.coreos.com-v1.json"}
+CUSTOM_SCHEMAS = {
+    ("monitoring.coreos.com/v1", "PodMonitor"): "podmonitor-monitoring.coreos.com-v1.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule-monitoring.coreos.com-v1.json",
+}
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
 FEDCAST_UID = 10001
 METRICS_PORT = 9100
@@ -57,6 +60,7 @@ EXPECTED_KINDS: dict[str, dict[str, int]] = {
         "NetworkPolicy": 5,
         "PodDisruptionBudget": 2,
         "PodMonitor": 1,
+        "PrometheusRule": 1,
     },
     "overlays/edge": {
         "Namespace": 1,
@@ -70,6 +74,7 @@ EXPECTED_KINDS: dict[str, dict[str, int]] = {
         "NetworkPolicy": 5,
         "PodDisruptionBudget": 2,
         "PodMonitor": 1,
+        "PrometheusRule": 1,
     },
 }
 
@@ -157,7 +162,7 @@ def _custom_validator(api_version: str, kind: str) -> Any:
 
 def test_custom_resources_match_their_schema(overlay: str) -> None:
     custom = [d for d in render(overlay) if (d["apiVersion"], d["kind"]) in CUSTOM_SCHEMAS]
-    assert custom, "expected the PodMonitor for Prometheus Operator users"
+    assert {d["kind"] for d in custom} == {"PodMonitor", "PrometheusRule"}, "for Prometheus Operator users"
     for doc in custom:
         errors = list(_custom_validator(doc["apiVersion"], doc["kind"]).iter_errors(doc))
         assert not errors, [f"{'.'.join(map(str, e.path))}: {e.message}" for e in errors]
@@ -170,6 +175,18 @@ def test_custom_schema_rejects_typos() -> None:
     monitor = json.loads(json.dumps(one(render("base"), "PodMonitor", "fedcast")))
     monitor["spec"]["podMetricsEndpoints"][0]["interval"] = "15 seconds"
     assert not _custom_validator("monitoring.coreos.com/v1", "PodMonitor").is_valid(monitor)
+
+
+def test_prometheusrule_schema_rejects_typos() -> None:
+    rule = json.loads(json.dumps(one(render("base"), "PrometheusRule", "fedcast")))
+    rule["spec"]["groups"][0]["rules"][0]["fro"] = "5m"
+    assert not _custom_validator("monitoring.coreos.com/v1", "PrometheusRule").is_valid(rule)
+    rule = json.loads(json.dumps(one(render("base"), "PrometheusRule", "fedcast")))
+    rule["spec"]["groups"][0]["rules"][0]["for"] = "5 minutes"
+    assert not _custom_validator("monitoring.coreos.com/v1", "PrometheusRule").is_valid(rule)
+    rule = json.loads(json.dumps(one(render("base"), "PrometheusRule", "fedcast")))
+    rule["spec"]["groups"][0]["rules"][0]["record"] = "fedcast:stalled"
+    assert not _custom_validator("monitoring.coreos.com/v1", "PrometheusRule").is_valid(rule)
 
 
 def test_podmonitor_scrapes_named_ports_that_exist(overlay: str) -> None:
@@ -340,7 +357,7 @@ def test_rabbitmq_statefulset(overlay: str) -> None:
     conf = dict(
         line.split(" = ", 1) for line in config["data"]["rabbitmq.conf"].splitlines() if " = " in line
     )
-    assert int(conf["max_message_size"]) == 128 * 2**20
+    assert int(conf["max_message_size"]) == 4 * 2**20  # docs/DEPLOY.md "Broker limits"
     memory_limit = parse_quantity(
         rabbit["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
     )

@@ -215,3 +215,38 @@ async def test_misuse_is_reported(broker: InProcessBroker) -> None:
     with pytest.raises(TransportError):
         await t.reply(Delivery(b"x", AGGREGATOR), b"no reply_to")
     await t.close()
+
+
+async def test_broadcast_before_any_consumer_is_counted_and_logged_once(
+    broker: InProcessBroker, transport: InProcessTransport, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="shared.transport"):
+        await transport.broadcast(b"announce")  # the aggregator's first announcement: nobody bound yet
+        await transport.broadcast(b"announce again")
+    assert transport.unroutable_broadcasts == 2
+    lines = [r for r in caplog.records if "reached no endpoint" in r.getMessage()]
+    assert [r.levelno for r in lines] == [logging.INFO, logging.DEBUG]
+    got = Collector()
+    await transport.consume(client_endpoint("a"), got, broadcast=True)
+    await transport.broadcast(b"window 3")
+    assert await got.wait_for(1) == [b"window 3"]
+    assert transport.unroutable_broadcasts == 2
+
+
+async def test_expired_broadcasts_are_dropped_unread(
+    broker: InProcessBroker, transport: InProcessTransport
+) -> None:
+    broker.bind_broadcast(client_endpoint("a"))  # bound by an earlier life, offline now
+    for i in range(3):
+        await transport.broadcast(b"announce %d" % i, expiration=0.01)
+    await transport.broadcast(b"result")
+    await transport.broadcast(b"current announce", expiration=5)
+    await asyncio.sleep(0.05)
+    got = Collector()
+    await transport.consume(client_endpoint("a"), got, broadcast=True)
+    assert await got.wait_for(2) == [b"result", b"current announce"]
+    await asyncio.sleep(0.01)
+    assert got.bodies == [b"result", b"current announce"]
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ConfigurationError):
+            await transport.broadcast(b"x", expiration=bad)
