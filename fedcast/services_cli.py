@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from fedcast.broker_cli import remove_device
 from fedcast.cli_common import port, positive_int
 from services.aggregator.service import AggregatorConfig, AggregatorService
 from services.edge_client.service import EdgeClientService, EdgeConfig
@@ -32,6 +33,8 @@ from services.observability import MetricsServer, ObservabilityConfig, Pushgatew
 from services.runtime import configure_logging, install_stop_signals, make_transport
 from shared.errors import ConfigurationError
 from shared.keystore import read_json
+from shared.transport.base import client_endpoint
+from shared.transport.brokeradmin import BrokerAdmin
 
 __all__ = ["add_service_commands"]
 
@@ -92,7 +95,7 @@ async def _observed(
 
 
 async def _serve_keyserver(config: KeyServerConfig, url: str, observability: ObservabilityConfig) -> None:
-    transport = make_transport(url, config.federation, service="keyserver")
+    transport = make_transport(url, config.federation, service="keyserver", identity="keyserver")
     keyserver = KeyServer(config, transport)
 
     async def run(stop: asyncio.Event) -> None:
@@ -179,6 +182,10 @@ def _cmd_keyserver(args: argparse.Namespace) -> int:
         with RegistryStore(config.registry_path) as store:
             store.bind_federation(config.federation)
             store.revoke(args.client_id)
+        admin_url = os.environ.get("FEDCAST_BROKER_ADMIN_URL", "")
+        if admin_url:  # the broker user goes too: the broker closes the device's connections at once
+            removed = remove_device(BrokerAdmin(admin_url), config.federation, args.client_id)
+            print(f"broker user of {args.client_id} {'deleted' if removed else 'did not exist'}")
     elif args.action == "list":
         print(_list_devices(config, as_json=args.json))
     elif args.action == "verify-key":
@@ -194,7 +201,9 @@ def _cmd_aggregator(args: argparse.Namespace) -> int:
     if args.rounds:
         overrides["max_rounds"] = args.rounds
     config = AggregatorConfig.from_env(**overrides)
-    transport = make_transport(config.amqp_url, config.federation, service="aggregator")
+    transport = make_transport(
+        config.amqp_url, config.federation, service="aggregator", identity="aggregator"
+    )
     aggregator = AggregatorService(config, transport)
     asyncio.run(_observed("aggregator", aggregator.run, lambda: aggregator.is_ready, _observability(args)))
     return 0
@@ -208,7 +217,12 @@ def _cmd_edge(args: argparse.Namespace) -> int:
     if args.client_id:
         overrides["client_id"] = args.client_id
     config = EdgeConfig.from_env(**overrides)
-    transport = make_transport(config.amqp_url, config.federation, service=config.client_id)
+    transport = make_transport(
+        config.amqp_url,
+        config.federation,
+        service=config.client_id,
+        identity=client_endpoint(config.client_id),
+    )
     edge = EdgeClientService(config, transport)
     observability = _observability(args)
     asyncio.run(
@@ -254,7 +268,10 @@ def add_service_commands(commands: Any) -> None:
         "an active device, which must enroll again with the new token",
     )
     _common(add)
-    revoke = actions.add_parser("revoke", help="revoke a device")
+    revoke = actions.add_parser(
+        "revoke",
+        help="revoke a device; with FEDCAST_BROKER_ADMIN_URL set, also delete its broker user (closing it)",
+    )
     revoke.add_argument("client_id")
     _common(revoke)
     listing = actions.add_parser(

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -42,6 +43,7 @@ from shared.metrics import (
     MESSAGES_SENT,
 )
 from shared.protocol.outgoing import Outgoing
+from shared.tls import TlsSettings
 from shared.transport.amqp import AmqpConfig, AmqpTransport
 from shared.transport.base import Delivery, Transport
 from shared.transport.inprocess import InProcessBroker, InProcessTransport
@@ -137,12 +139,28 @@ def make_transport(
     federation: str,
     *,
     service: str,
+    identity: str | None = None,
     broker: InProcessBroker | None = None,
     on_send: Callable[[str, int], None] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Transport:
-    """RabbitMQ when a URL is given, else the in-process broker (the embedded demo)."""
+    """RabbitMQ when a URL is given, else the in-process broker (the embedded demo).
+
+    From the environment: ``FEDCAST_AMQP_DECLARE=0`` for a provisioned broker (the process
+    declares nothing: ``fedcast broker``), and ``FEDCAST_AMQP_CA_FILE`` (with the optional
+    ``FEDCAST_AMQP_CERT_FILE``/``FEDCAST_AMQP_KEY_FILE``) for ``amqps://``. ``identity`` is
+    the endpoint this process is (its provisioned reply queue).
+    """
     if amqp_url:
-        config = AmqpConfig(amqp_url, federation, connection_name=f"fedcast-{service}")
+        env = os.environ if env is None else env
+        config = AmqpConfig(
+            amqp_url,
+            federation,
+            connection_name=f"fedcast-{service}",
+            declare=env.get("FEDCAST_AMQP_DECLARE", "1") != "0",
+            identity=identity,
+            tls=TlsSettings.from_env(env),
+        )
         return AmqpTransport.from_config(config, on_send=on_send)
     if broker is None:
         raise FedcastError("the in-process transport needs the process's InProcessBroker")

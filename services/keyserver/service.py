@@ -65,6 +65,7 @@ from shared.errors import (
     InternalError,
     InvalidParametersError,
     KeyStorageError,
+    TransportError,
 )
 from shared.keystore import read_json, write_json_atomic
 from shared.metrics import (
@@ -410,7 +411,11 @@ class KeyServer:
         if reply is None:
             return
         mtype, data = reply
-        await self._transport.reply(delivery, data)
+        try:
+            await self._transport.reply(delivery, data)
+        except TransportError as exc:  # a reply_to that is not ours to publish to, or the broker
+            self._reject(exc.reason, f"reply not sent: {exc}")
+            return
         MESSAGES_SENT.labels(service=_SERVICE, type=mtype).inc()
         MESSAGE_BYTES_SENT.labels(service=_SERVICE, type=mtype).inc(len(data))
 

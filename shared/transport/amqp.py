@@ -2,7 +2,10 @@
 
 Topology of federation ``F`` (all names derive from the federation id):
 
-* ``fedcast.F``: durable **direct** exchange, routing key = endpoint;
+* ``fedcast.F``: durable **topic** exchange, routing key = endpoint (bindings use no
+  wildcards, so it routes like a direct exchange; a topic exchange lets the broker check
+  *topic permissions* on routing keys: a device may publish to ``aggregator`` and
+  ``keyserver`` only, shared/transport/brokeradmin.py);
 * ``fedcast.F.broadcast``: durable **fanout** exchange;
 * ``fedcast.F.<endpoint>``: durable **quorum** queue per endpoint, bound to ``fedcast.F``
   with the endpoint as routing key, and to the fanout once consumed with ``broadcast=True``.
@@ -12,7 +15,18 @@ Topology of federation ``F`` (all names derive from the federation id):
   full queue never makes the broker nack a publish, which for a fanout would fail the
   aggregator's broadcast to every other client (a quorum queue holds one message past
   the limit);
-* ``fedcast.F.reply.<uuid>``: this process's RPC reply queue, classic, exclusive, auto-delete.
+* RPC reply queues, bound to ``fedcast.F`` with routing key ``reply.<name>``, which is what
+  a request's ``reply_to`` carries; the answer goes through ``fedcast.F`` (so the key
+  service needs no right to the default exchange, which reaches every queue): in a
+  self-declaring process ``fedcast.F.reply.<uuid>``, classic, exclusive, auto-delete; in a
+  provisioned one (``declare=False``) ``fedcast.F.reply.<identity>``, made by the tooling.
+
+Two ways to run. *Self-declaring* (``declare=True``, development and tests): every process
+declares the exchanges and the queues it uses. *Provisioned* (``declare=False``, production):
+``fedcast broker`` made the topology and one user per party beforehand, and the process
+only checks that its queue exists (a passive declaration, which needs no right) and
+consumes it; it holds no right to configure anything. ``amqps://`` needs the pinned CA
+(:class:`shared.tls.TlsSettings`).
 
 Broker-side bounds of the ``keyserver`` and ``aggregator`` queues (max length with
 ``reject-publish``: a publisher to a full queue gets a nack, raised here as
@@ -62,6 +76,7 @@ from pamqp.commands import Basic
 
 from shared.errors import ConfigurationError, RequestTimeoutError, TransportError
 from shared.params import DEFAULT_MAX_CLIENTS
+from shared.tls import TlsSettings
 from shared.transport.base import Delivery, Handler, Transport, UnroutableBroadcasts
 
 __all__ = [
@@ -82,6 +97,7 @@ SendHook = Callable[[str, int], None]
 
 _FEDERATION = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _ENDPOINT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_REPLY_KEY = re.compile(r"reply\.[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _BROKER_ERRORS = (AMQPError, OSError, pamqp.exceptions.PAMQPException)  # OSError covers TimeoutError
 _RABBITMQ_MAX_MESSAGE = 128 * 1024 * 1024  # RabbitMQ's default max_message_size
 _MAX_EXPIRATION_S = 2**32 / 1000 - 1  # AMQP's expiration is a 32-bit count of milliseconds
@@ -183,10 +199,26 @@ class AmqpConfig:
     client_message_ttl: float = 3600.0  # seconds a message waits in a client.* queue
     client_max_length: int = 1000  # messages in a client.* queue before publishes are rejected
     max_message_bytes: int = 64 * 1024 * 1024  # refused before publishing (the broker would kill the channel)
+    #: Self-declaring (True) or provisioned (False: declares nothing, ``fedcast broker``).
+    declare: bool = True
+    #: The endpoint this process is (``aggregator``, ``keyserver``, ``client.<id>``): names
+    #: its provisioned reply queue. Needed to make requests when ``declare`` is False.
+    identity: str | None = None
+    #: The pinned CA (and client certificate) for ``amqps://``.
+    tls: TlsSettings | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("amqp://", "amqps://")):
             raise ConfigurationError("url must start with amqp:// or amqps://")
+        if self.url.startswith("amqps://") and self.tls is None:
+            raise ConfigurationError(
+                "amqps:// needs the broker's CA to pin (FEDCAST_AMQP_CA_FILE): the system's trust "
+                "store is not used"
+            )
+        if self.url.startswith("amqp://") and self.tls is not None:
+            raise ConfigurationError("TLS settings are given but the URL is amqp://: use amqps://")
+        if self.identity is not None and not _ENDPOINT.fullmatch(self.identity):
+            raise ConfigurationError(f"invalid identity {self.identity!r}")
         if not _FEDERATION.fullmatch(self.federation):
             raise ConfigurationError(f"federation id must match [A-Za-z0-9._-]{{1,64}}: {self.federation!r}")
         if not (0 < len(self.connection_name) <= 255 and self.connection_name.isprintable()):
@@ -207,7 +239,7 @@ class AmqpConfig:
 
     @property
     def exchange(self) -> str:
-        """The direct exchange."""
+        """The topic exchange (routing key = endpoint)."""
         return f"fedcast.{self.federation}"
 
     @property
@@ -259,9 +291,10 @@ class AmqpTransport(Transport):
         client_message_ttl: float = 3600.0,
         client_max_length: int = 1000,
         on_send: SendHook | None = None,
+        config: AmqpConfig | None = None,
     ) -> None:
-        """The common settings here; all of them through :meth:`from_config`."""
-        self.config = AmqpConfig(
+        """The common settings here; all of them (TLS, provisioned mode) through :meth:`from_config`."""
+        self.config = config or AmqpConfig(
             url,
             federation,
             connection_name=connection_name,
@@ -272,7 +305,7 @@ class AmqpTransport(Transport):
         self._on_send = on_send
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
         self._channel: aio_pika.abc.AbstractRobustChannel | None = None
-        self._direct: aio_pika.abc.AbstractExchange | None = None
+        self._exchange: aio_pika.abc.AbstractExchange | None = None
         self._fanout: aio_pika.abc.AbstractExchange | None = None
         self._declared: set[str] = set()  # endpoints whose queue+binding this process declared
         self._reply_queue: str | None = None
@@ -299,9 +332,7 @@ class AmqpTransport(Transport):
     @classmethod
     def from_config(cls, config: AmqpConfig, *, on_send: SendHook | None = None) -> AmqpTransport:
         """A transport with every setting of ``config``."""
-        transport = cls(config.url, config.federation, on_send=on_send)
-        transport.config = config
-        return transport
+        return cls(config.url, config.federation, on_send=on_send, config=config)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -317,18 +348,23 @@ class AmqpTransport(Transport):
         connection = aio_pika.RobustConnection(
             make_url(cfg.url, heartbeat=cfg.heartbeat, reconnect_interval=cfg.reconnect_interval),
             client_properties={"connection_name": cfg.connection_name},
+            ssl_context=None if cfg.tls is None else cfg.tls.client_context(),
         )
         try:
             with _translated(f"connect to federation {cfg.federation}"):
                 async with asyncio.timeout(cfg.connect_timeout):
                     await connection.connect(timeout=cfg.connect_timeout)
                     channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-                    self._direct = await channel.declare_exchange(
-                        cfg.exchange, aio_pika.ExchangeType.DIRECT, durable=True
-                    )
-                    self._fanout = await channel.declare_exchange(
-                        cfg.broadcast_exchange, aio_pika.ExchangeType.FANOUT, durable=True
-                    )
+                    if cfg.declare:
+                        self._exchange = await channel.declare_exchange(
+                            cfg.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+                        )
+                        self._fanout = await channel.declare_exchange(
+                            cfg.broadcast_exchange, aio_pika.ExchangeType.FANOUT, durable=True
+                        )
+                    else:  # provisioned: use them as they are (a passive check needs no right)
+                        self._exchange = await channel.get_exchange(cfg.exchange, ensure=True)
+                        self._fanout = await channel.get_exchange(cfg.broadcast_exchange, ensure=True)
         except BaseException:
             with contextlib.suppress(*_BROKER_ERRORS, RuntimeError):
                 await connection.close()
@@ -407,16 +443,23 @@ class AmqpTransport(Transport):
             self._on_send("*", len(body))
 
     async def reply(self, request: Delivery, body: bytes) -> None:
-        """Answer ``request`` through the default exchange; dropped if the requester is gone."""
+        """Answer ``request`` through ``fedcast.F``; dropped by the broker if the requester is gone.
+
+        ``reply_to`` must be a ``reply.<name>`` routing key: a requester cannot make the key
+        service publish into another party's queue (``aggregator``, ``client.<id>``).
+        """
         channel = self._open_channel()
+        assert self._exchange is not None
         if request.reply_to is None:
             raise TransportError("cannot reply to a message without reply_to")
+        if not _REPLY_KEY.fullmatch(request.reply_to):
+            raise TransportError(f"reply_to {request.reply_to[:80]!r} is not a reply.<name> routing key")
         self._check_size(body)
         message = aio_pika.Message(body, correlation_id=request.correlation_id)
         with _translated(f"reply to {request.reply_to}"):
             async with asyncio.timeout(self.config.operation_timeout):
                 await channel.ready()
-                await channel.default_exchange.publish(message, routing_key=request.reply_to)
+                await self._exchange.publish(message, routing_key=request.reply_to, mandatory=False)
         if self._on_send is not None:
             self._on_send(request.reply_to, len(body))
 
@@ -475,14 +518,14 @@ class AmqpTransport(Transport):
         expiration: float | None = None,
     ) -> None:
         channel = self._open_channel()
-        assert self._direct is not None
+        assert self._exchange is not None
         _check_endpoint(endpoint)
         self._check_size(body)
         with _translated(f"send to {endpoint}"):
             try:
                 async with asyncio.timeout(self.config.operation_timeout):
                     await channel.ready()  # during a reconnect: wait, within the timeout
-                    if endpoint not in self._declared:
+                    if self.config.declare and endpoint not in self._declared:
                         # Sends may precede the consumer: create its queue and binding now, with the
                         # consumer's exact arguments; not robust (durable, nothing to restore).
                         queue = await channel.declare_queue(
@@ -491,10 +534,10 @@ class AmqpTransport(Transport):
                             arguments=self.config.queue_arguments(endpoint),
                             robust=False,
                         )
-                        await queue.bind(self._direct, routing_key=endpoint, robust=False)
+                        await queue.bind(self._exchange, routing_key=endpoint, robust=False)
                         self._declared.add(endpoint)
                     message = self._message(body, correlation_id, reply_to, expiration)
-                    await self._direct.publish(message, routing_key=endpoint, mandatory=True)
+                    await self._exchange.publish(message, routing_key=endpoint, mandatory=True)
             except DeliveryError as exc:
                 if isinstance(exc.frame, Basic.Return):
                     # Returned: someone deleted the queue; declare it again on the next send.
@@ -526,12 +569,15 @@ class AmqpTransport(Transport):
                 async with asyncio.timeout(cfg.operation_timeout):
                     await channel.initialize()
                     await channel.set_qos(prefetch_count=prefetch)
-                    queue = await channel.declare_queue(
-                        cfg.queue_name(endpoint), durable=True, arguments=cfg.queue_arguments(endpoint)
-                    )
-                    await queue.bind(cfg.exchange, routing_key=endpoint)
-                    if broadcast:
-                        await queue.bind(cfg.broadcast_exchange, routing_key="")
+                    if cfg.declare:
+                        queue = await channel.declare_queue(
+                            cfg.queue_name(endpoint), durable=True, arguments=cfg.queue_arguments(endpoint)
+                        )
+                        await queue.bind(cfg.exchange, routing_key=endpoint)
+                        if broadcast:
+                            await queue.bind(cfg.broadcast_exchange, routing_key="")
+                    else:  # provisioned with its bindings; a passive check needs no right
+                        queue = await channel.declare_queue(cfg.queue_name(endpoint), passive=True)
                     await queue.consume(partial(self._on_message, endpoint, handler))
         except BaseException:
             # A half-set-up channel would otherwise be "restored" on every reconnect.
@@ -576,17 +622,30 @@ class AmqpTransport(Transport):
             log.debug("handler for %s interrupted by close; the broker will redeliver", endpoint)
 
     async def _ensure_reply_queue(self) -> str:
+        """The ``reply_to`` routing key of this process's requests (its queue consumed)."""
         channel = self._open_channel()
+        cfg = self.config
         async with self._reply_lock:
             if self._reply_queue is not None:
                 return self._reply_queue
-            name = f"fedcast.{self.config.federation}.reply.{uuid.uuid4().hex}"
-            with _translated("declare reply queue"):
-                async with asyncio.timeout(self.config.operation_timeout):
-                    queue = await channel.declare_queue(name, exclusive=True, auto_delete=True)
+            with _translated("reply queue"):
+                async with asyncio.timeout(cfg.operation_timeout):
+                    if cfg.declare:
+                        key = f"reply.{uuid.uuid4().hex}"
+                        queue = await channel.declare_queue(
+                            cfg.queue_name(key), exclusive=True, auto_delete=True
+                        )
+                        await queue.bind(cfg.exchange, routing_key=key)
+                    else:
+                        if cfg.identity is None:
+                            raise ConfigurationError(
+                                "a provisioned transport needs its identity to make requests"
+                            )
+                        key = f"reply.{cfg.identity}"
+                        queue = await channel.declare_queue(cfg.queue_name(key), passive=True)
                     await queue.consume(self._on_reply, no_ack=True)
-            self._reply_queue = name
-            return name
+            self._reply_queue = key
+            return key
 
     async def _on_reply(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
         future = self._pending.get(message.correlation_id or "")

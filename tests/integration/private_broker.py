@@ -41,7 +41,15 @@ def _free_port() -> int:
 class PrivateBroker:
     """One RabbitMQ node of a test's own; ``url`` reaches it as guest (loopback only)."""
 
-    def __init__(self, root: Path, *, config: str = "", management: bool = False) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        config: str = "",
+        management: bool = False,
+        tls: tuple[Path, Path, Path] | None = None,
+    ) -> None:
+        """``tls`` = (CA, certificate, key) files: the AMQP listener is then TLS only."""
         server = rabbitmq_server()
         if server is None:
             raise RuntimeError("rabbitmq-server is not installed")
@@ -53,16 +61,18 @@ class PrivateBroker:
         self.dist_port = _free_port()
         self.extra_config = config
         self.management_port = _free_port() if management else None
+        self.tls = tls
         self._proc: subprocess.Popen[bytes] | None = None
         (root / "mnesia").mkdir(parents=True, exist_ok=True)
         (root / "log").mkdir(exist_ok=True)
 
     @property
     def url(self) -> str:
-        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+        return self.url_for("guest", "guest")
 
-    def url_for(self, user: str, password: str) -> str:
-        return f"amqp://{user}:{password}@127.0.0.1:{self.port}/"
+    def url_for(self, user: str, password: str, host: str = "127.0.0.1") -> str:
+        scheme = "amqp" if self.tls is None else "amqps"
+        return f"{scheme}://{user}:{password}@{host}:{self.port}/"
 
     @property
     def admin_url(self) -> str:
@@ -86,7 +96,18 @@ class PrivateBroker:
         }
 
     def start(self, timeout: float = 60.0) -> None:
-        config = f"listeners.tcp.default = 127.0.0.1:{self.port}\n{self.extra_config}\n"
+        if self.tls is None:
+            config = f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
+        else:
+            ca, cert, key = self.tls
+            config = (
+                "listeners.tcp = none\n"
+                f"listeners.ssl.default = 127.0.0.1:{self.port}\n"
+                f"ssl_options.cacertfile = {ca}\nssl_options.certfile = {cert}\nssl_options.keyfile = {key}\n"
+                "ssl_options.verify = verify_peer\nssl_options.fail_if_no_peer_cert = false\n"
+                "ssl_options.versions.1 = tlsv1.3\nssl_options.versions.2 = tlsv1.2\n"
+            )
+        config += f"{self.extra_config}\n"
         plugins: list[str] = []
         if self.management_port is not None:
             config += f"management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {self.management_port}\n"

@@ -671,8 +671,9 @@ def test_the_broker_logins_and_the_edge_pods_are_found(overlay: str) -> None:
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,
-    reason="per-device broker users are a separate slice of issue 11 (item 1, not built yet): until then "
-    "every edge pod reads the services' shared broker login (Secret fedcast-amqp, an administrator)",
+    reason="per-device broker users exist (fedcast broker, tests/integration/test_broker_identities.py) but "
+    "the overlays do not use them yet: every edge pod still reads the services' shared broker login "
+    "(Secret fedcast-amqp, an administrator); issue 11 stays open for it",
 )
 def test_no_edge_pod_reads_a_shared_broker_login() -> None:
     leaks: dict[str, list[str]] = {}
