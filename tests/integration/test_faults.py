@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -110,9 +111,13 @@ def _wait_for(predicate: object, what: str, timeout: float) -> None:
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def _start_federation(fed: Federation) -> tuple[dict[str, str], list[subprocess.Popen[bytes]]]:
+def _start_federation(
+    fed: Federation, **keyserver_extra: str
+) -> tuple[dict[str, str], list[subprocess.Popen[bytes]]]:
     ks_env = fed.env(
-        FEDCAST_STATE_DIR=str(fed.root / "keyserver"), FEDCAST_AGGREGATOR_TOKEN=fed.aggregator_token
+        FEDCAST_STATE_DIR=str(fed.root / "keyserver"),
+        FEDCAST_AGGREGATOR_TOKEN=fed.aggregator_token,
+        **keyserver_extra,
     )
     keyserver = fed.spawn("keyserver", _cli("keyserver"), ks_env)
     _wait_for(lambda: (fed.root / "keyserver" / "verify-key.json").exists(), "the key service", 90)
@@ -289,6 +294,156 @@ def test_a_broker_restart_mid_round_loses_no_process_and_rounds_resume(federatio
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         for proc in federation.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        broker.stop()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _scrape(port: int) -> dict[str, float]:
+    """The fedcast samples of one /metrics endpoint: {'name{labels}': value}."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith("fedcast_"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def _rss_mb(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) of a process in MB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) / 1024
+    return fields["VmRSS"], fields["VmHWM"]
+
+
+@pytest.mark.skipif(rabbitmq_server() is None, reason="rabbitmq-server is not installed: no private node")
+def test_floods_cost_bounded_lookups_and_memory_and_rounds_go_on(federation: Federation) -> None:
+    """On a private node with the deployment's 4 MiB max_message_size, an attacker with broker
+    access floods the aggregator: 10,000 well-formed READY messages from invented senders for
+    the current round, 8 garbage messages of 3.9 MB, and one of 50 MB.
+
+    Proves: the key-service lookups the flood causes stay within the gate's budget (1,000 at
+    once, then 100 a second), the aggregator's memory stays bounded, rounds keep completing,
+    and the broker itself refuses the 50 MB message. Prints the figures (docs/RELIABILITY.md).
+    """
+    import asyncio
+
+    import aio_pika
+
+    from shared.crypto.signing import SigningKeyPair
+    from shared.wire.messages import Header, MessageType, Ready
+    from shared.wire.serde import encode
+
+    fed = federation
+    broker = PrivateBroker(fed.root / "broker", config="max_message_size = 4194304")
+    broker.start()
+    try:
+        fed.url = broker.url
+        ks_port, agg_port = _free_port(), _free_port()
+        agg_env, edges = _start_federation(
+            fed, FEDCAST_METRICS_PORT=str(ks_port), FEDCAST_METRICS_HOST="127.0.0.1"
+        )
+        # One client more than run: every ready window runs its full 2 s, so the aggregator
+        # spends most of its time collecting READYs, where invented senders cost lookups.
+        agg_env = {
+            **agg_env,
+            "FEDCAST_EXPECTED_CLIENTS": str(EDGES + 1),
+            "FEDCAST_READY_WINDOW_S": "2",
+            "FEDCAST_METRICS_PORT": str(agg_port),
+            "FEDCAST_METRICS_HOST": "127.0.0.1",
+        }
+        aggregator = fed.spawn("aggregator", _cli("aggregator"), agg_env)
+        _wait_for(lambda: len(_completed_rounds(fed.log("aggregator"))) >= 2, "2 rounds", 120)
+        lookups_key = 'fedcast_messages_received_total{service="keyserver",type="get_keys"}'
+        before_lookups = _scrape(ks_port).get(lookups_key, 0.0)
+        rss_before, _ = _rss_mb(aggregator.pid)
+        rounds_before = len(_completed_rounds(fed.log("aggregator")))
+        signer = SigningKeyPair.generate()
+
+        async def flood() -> tuple[float, str]:
+            connection = await aio_pika.connect(broker.url)
+            try:
+                channel = await connection.channel(publisher_confirms=False)
+                exchange = await channel.get_exchange(f"fedcast.{fed.name}", ensure=False)
+                started = time.monotonic()
+                for batch in range(10):
+                    current = int(_scrape(agg_port)['fedcast_current_round{service="aggregator"}'])
+                    for i in range(1000):
+                        sender = f"intruder-{batch:02d}{i:04d}"
+                        body = encode(
+                            Header(MessageType.READY, fed.name, current, 0, sender), Ready(), signer, None
+                        )
+                        await exchange.publish(aio_pika.Message(body), routing_key="aggregator")
+                for _ in range(8):
+                    await exchange.publish(aio_pika.Message(os.urandom(3_900_000)), routing_key="aggregator")
+                elapsed = time.monotonic() - started
+                refused = ""
+                confirm = await connection.channel(publisher_confirms=True)
+                big = await confirm.get_exchange(f"fedcast.{fed.name}", ensure=False)
+                try:
+                    await big.publish(
+                        aio_pika.Message(os.urandom(50_000_000)), routing_key="aggregator", timeout=30
+                    )
+                except Exception as exc:  # the broker closes the channel: PRECONDITION_FAILED
+                    refused = f"{type(exc).__name__}: {exc}"
+                return elapsed, refused
+            finally:
+                await connection.close()
+
+        flood_s, refused = asyncio.run(flood())
+        _wait_for(
+            lambda: len(_completed_rounds(fed.log("aggregator"))) >= rounds_before + 3,
+            "3 more rounds after the flood",
+            120,
+        )
+        after = _scrape(agg_port)
+        lookups = _scrape(ks_port).get(lookups_key, 0.0) - before_lookups
+        rss_after, rss_peak = _rss_mb(aggregator.pid)
+        rejected = {
+            re.search(r'reason="([^"]+)"', k).group(1): v  # type: ignore[union-attr]
+            for k, v in after.items()
+            if k.startswith("fedcast_messages_rejected_total{") and 'service="aggregator"' in k and v
+        }
+        elapsed = flood_s + 1.0  # the lookups may run a little after the last publish
+        assert lookups <= 1000 + 100 * (elapsed + 30), lookups  # the budget, with the drain time
+        assert "PRECONDITION_FAILED" in refused and "larger than configured max size" in refused, refused
+        assert rejected.get("unknown_sender", 0) + rejected.get("stale", 0) >= 10_000 - 100, rejected
+        assert aggregator.poll() is None and all(e.poll() is None for e in edges)
+        assert rss_peak - rss_before < 150, (rss_before, rss_peak)
+        figures = {
+            "flood_messages": 10_008,
+            "flood_publish_s": round(flood_s, 2),
+            "key_service_lookups": lookups,
+            "aggregator_rejections": rejected,
+            "aggregator_rss_mb_before": round(rss_before, 1),
+            "aggregator_rss_mb_after": round(rss_after, 1),
+            "aggregator_rss_mb_peak": round(rss_peak, 1),
+            "fifty_mb_message": refused[:160],
+        }
+        print("FLOOD", json.dumps(figures))
+    finally:
+        for proc in fed.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in fed.procs:
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
