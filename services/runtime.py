@@ -26,13 +26,12 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from services.retrying import retry_while_unreachable
 from shared.crypto.signing import SigningKeyPair
 from shared.errors import (
     FedcastError,
     MalformedMessageError,
-    RequestTimeoutError,
     StaleMessageError,
-    TransportError,
     UnknownSenderError,
 )
 from shared.metrics import (
@@ -103,18 +102,6 @@ SENDER_CACHE_SIZE = 10_000
 
 
 T = TypeVar("T")
-
-
-async def retry_while_unreachable(call: Callable[[], Awaitable[T]], *, max_delay: float = 10.0) -> T:
-    """Retry ``call`` while the peer does not answer (services may start in any order)."""
-    delay = 0.5
-    while True:
-        try:
-            return await call()
-        except (RequestTimeoutError, TransportError) as exc:
-            log.info("peer not reachable yet (%s); retrying in %.1f s", exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, max_delay)
 
 
 def configure_logging(level: str = "INFO") -> None:

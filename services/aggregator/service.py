@@ -193,7 +193,7 @@ class AggregatorService:
 
     async def start(self) -> None:
         cfg = self.config
-        await self.transport.connect()
+        await retry_while_unreachable(self.transport.connect, what="broker")
         self._signer = load_or_create_signing_key(
             cfg.state_dir / "signing-key.json", check_permissions=cfg.check_key_permissions
         )
@@ -206,7 +206,7 @@ class AggregatorService:
             timeout=cfg.keyserver_timeout_s,
             allow_insecure_test_group=cfg.allow_insecure_test_group,
         )
-        params, _, min_online = await retry_while_unreachable(self._keys.get_params)
+        params, _, min_online = await retry_while_unreachable(self._keys.get_params, what="key service")
         secret = await asyncio.to_thread(
             load_or_create_aggregator_key,
             cfg.key_path,
@@ -221,7 +221,9 @@ class AggregatorService:
             public.delivery_proof,
             self._signer.verify_key,
         )
-        await retry_while_unreachable(lambda: self._keys.register_aggregator(cfg.aggregator_token, info))
+        await retry_while_unreachable(
+            lambda: self._keys.register_aggregator(cfg.aggregator_token, info), what="key service"
+        )
         loaded = await asyncio.to_thread(self._checkpoints.load)
         checkpoint = None if loaded is None else loaded.checkpoint
         if loaded is not None and loaded.damaged:

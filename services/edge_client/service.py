@@ -153,7 +153,7 @@ class EdgeClientService:
 
     async def start(self) -> None:
         cfg = self.config
-        await self.transport.connect()
+        await retry_while_unreachable(self.transport.connect, what="broker")
         signer = load_or_create_signing_key(
             cfg.state_dir / "signing-key.json", check_permissions=cfg.check_key_permissions
         )
@@ -167,13 +167,15 @@ class EdgeClientService:
             allow_insecure_test_group=cfg.allow_insecure_test_group,
         )
         self._keys = keys
-        params, aggregator, min_online = await retry_while_unreachable(keys.get_params)
+        params, aggregator, min_online = await retry_while_unreachable(keys.get_params, what="key service")
         delay = 0.5
         while aggregator is None or keys.aggregator_key is None:  # the aggregator registers on start
             log.info("waiting for the aggregator to register at the key service")
             await asyncio.sleep(delay)
             delay = min(2 * delay, 10.0)
-            params, aggregator, min_online = await retry_while_unreachable(keys.get_params)
+            params, aggregator, min_online = await retry_while_unreachable(
+                keys.get_params, what="key service"
+            )
         public = keys.aggregator_key
         group = params.group
         keypair = await asyncio.to_thread(
@@ -182,7 +184,7 @@ class EdgeClientService:
             group,
             check_permissions=cfg.check_key_permissions,
         )
-        await retry_while_unreachable(lambda: keys.enroll(cfg.enrollment_token, keypair))
+        await retry_while_unreachable(lambda: keys.enroll(cfg.enrollment_token, keypair), what="key service")
         self._ctx = WireContext.from_group(group)
         self._aggregator_vk = aggregator.verify_key
         ledger = await asyncio.to_thread(

@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from typing import TypeVar
 
 from services.keyserver.handlers import KEYSERVER_SENDER, check_aggregator_info
+from services.retrying import request_retrying
 from shared import errors
 from shared.crypto.group import GroupParams
 from shared.crypto.keys import AggregatorPublicKey, ClientKeyPair
@@ -38,7 +39,6 @@ from shared.errors import (
     InvalidParametersError,
     MalformedMessageError,
     RegistryError,
-    RequestTimeoutError,
     SignatureError,
 )
 from shared.params import SystemParams
@@ -73,7 +73,6 @@ _ERRORS: dict[str, type[FedcastError]] = {
     for cls in (getattr(errors, name) for name in errors.__all__)
     if isinstance(cls, type) and issubclass(cls, FedcastError)
 }
-_MAX_BACKOFF_S = 10.0
 _Reply = TypeVar("_Reply", ParamsReply, KeysReply, Ack)
 
 
@@ -244,16 +243,9 @@ class KeyServiceClient:
         return reply.body
 
     async def _request(self, data: bytes, mtype: MessageType) -> bytes:
-        for attempt in range(self._retries + 1):
-            try:
-                return await self._transport.request(KEYSERVER, data, timeout=self._timeout)
-            except RequestTimeoutError:
-                if attempt == self._retries:
-                    raise
-                delay = min(self._backoff * 2**attempt, _MAX_BACKOFF_S)
-                log.warning("%s: no reply from the key service; retry in %.1f s", mtype.value, delay)
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")  # the loop returns or raises
+        retrying = request_retrying(self._retries, self._backoff, mtype.value)
+        reply: bytes = await retrying(self._transport.request, KEYSERVER, data, timeout=self._timeout)
+        return reply
 
     def _check_reply(self, reply: Signed, ctx: WireContext | None) -> None:
         header = reply.header

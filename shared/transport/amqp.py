@@ -261,6 +261,37 @@ class AmqpConfig:
         return arguments
 
 
+class _FirstConnectNoise(logging.Filter):
+    """Drops what aio-pika and aiormq log when a *first* connect fails.
+
+    aiormq logs the socket error at ERROR and aio-pika announces "Reconnecting after 1
+    seconds" although nothing will reconnect: the connect raises, :meth:`AmqpTransport.connect`
+    closes the connection, and the caller's one retry policy (services/retrying.py) logs the
+    failure once, clearly. Later reconnects of a working connection are logged as usual.
+    """
+
+    _NOISE = ("Reconnecting after", "error when creating transport")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(noise in record.getMessage() for noise in self._NOISE)
+
+
+_NOISY_LOGGERS = ("aio_pika.robust_connection", "aiormq.connection")
+
+
+@contextlib.contextmanager
+def _quiet_first_connect() -> Iterator[None]:
+    noise = _FirstConnectNoise()
+    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(noise)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(noise)
+
+
 @contextlib.contextmanager
 def _translated(what: str) -> Iterator[None]:
     """Turn aio-pika/aiormq/socket errors into TransportError at the module boundary."""
@@ -351,7 +382,7 @@ class AmqpTransport(Transport):
             ssl_context=None if cfg.tls is None else cfg.tls.client_context(),
         )
         try:
-            with _translated(f"connect to federation {cfg.federation}"):
+            with _quiet_first_connect(), _translated(f"connect to federation {cfg.federation}"):
                 async with asyncio.timeout(cfg.connect_timeout):
                     await connection.connect(timeout=cfg.connect_timeout)
                     channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -366,7 +397,7 @@ class AmqpTransport(Transport):
                         self._exchange = await channel.get_exchange(cfg.exchange, ensure=True)
                         self._fanout = await channel.get_exchange(cfg.broadcast_exchange, ensure=True)
         except BaseException:
-            with contextlib.suppress(*_BROKER_ERRORS, RuntimeError):
+            with _quiet_first_connect(), contextlib.suppress(*_BROKER_ERRORS, RuntimeError):
                 await connection.close()
             raise
         connection.reconnect_callbacks.add(self._on_reconnect)
