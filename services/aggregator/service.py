@@ -455,7 +455,7 @@ class AggregatorService:
         if self._closing:  # shutting down: the next life restarts the round with a new attempt
             return
         msg = await self._gate.admit(delivery)
-        if msg is None:
+        if msg is None or self._closing:  # closed while its sender was looked up: not a rejection
             return
         start = time.perf_counter()
         try:
