@@ -18,7 +18,7 @@ import time
 import uuid
 from pathlib import Path
 
-__all__ = ["PrivateBroker", "rabbitmq_server"]
+__all__ = ["PrivateBroker", "rabbitmq_server", "stop_processes"]
 
 _SBIN = ("/usr/lib/rabbitmq/bin", "/usr/sbin")
 
@@ -160,3 +160,16 @@ class PrivateBroker:
     def log_tail(self, chars: int = 3000) -> str:
         path = self.root / "server.log"
         return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+
+def stop_processes(procs: list[subprocess.Popen[bytes]], timeout: float = 20.0) -> None:
+    """SIGTERM every process still running, then wait for each (SIGKILL after ``timeout``)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

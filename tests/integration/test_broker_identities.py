@@ -12,7 +12,6 @@ import asyncio
 import base64
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -35,7 +34,7 @@ from shared.transport.amqp import AmqpConfig, AmqpTransport
 from shared.transport.base import Delivery
 from shared.transport.brokeradmin import BrokerAdmin
 
-from .private_broker import PrivateBroker, rabbitmq_server
+from .private_broker import PrivateBroker, rabbitmq_server, stop_processes
 
 pytestmark = [
     pytest.mark.broker,
@@ -365,15 +364,7 @@ def test_a_round_over_tls_with_one_broker_user_per_party(tmp_path: Path, pki: Pk
             (tmp_path / f"{n}.log").read_text(errors="replace") for n in ("keyserver", *ids)
         )
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(procs)
         broker.stop()
 
 

@@ -26,7 +26,7 @@ import pytest
 
 from services.aggregator.checkpoint import CheckpointStore
 
-from .private_broker import PrivateBroker, rabbitmq_server
+from .private_broker import PrivateBroker, rabbitmq_server, stop_processes
 
 pytestmark = pytest.mark.broker
 
@@ -77,15 +77,7 @@ def federation(tmp_path: Path) -> Iterator[Federation]:
     try:
         yield fed
     finally:
-        for proc in fed.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in fed.procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(fed.procs)
         _delete_topology(fed.url, fed.name)
 
 
@@ -290,15 +282,7 @@ def test_a_broker_restart_mid_round_loses_no_process_and_rounds_resume(federatio
             ),
         )
     finally:
-        for proc in federation.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in federation.procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(federation.procs)
         broker.stop()
 
 
@@ -440,13 +424,5 @@ def test_floods_cost_bounded_lookups_and_memory_and_rounds_go_on(federation: Fed
         }
         print("FLOOD", json.dumps(figures))
     finally:
-        for proc in fed.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in fed.procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(fed.procs)
         broker.stop()
