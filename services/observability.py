@@ -30,7 +30,8 @@ Environment (:meth:`ObservabilityConfig.from_env`):
 
 ===============================  ============================================================
 ``FEDCAST_METRICS_PORT``         HTTP port of the three endpoints (9100; ``0`` disables)
-``FEDCAST_METRICS_HOST``         address to bind (``0.0.0.0``)
+``FEDCAST_METRICS_HOST``         address to bind (``127.0.0.1``: this host only; ``0.0.0.0`` where a
+                                scraper on the network must reach it, guarded: docs/METRICS.md)
 ``FEDCAST_PUSHGATEWAY_URL``      Pushgateway base URL, e.g. ``http://pushgateway:9091`` (unset: off)
 ``FEDCAST_PUSH_INTERVAL_S``      seconds between pushes (15)
 ===============================  ============================================================
@@ -202,7 +203,9 @@ class ObservabilityConfig:
     """Where to serve the endpoints and whether to push; validated on construction."""
 
     metrics_port: int = DEFAULT_METRICS_PORT
-    metrics_host: str = "0.0.0.0"  # noqa: S104 - a pod's probes and Prometheus reach it from outside
+    # Local by default: /metrics tells an edge's model quality on its own data (docs/METRICS.md).
+    # Kubernetes and compose set 0.0.0.0 where a NetworkPolicy or the compose network guards it.
+    metrics_host: str = "127.0.0.1"
     pushgateway_url: str | None = None
     push_interval_s: float = 15.0
 
@@ -222,7 +225,7 @@ class ObservabilityConfig:
         env = os.environ if environ is None else environ
         values: dict[str, object] = {
             "metrics_port": env_int(env, "FEDCAST_METRICS_PORT", DEFAULT_METRICS_PORT),
-            "metrics_host": env_str(env, "FEDCAST_METRICS_HOST", "0.0.0.0"),  # noqa: S104
+            "metrics_host": env_str(env, "FEDCAST_METRICS_HOST", "127.0.0.1"),
             "pushgateway_url": env_str(env, "FEDCAST_PUSHGATEWAY_URL") or None,
             "push_interval_s": env_float(env, "FEDCAST_PUSH_INTERVAL_S", 15.0),
         }
@@ -250,7 +253,7 @@ class MetricsServer:
         ready: Callable[[], bool],
         *,
         port: int = DEFAULT_METRICS_PORT,
-        host: str = "0.0.0.0",  # noqa: S104 - see ObservabilityConfig.metrics_host
+        host: str = "127.0.0.1",  # as ObservabilityConfig.metrics_host
         registry: CollectorRegistry = REGISTRY,
     ) -> None:
         self.ready = ready

@@ -199,7 +199,7 @@ def test_metrics_port_flags() -> None:
 
 def test_config_from_env_defaults_overrides_and_validation() -> None:
     default = ObservabilityConfig.from_env({})
-    assert (default.metrics_port, default.metrics_host) == (9100, "0.0.0.0")
+    assert (default.metrics_port, default.metrics_host) == (9100, "127.0.0.1")  # local unless asked
     assert (default.pushgateway_url, default.push_interval_s) == (None, 15.0)
     env = {
         "FEDCAST_METRICS_PORT": "9200",

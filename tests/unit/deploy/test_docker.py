@@ -8,6 +8,7 @@ marked slow); otherwise it skips and says why.
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import json
 import re
@@ -23,7 +24,13 @@ from tests.unit.deploy.conftest import REPO
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is not installed (pip install -e '.[test]')")
 
-FEDCAST_SUBCOMMANDS = {"keyserver", "aggregator", "edge"}
+FEDCAST_SUBCOMMANDS = {"keyserver", "aggregator", "edge", "broker", "certs"}
+#: The compose one-shots that run fedcast's image; the other fedcast services run all the time.
+ONE_SHOTS = {"certs", "broker-setup", "provision", "verify-key"}
+#: Only these may know the broker administrator's password.
+ADMIN_READERS = {"rabbitmq", "broker-setup"}
+ADMIN_VARIABLE = "FEDCAST_BROKER_ADMIN_PASSWORD"
+BOOTSTRAP = "/var/lib/fedcast/bootstrap"
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
@@ -51,12 +58,14 @@ def compose() -> dict[str, Any]:
     return data
 
 
-def fedcast_services() -> dict[str, dict[str, Any]]:
-    return {
-        name: svc
-        for name, svc in compose()["services"].items()
-        if str(svc.get("image", "")).startswith("fedcast")
-    }
+def fedcast_services(services: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    services = compose()["services"] if services is None else services
+    return {name: svc for name, svc in services.items() if str(svc.get("image", "")).startswith("fedcast")}
+
+
+def runtime_services(services: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """The long-running fedcast services: key service, aggregator, edge clients."""
+    return {n: s for n, s in fedcast_services(services).items() if n not in ONE_SHOTS}
 
 
 # --- Dockerfile -----------------------------------------------------------------------
@@ -162,7 +171,7 @@ def test_compose_has_the_laptop_stack() -> None:
     services = set(compose()["services"])
     assert {"rabbitmq", "prometheus", "grafana", "keyserver", "aggregator"} <= services
     assert {"edge-1", "edge-2", "edge-3"} <= services
-    assert {"provision", "verify-key"} <= services, "the bootstrap one-shots"
+    assert {"certs", "rabbitmq-tls", "broker-setup", "provision", "verify-key"} <= services, "the one-shots"
 
 
 def _fedcast_argvs(name: str, service: dict[str, Any]) -> list[list[str]]:
@@ -204,6 +213,7 @@ def test_compose_commands_are_real_fedcast_subcommands() -> None:
             assert args.command in FEDCAST_SUBCOMMANDS, f"{name}: {argv}"
             seen.add(f"{args.command} {getattr(args, 'action', '') or ''}".strip())
     assert {"keyserver serve", "keyserver add-device", "keyserver verify-key", "aggregator", "edge"} <= seen
+    assert {"broker setup", "broker add-device", "certs init", "certs issue"} <= seen
 
 
 def test_compose_fedcast_services_are_locked_down() -> None:
@@ -223,9 +233,15 @@ def test_compose_bootstrap_order() -> None:
 
     assert waits_for("keyserver")["provision"] == "service_completed_successfully"
     assert waits_for("verify-key")["keyserver"] == "service_healthy"
+    assert waits_for("rabbitmq-tls")["certs"] == "service_completed_successfully"
+    assert waits_for("rabbitmq")["rabbitmq-tls"] == "service_completed_successfully"
+    assert waits_for("broker-setup")["rabbitmq"] == "service_healthy"
+    for client in ("keyserver", "aggregator", "edge-1", "edge-2", "edge-3"):
+        # their queues and users exist before they start (they declare nothing)
+        assert waits_for(client)["broker-setup"] == "service_completed_successfully", client
+        assert waits_for(client)["rabbitmq"] == "service_healthy", client
     for client in ("aggregator", "edge-1", "edge-2", "edge-3"):
         assert waits_for(client)["verify-key"] == "service_completed_successfully", client
-        assert waits_for(client)["rabbitmq"] == "service_healthy", client
         env = services[client]["environment"]
         assert env["FEDCAST_KEYSERVER_VERIFY_KEY_FILE"].endswith("verify-key.hex"), client
     provisioned = re.findall(r"edge-\d", services["provision"]["entrypoint"][2])
@@ -250,9 +266,191 @@ def test_compose_prometheus_scrapes_every_fedcast_service() -> None:
         for group in job["static_configs"]
         for target in group["targets"]
     }
-    runtime = set(fedcast_services()) - {"provision", "verify-key"}
+    runtime = set(runtime_services())
     assert {f"{name}:9100" for name in runtime} <= targets
     assert "rabbitmq:15692" in targets
+
+
+# --- the broker: own logins, the administrator's only where it belongs, TLS only (issue 11) ---
+
+
+def _script(service: dict[str, Any]) -> str:
+    """A service's shell script as the container runs it (compose's $$ is a literal $)."""
+    entrypoint = service.get("entrypoint") or [""]
+    return str(entrypoint[2] if len(entrypoint) > 2 else "").replace("$$", "$")
+
+
+def _login_files(script: str) -> str | None:
+    """The login a wrapper builds FEDCAST_AMQP_URL from: the variable naming its files, or None."""
+    match = re.search(
+        r'login="' + re.escape(BOOTSTRAP) + r'/amqp/\$(\w+)"\s*\n\s*'
+        r'FEDCAST_AMQP_URL="amqps://\$\(cat "\$login\.user"\):\$\(cat "\$login\.password"\)@\$AMQP_ADDRESS"',
+        script,
+    )
+    exported = re.search(r"export [^\n]*\bFEDCAST_AMQP_URL\b", script)
+    return match.group(1) if match and exported else None
+
+
+def compose_login_problems(services: dict[str, Any]) -> list[str]:
+    problems: list[str] = []
+    for name, service in services.items():
+        if ADMIN_VARIABLE in json.dumps(service) and name not in ADMIN_READERS:
+            problems.append(f"{name} knows the broker administrator's password")
+        if "FEDCAST_BROKER_ADMIN_URL" in json.dumps(service) and name != "broker-setup":
+            problems.append(f"{name} holds the management API's admin URL")
+    if ADMIN_VARIABLE not in json.dumps(services["rabbitmq"]["environment"]["RABBITMQ_DEFAULT_PASS"]):
+        problems.append("RabbitMQ's administrator is not the one broker-setup uses")
+    setup = _script(services["broker-setup"])
+    provisioned = (
+        set(re.findall(r"for id in ([\w -]+); do", setup)[0].split()) if "for id in" in setup else set()
+    )
+    if "fedcast broker setup" in setup:
+        provisioned |= {"keyserver", "aggregator"}
+    seen: dict[str, str] = {}
+    for name, service in runtime_services(services).items():
+        env = service.get("environment", {})
+        if env.get("FEDCAST_AMQP_DECLARE") != "0":
+            problems.append(f"{name}: FEDCAST_AMQP_DECLARE is not 0")
+        if "FEDCAST_AMQP_URL" in env:
+            problems.append(f"{name}: a broker URL in its environment (shared, or with a literal login)")
+        variable = _login_files(_script(service))
+        login = env.get(variable or "", "")
+        own = env.get("FEDCAST_CLIENT_ID") or name
+        if variable is None or login != own:
+            problems.append(f"{name}: does not log in as its own broker user ({variable}={login!r})")
+            continue
+        if login in seen:
+            problems.append(f"{name} shares the broker user {login} with {seen[login]}")
+        seen[login] = name
+        if login not in provisioned:
+            problems.append(f"{name}: broker-setup does not make the user {login}")
+    return problems
+
+
+def _conf(path: Path) -> dict[str, str]:
+    settings: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            settings[key.strip()] = value.strip()
+    return settings
+
+
+def compose_tls_problems(services: dict[str, Any]) -> list[str]:
+    """RabbitMQ listens on TLS only with fedcast certs' files; every client dials amqps pinning that CA."""
+    problems: list[str] = []
+    mounts = dict(v.split(":")[:2][::-1] for v in services["rabbitmq"]["volumes"])  # target -> source
+    confs = sorted(t for t in mounts if t.startswith("/etc/rabbitmq/conf.d/"))
+    conf: dict[str, str] = {}
+    for target in confs:
+        conf.update(_conf(REPO / mounts[target]))
+    if conf.get("listeners.tcp") != "none" or conf.get("listeners.ssl.default") != "5671":
+        listeners = (conf.get("listeners.tcp"), conf.get("listeners.ssl.default"))
+        problems.append(f"RabbitMQ is not TLS-only on 5671: tcp {listeners[0]}, ssl {listeners[1]}")
+    installer = _script(services["rabbitmq-tls"])
+    installer_mounts = dict(v.split(":")[:2][::-1] for v in services["rabbitmq-tls"]["volumes"])
+    installed = {
+        target: (source, mode)
+        for mode, source, target in re.findall(r"install -o \d+ -g \d+ -m (\d+) (\S+) (\S+)", installer)
+    }
+
+    def installed_as(path: str, where: dict[str, str]) -> tuple[str, str] | None:
+        """(source in the pki volume, mode) of the file a service sees at `path`, if rabbitmq-tls put it."""
+        for target, volume in where.items():
+            if path.startswith(target + "/"):
+                for inside, (source, mode) in installed.items():
+                    mount = next((t for t, v in installer_mounts.items() if v == volume), None)
+                    if mount and inside == mount + path[len(target) :]:
+                        return source, mode
+        return None
+
+    for key, expected in (
+        ("cacertfile", "ca.pem"),
+        ("certfile", "rabbitmq.pem"),
+        ("keyfile", "rabbitmq-key.pem"),
+    ):
+        found = installed_as(conf.get(f"ssl_options.{key}", ""), mounts)
+        if found is None or Path(found[0]).name != expected:
+            problems.append(f"ssl_options.{key} is not the {expected} that fedcast certs made: {found}")
+        elif key == "keyfile" and found[1] != "0600":
+            problems.append("the broker's key is not 0600")
+    certs = _script(services["certs"])
+    if not re.search(r"fedcast certs init ", certs) or not re.search(
+        r"fedcast certs issue rabbitmq [^\n]*--server[^\n]*--dns rabbitmq\b", certs
+    ):
+        problems.append("the certs one-shot does not make the CA and the broker's certificate for 'rabbitmq'")
+    for name, service in runtime_services(services).items():
+        env = service.get("environment", {})
+        where = dict(v.split(":")[:2][::-1] for v in service.get("volumes", []))
+        if env.get("AMQP_ADDRESS") != "rabbitmq:5671/":
+            problems.append(f"{name} dials {env.get('AMQP_ADDRESS')}")
+        ca = installed_as(env.get("FEDCAST_AMQP_CA_FILE", ""), where)
+        if ca is None or Path(ca[0]).name != "ca.pem":
+            problems.append(
+                f"{name} does not pin the CA fedcast certs made ({env.get('FEDCAST_AMQP_CA_FILE')})"
+            )
+        if "pki" in where.values() or "rabbitmq-tls" in where.values():
+            problems.append(f"{name} mounts a volume with a private key of the broker or the CA")
+    return problems
+
+
+def compose_port_problems(services: dict[str, Any]) -> list[str]:
+    problems: list[str] = []
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            if not str(port).startswith("127.0.0.1:"):
+                problems.append(f"{name} publishes {port} beyond this machine")
+        if name in fedcast_services(services) and service.get("ports"):
+            problems.append(f"{name} publishes a port: its /metrics is for Prometheus on the compose network")
+    for name, service in runtime_services(services).items():
+        if service.get("environment", {}).get("FEDCAST_METRICS_HOST") != "0.0.0.0":
+            problems.append(f"{name}: Prometheus cannot scrape it over the compose network")
+    return problems
+
+
+def test_compose_every_party_logs_in_as_its_own_broker_user() -> None:
+    assert compose_login_problems(compose()["services"]) == []
+
+
+def test_compose_broker_is_tls_only_with_certificates_from_fedcast_certs() -> None:
+    assert compose_tls_problems(compose()["services"]) == []
+
+
+def test_compose_publishes_nothing_beyond_this_machine() -> None:
+    assert compose_port_problems(compose()["services"]) == []
+
+
+def test_compose_checks_catch_what_they_are_for() -> None:
+    """Guard the three tests above with the mistakes they exist to catch."""
+    services = compose()["services"]
+
+    def broken(change: Any) -> dict[str, Any]:
+        copied = copy.deepcopy(services)
+        change(copied)
+        return copied
+
+    admin_url = "amqps://fedcast:${FEDCAST_BROKER_ADMIN_PASSWORD:-fedcast-dev}@rabbitmq:5671/"
+    for change in (
+        lambda s: s["edge-1"]["environment"].update(FEDCAST_AMQP_URL=admin_url),
+        lambda s: s["edge-2"]["environment"].update(FEDCAST_AMQP_LOGIN="aggregator"),
+        lambda s: s["aggregator"]["environment"].update(FEDCAST_AMQP_DECLARE="1"),
+        lambda s: s["keyserver"].update(entrypoint=None),
+        lambda s: s["edge-3"]["environment"].update(FEDCAST_AMQP_LOGIN="edge-4"),
+    ):
+        assert compose_login_problems(broken(change)), change
+    plaintext = broken(
+        lambda s: s["rabbitmq"]["volumes"].remove(
+            next(v for v in s["rabbitmq"]["volumes"] if "tls.conf" in v)
+        )
+    )
+    assert compose_tls_problems(plaintext)
+    assert compose_tls_problems(
+        broken(lambda s: s["edge-1"]["environment"].update(FEDCAST_AMQP_CA_FILE="/etc/ssl/cert.pem"))
+    )
+    assert compose_tls_problems(broken(lambda s: s["edge-1"]["volumes"].append("pki:/pki:ro")))
+    assert compose_port_problems(broken(lambda s: s["edge-1"].update(ports=["127.0.0.1:9101:9100"])))
+    assert compose_port_problems(broken(lambda s: s["rabbitmq"]["ports"].append("15671:15671")))
+    assert compose_port_problems(broken(lambda s: s["aggregator"]["environment"].pop("FEDCAST_METRICS_HOST")))
 
 
 def test_grafana_provisioning() -> None:
