@@ -17,21 +17,24 @@ import argparse
 import asyncio
 import json
 import os
+import sys
+import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fedcast.broker_cli import remove_device
+from fedcast.broker_cli import provision_device, remove_device
+from fedcast.bundle import DEVICE_CA_PATH, DeviceBundle, canonical_ca_pem, check_namespace, secret_name
 from fedcast.cli_common import port, positive_int
 from services.aggregator.service import AggregatorConfig, AggregatorService
 from services.edge_client.service import EdgeClientService, EdgeConfig
-from services.keyserver.service import KeyServer, KeyServerConfig
+from services.keyserver.service import VERIFY_KEY_FILE, KeyServer, KeyServerConfig
 from services.keyserver.store import DeviceRecord, RegistryStore
 from services.lifecycle import run_until_stopped
 from services.observability import MetricsServer, ObservabilityConfig, PushgatewayPusher, initialize_series
-from services.runtime import configure_logging, install_stop_signals, make_transport
-from shared.errors import ConfigurationError
+from services.runtime import configure_logging, install_stop_signals, make_transport, retry_while_unreachable
+from shared.errors import ConfigurationError, FedcastError, KeyStorageError
 from shared.keystore import read_json
 from shared.transport.base import client_endpoint
 from shared.transport.brokeradmin import BrokerAdmin
@@ -99,7 +102,7 @@ async def _serve_keyserver(config: KeyServerConfig, url: str, observability: Obs
     keyserver = KeyServer(config, transport)
 
     async def run(stop: asyncio.Event) -> None:
-        await transport.connect()
+        await retry_while_unreachable(transport.connect, what="broker")
         try:
             await keyserver.run(stop)
         finally:
@@ -162,6 +165,186 @@ def _list_devices(config: KeyServerConfig, *, as_json: bool) -> str:
     return _table(header, [[row[c] or "-" for c in columns] for row in rows])
 
 
+def _provision_token(args: argparse.Namespace, config: KeyServerConfig) -> str:
+    with RegistryStore(config.registry_path) as store:
+        store.bind_federation(config.federation)
+        return store.provision_device(
+            args.client_id, reprovision=args.reprovision, force_active=args.force_active
+        )
+
+
+def _add_device(args: argparse.Namespace, config: KeyServerConfig) -> int:
+    """``keyserver add-device``: print the token, or with ``--bundle`` write the device's bundle."""
+    if args.bundle is None:
+        given = [
+            flag
+            for flag, value in (
+                ("--amqp-host", args.amqp_host),
+                ("--ca-file", args.ca_file),
+                ("--namespace", args.namespace),
+            )
+            if value is not None
+        ]
+        if given:
+            raise ConfigurationError(f"{', '.join(given)} only apply with --bundle DIR")
+        print(_provision_token(args, config))
+        return 0
+    return _add_device_with_bundle(args, config)
+
+
+def _verify_key_hex(config: KeyServerConfig) -> str:
+    path = config.state_dir / VERIFY_KEY_FILE
+    if not path.is_file():
+        raise ConfigurationError(
+            f"no verify key at {path}: the key service has never started with this state directory "
+            "(FEDCAST_STATE_DIR or --state-dir); start it once, then add the device"
+        )
+    verify_key = read_json(path).get("verify_key")
+    if not isinstance(verify_key, str):
+        raise ConfigurationError(f"{path} holds no verify key")
+    return verify_key
+
+
+def _amqp_address(value: str, *, tls: bool) -> str:
+    """``--amqp-host HOST[:PORT]`` as ``host:port`` (5671 for amqps, 5672 for amqp by default)."""
+    try:
+        parts = urllib.parse.urlsplit(f"//{value}")
+        port = parts.port
+    except ValueError:
+        raise ConfigurationError(f"--amqp-host must be HOST:PORT, got {value!r}") from None
+    if (
+        not parts.hostname
+        or "@" in parts.netloc
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+    ):
+        raise ConfigurationError(f"--amqp-host must be HOST:PORT (no user, password or path), got {value!r}")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{host}:{port or (5671 if tls else 5672)}"
+
+
+def _device_amqp_url(address: str, login: dict[str, str], *, tls: bool) -> str:
+    user, password = (urllib.parse.quote(login[k], safe="") for k in ("user", "password"))
+    return f"{'amqps' if tls else 'amqp'}://{user}:{password}@{address}/"
+
+
+def _federation_settings(config: KeyServerConfig) -> dict[str, str]:
+    """What the device must agree on with the federation besides its id: min online set, task."""
+    settings = {"FEDCAST_MIN_ONLINE": str(config.min_online)}
+    for name, value in os.environ.items():
+        if (name == "FEDCAST_TASK" or name.startswith("FEDCAST_TASK_")) and value.strip():
+            settings[name] = value.strip()
+    return settings
+
+
+def _add_device_with_bundle(args: argparse.Namespace, config: KeyServerConfig) -> int:
+    """Token, and broker user when FEDCAST_BROKER_ADMIN_URL is set, written as the device's bundle.
+
+    Everything that can be checked is checked before the token is issued (it exists only
+    in the bundle), and a broker that fails after it still gets the token written.
+    """
+    verify_key = _verify_key_hex(config)
+    tls = args.ca_file is not None
+    ca_pem: bytes | None = None
+    if args.ca_file is not None:
+        try:
+            ca_pem = canonical_ca_pem(Path(args.ca_file).read_bytes())
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read --ca-file {args.ca_file}: {exc.strerror}") from exc
+    namespace = args.namespace or "fedcast"
+    check_namespace(namespace)
+    admin_url = os.environ.get("FEDCAST_BROKER_ADMIN_URL", "")
+    admin = BrokerAdmin(admin_url) if admin_url else None
+    address: str | None = None
+    if admin is not None:
+        if not args.amqp_host:
+            raise ConfigurationError(
+                "give --amqp-host HOST:PORT, the broker address the device dials: FEDCAST_BROKER_ADMIN_URL "
+                "is set, so the bundle carries the device's broker login"
+            )
+        address = _amqp_address(args.amqp_host, tls=tls)
+        if not tls:
+            print(
+                "fedcast: warning: no --ca-file: the device's broker login goes over plaintext amqp://; "
+                "for development only",
+                file=sys.stderr,
+            )
+    else:
+        unused = " (--amqp-host is unused)" if args.amqp_host else ""
+        print(
+            "fedcast: note: FEDCAST_BROKER_ADMIN_URL is not set: the bundle carries no broker login; "
+            f"set FEDCAST_AMQP_URL on the device{unused}",
+            file=sys.stderr,
+        )
+    settings = _federation_settings(config)
+    placeholder = "amqps" if tls else "amqp"
+    DeviceBundle(  # refuses, before the token exists, what the bundle could not carry
+        args.client_id,
+        config.federation,
+        "not-yet-issued",
+        verify_key,
+        amqp_url=None if address is None else f"{placeholder}://user:password@{address}/",
+        ca_pem=ca_pem,
+        settings=settings,
+    )
+    directory = Path(args.bundle)
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot create the bundle directory {directory}: {exc.strerror}") from exc
+
+    token = _provision_token(args, config)
+    amqp_url: str | None = None
+    broker_error: FedcastError | None = None
+    if admin is not None and address is not None:
+        try:
+            amqp_url = _device_amqp_url(
+                address, provision_device(admin, config.federation, args.client_id), tls=tls
+            )
+        except FedcastError as exc:
+            broker_error = exc
+    bundle = DeviceBundle(
+        args.client_id,
+        config.federation,
+        token,
+        verify_key,
+        amqp_url=amqp_url,
+        ca_pem=ca_pem,
+        settings=settings,
+    )
+    try:
+        paths = bundle.write(directory, namespace=namespace)
+    except KeyStorageError as exc:
+        raise KeyStorageError(
+            f"{exc}; the token of {args.client_id} was issued but not saved: add the device again with "
+            "--reprovision --force-active"
+        ) from exc
+    uses = {
+        f"{args.client_id}.env": "env file: systemd EnvironmentFile= or compose env_file:",
+        "ca.pem": f"the broker's CA: install it at {DEVICE_CA_PATH} on the device",
+        f"{args.client_id}-secret.yaml": f"Secret {namespace}/{secret_name(args.client_id)}: kubectl apply",
+    }
+    print(f"device {args.client_id}: bundle written (it holds secrets; delete it once installed)")
+    for path in paths:
+        print(f"  {path}  ({path.stat().st_mode & 0o777:04o})  {uses[path.name]}")
+    if not bundle.kubernetes_nameable:
+        print(
+            f"fedcast: note: no Kubernetes Secret: client id {args.client_id!r} cannot name one "
+            "(lower-case letters, digits, '-' and '.')",
+            file=sys.stderr,
+        )
+    if broker_error is not None:
+        print(
+            f"fedcast: error: the broker user of {args.client_id} was not created ({broker_error}); "
+            "the bundle holds the token but no broker login: run "
+            f"`fedcast broker add-device {args.client_id}` and set FEDCAST_AMQP_URL on the device",
+            file=sys.stderr,
+        )
+        return 2
+    return 0
+
+
 def _cmd_keyserver(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     config = _keyserver_config(args)
@@ -171,13 +354,7 @@ def _cmd_keyserver(args: argparse.Namespace) -> int:
     if args.action == "serve":
         asyncio.run(_serve_keyserver(config, _amqp_url(args), _observability(args)))
     elif args.action == "add-device":
-        with RegistryStore(config.registry_path) as store:
-            store.bind_federation(config.federation)
-            print(
-                store.provision_device(
-                    args.client_id, reprovision=args.reprovision, force_active=args.force_active
-                )
-            )
+        return _add_device(args, config)
     elif args.action == "revoke":
         with RegistryStore(config.registry_path) as store:
             store.bind_federation(config.federation)
@@ -254,8 +431,34 @@ def add_service_commands(commands: Any) -> None:
     _common(keyserver)
     serve = actions.add_parser("serve", help="serve the registry over RabbitMQ (the default)")
     _common(serve)
-    add = actions.add_parser("add-device", help="provision a device; prints its enrollment token once")
+    add = actions.add_parser(
+        "add-device",
+        help="provision a device; prints its enrollment token once (--bundle: writes the device's bundle)",
+    )
     add.add_argument("client_id")
+    add.add_argument(
+        "--bundle",
+        metavar="DIR",
+        help="write the device's bundle to DIR instead of printing the token: <id>.env (systemd or compose), "
+        "ca.pem, <id>-secret.yaml (Kubernetes); with FEDCAST_BROKER_ADMIN_URL set, also create the device's "
+        "broker user and put its login in the bundle",
+    )
+    add.add_argument(
+        "--amqp-host",
+        metavar="HOST:PORT",
+        help="with --bundle and a broker admin URL: the broker address the device dials "
+        "(port default 5671 with --ca-file, else 5672)",
+    )
+    add.add_argument(
+        "--ca-file",
+        metavar="PATH",
+        help="with --bundle: the broker's CA certificate, pinned by the device, which then uses amqps://",
+    )
+    add.add_argument(
+        "--namespace",
+        metavar="NS",
+        help="with --bundle: the namespace of the device's Secret (default fedcast)",
+    )
     add.add_argument(
         "--reprovision",
         action="store_true",
