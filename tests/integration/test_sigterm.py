@@ -15,6 +15,30 @@ import pytest
 pytestmark = pytest.mark.broker
 
 
+def _start_until(
+    args: list[str], env: dict[str, str], marker: str
+) -> tuple[subprocess.Popen[str], list[str]]:
+    """Start a fedcast process and read its log until a line holds ``marker`` (60 s at most)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedcast.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    lines: list[str] = []
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if marker in line:
+            break
+    return proc, lines
+
+
 def test_keyserver_process_shuts_down_on_sigterm(tmp_path: Path) -> None:
     env = {
         **os.environ,
@@ -24,24 +48,8 @@ def test_keyserver_process_shuts_down_on_sigterm(tmp_path: Path) -> None:
         "FEDCAST_LOG_LEVEL": "INFO",
         "FEDCAST_METRICS_PORT": "0",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fedcast.cli", "keyserver", "serve"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc, lines = _start_until(["keyserver", "serve"], env, "serving")
     try:
-        deadline = time.monotonic() + 60
-        lines: list[str] = []
-        assert proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if "serving" in line:
-                break
         assert any("serving" in line for line in lines), "".join(lines)
         proc.send_signal(signal.SIGTERM)
         rest, _ = proc.communicate(timeout=30)
@@ -73,24 +81,8 @@ def test_a_process_waiting_for_an_absent_key_service_stops_on_sigterm(tmp_path: 
         "FEDCAST_ENROLLMENT_TOKEN": "t" * 32,
         "FEDCAST_KEYSERVER_TIMEOUT_S": "1",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fedcast.cli", service],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc, lines = _start_until([service], env, "no reply from")
     try:
-        deadline = time.monotonic() + 60
-        lines: list[str] = []
-        assert proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if "no reply from" in line:
-                break
         assert any("no reply from" in line for line in lines), "".join(lines)
         sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)

@@ -15,18 +15,34 @@ import numpy as np
 import pytest
 
 from services.aggregator.checkpoint import CheckpointStore
+from services.edge_client.service import EdgeClientService
 from shared.protocol.aggregator import RoundConfig
 from shared.protocol.outgoing import Outgoing
 from shared.wire.messages import MessageType
 
 from .conftest import MakeFederation
-from .helpers import FAST_ROUNDS, ProbeAggregator, bounded, sample
+from .helpers import FAST_ROUNDS, Federation, ProbeAggregator, bounded, sample
 
 pytestmark = pytest.mark.broker
 
 
 def _rounds(n_clients: int) -> RoundConfig:
     return dataclasses.replace(FAST_ROUNDS, expected_clients=n_clients)
+
+
+async def _two_rounds_then_stop(fed: Federation) -> list[EdgeClientService]:
+    """Key service, aggregator and edges; the aggregator stops right after round 2 (edges keep running)."""
+    await fed.start_keyserver()
+    stop_first = asyncio.Event()
+    first = fed.aggregator(
+        name="aggregator-1", on_round=lambda outcome: stop_first.set() if outcome.round == 2 else None
+    )
+    await first.start()
+    edges = await fed.start_edges(fed.ids)
+    runner = fed.run_aggregator(first, stop_first)
+    await fed.wait_commits(2)
+    await bounded(runner, "the first aggregator to stop")
+    return edges
 
 
 async def test_a_damaged_newest_checkpoint_falls_back_without_reusing_a_round_id(
@@ -39,16 +55,7 @@ async def test_a_damaged_newest_checkpoint_falls_back_without_reusing_a_round_id
     round 2, accept it and commit it without being restarted.
     """
     fed = federation(3, rounds=_rounds(3))
-    await fed.start_keyserver()
-    stop_first = asyncio.Event()
-    first = fed.aggregator(
-        name="aggregator-1", on_round=lambda outcome: stop_first.set() if outcome.round == 2 else None
-    )
-    await first.start()
-    edges = await fed.start_edges(fed.ids)
-    runner = fed.run_aggregator(first, stop_first)
-    await fed.wait_commits(2)
-    await bounded(runner, "the first aggregator to stop")
+    edges = await _two_rounds_then_stop(fed)
     store = CheckpointStore(fed.aggregator_dir / "checkpoint")
     newest = store.path_of(2)
     raw = bytearray(newest.read_bytes())
@@ -78,16 +85,7 @@ async def test_a_deleted_checkpoint_directory_restarts_the_model_not_the_round_n
     refuse as old); it starts the model afresh at round 3, and the running edges commit it.
     """
     fed = federation(3, rounds=_rounds(3))
-    await fed.start_keyserver()
-    stop_first = asyncio.Event()
-    first = fed.aggregator(
-        name="aggregator-1", on_round=lambda outcome: stop_first.set() if outcome.round == 2 else None
-    )
-    await first.start()
-    await fed.start_edges(fed.ids)
-    runner = fed.run_aggregator(first, stop_first)
-    await fed.wait_commits(2)
-    await bounded(runner, "the first aggregator to stop")
+    await _two_rounds_then_stop(fed)
     shutil.rmtree(fed.aggregator_dir / "checkpoint")
 
     second = fed.aggregator(name="aggregator-2", max_rounds=1)
