@@ -249,7 +249,7 @@ class AggregatorService:
                     f"the key service's minimum online set is {min_online}: {exc}"
                 ) from exc
         self._ctx = WireContext.from_group(params.group)
-        resume_round = self._resume_round(loaded)
+        resume_round, first_attempt = self._resume_point(loaded)
         self._last_result = checkpoint if checkpoint is not None and checkpoint.attempt is not None else None
 
         self._pool = ProcessFolder(params.group.n2, workers=cfg.fold_workers)
@@ -272,7 +272,7 @@ class AggregatorService:
                 verify_first=self._verify_first,
                 model=model,
                 round_id=resume_round,
-                attempt=self._first_attempt(resume_round),
+                attempt=first_attempt,
                 table_memory_bytes=cfg.table_memory_bytes,
                 folder=pool,
                 verifier=pool.dlog_failures,
@@ -480,34 +480,27 @@ class AggregatorService:
         assert isinstance(msg.body, Response)
         return machine.on_response(h.sender, h.round, h.attempt, msg.body, raw=bytes(raw))
 
-    def _resume_round(self, loaded: LoadedCheckpoint | None) -> int:
-        """The round to run next: never a round id used before, so running edges accept it.
+    def _resume_point(self, loaded: LoadedCheckpoint | None) -> tuple[int, int]:
+        """The (round, first attempt) to run next: never a round id or attempt used before.
 
-        One past the newest checkpoint file (a damaged one too), and at least the round of
-        the last attempt opened (persisted before it was announced): a lost or damaged
-        checkpoint then restarts the model, never the round numbering.
+        The round is one past the newest checkpoint file (a damaged one too), and at least
+        the round of the last attempt opened (``attempt.json``, persisted before it was
+        announced): a lost or damaged checkpoint then restarts the model, never the round
+        numbering, so running edges accept it. Within that round the first attempt is one
+        past the last one opened (clients never encrypt twice for one (round, attempt)).
         """
         resume = 1 if loaded is None else max(loaded.highest_round, loaded.checkpoint.round) + 1
         path = self.config.state_dir / ATTEMPT_FILE
-        if path.exists():
-            try:
-                resume = max(resume, int(read_json(path)["round"]))
-            except (KeyError, TypeError, ValueError) as exc:
-                raise KeyStorageError(f"{path} is malformed") from exc
-        return resume
-
-    def _first_attempt(self, round_id: int) -> int:
-        """One past the last attempt this aggregator opened in ``round_id`` before a restart."""
-        path = self.config.state_dir / ATTEMPT_FILE
         if not path.exists():
-            return 0
-        saved = read_json(path)
+            return resume, 0
         try:
-            if int(saved["round"]) == round_id:
-                return int(saved["attempt"]) + 1
+            saved = read_json(path)
+            saved_round, saved_attempt = int(saved["round"]), int(saved["attempt"])
         except (KeyError, TypeError, ValueError) as exc:
             raise KeyStorageError(f"{path} is malformed") from exc
-        return 0
+        if saved_round >= resume:
+            return saved_round, saved_attempt + 1
+        return resume, 0
 
     async def _persist_attempt(self, outgoing: list[Outgoing]) -> None:
         # Written before an announcement or envelope of a new attempt leaves: after a crash
