@@ -42,7 +42,7 @@ def _cmd_bench_crypto(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_learning(args: argparse.Namespace) -> int:
-    from shared.learning.experiments import run_learning_parity
+    from fedcast.shared.learning.experiments import run_learning_parity
 
     report = _progress(args.json)
     secure = _elgamal_scheme(args, args.clip)
@@ -67,8 +67,8 @@ def _cmd_bench_learning(args: argparse.Namespace) -> int:
 def _cmd_bench_masks(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from shared.learning.loaders import load_movielens_100k
-    from shared.learning.masks import MaskConfig, compare_fedmf_fedmmf
+    from fedcast.shared.learning.loaders import load_movielens_100k
+    from fedcast.shared.learning.masks import MaskConfig, compare_fedmf_fedmmf
 
     data = load_movielens_100k(args.ml100k) if args.ml100k else None
     result = compare_fedmf_fedmmf(

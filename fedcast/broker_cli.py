@@ -20,9 +20,9 @@ import json
 import os
 from typing import Any
 
-from shared.errors import ConfigurationError
-from shared.transport.amqp import AmqpConfig
-from shared.transport.brokeradmin import (
+from fedcast.shared.errors import ConfigurationError
+from fedcast.shared.transport.amqp import AmqpConfig
+from fedcast.shared.transport.brokeradmin import (
     BrokerAdmin,
     aggregator_grant,
     check_id,

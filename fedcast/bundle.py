@@ -39,9 +39,9 @@ from types import MappingProxyType
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from shared.errors import ConfigurationError
-from shared.keystore import write_bytes_atomic
-from shared.transport.brokeradmin import check_id
+from fedcast.shared.errors import ConfigurationError
+from fedcast.shared.keystore import write_bytes_atomic
+from fedcast.shared.transport.brokeradmin import check_id
 
 __all__ = [
     "CA_FILE_NAME",

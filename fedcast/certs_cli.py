@@ -12,9 +12,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from shared.errors import ConfigurationError
-from shared.keystore import write_bytes_atomic
-from shared.tls import CA_VALIDITY_DAYS, LEAF_VALIDITY_DAYS, IssuedCertificate, issue, make_ca
+from fedcast.shared.errors import ConfigurationError
+from fedcast.shared.keystore import write_bytes_atomic
+from fedcast.shared.tls import CA_VALIDITY_DAYS, LEAF_VALIDITY_DAYS, IssuedCertificate, issue, make_ca
 
 __all__ = ["add_certs_commands"]
 

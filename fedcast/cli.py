@@ -16,16 +16,16 @@ from fedcast.cli_common import elgamal_scheme as _elgamal_scheme
 from fedcast.cli_common import int_at_least, port, positive_int
 from fedcast.cli_common import progress as _progress
 from fedcast.services_cli import add_service_commands
-from shared import __version__
-from shared.crypto.elgamal import DEFAULT_MIN_ONLINE
-from shared.errors import FedcastError
+from fedcast.shared import __version__
+from fedcast.shared.crypto.elgamal import DEFAULT_MIN_ONLINE
+from fedcast.shared.errors import FedcastError
 
 __all__ = ["build_parser", "main"]
 
 
 def _cmd_attack(args: argparse.Namespace) -> int:
     if args.demo:  # the FedMF leakage demo in its original output (--scenario leakage: as findings)
-        from shared.learning.experiments import run_attack_demo
+        from fedcast.shared.learning.experiments import run_attack_demo
 
         secure = _elgamal_scheme(args, 8.0)
         result = run_attack_demo(args.seed, secure=secure)
@@ -53,7 +53,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     import asyncio
 
     from fedcast.demo import DemoConfig, main_json, print_summary, run_demo, run_demo_observed
-    from services.observability import ObservabilityConfig
+    from fedcast.services.observability import ObservabilityConfig
 
     config = DemoConfig(
         n_clients=args.clients,

@@ -67,10 +67,10 @@ def progress(quiet: bool) -> Any:
 
 
 def elgamal_scheme(args: argparse.Namespace, clip: float) -> Any:
-    from shared.crypto.modulus import generate_group
-    from shared.encoding import FixedPointEncoding
-    from shared.params import SystemParams
-    from shared.schemes import ElGamalSum
+    from fedcast.shared.crypto.modulus import generate_group
+    from fedcast.shared.encoding import FixedPointEncoding
+    from fedcast.shared.params import SystemParams
+    from fedcast.shared.schemes import ElGamalSum
 
     params = SystemParams(generate_group(args.modulus_bits), FixedPointEncoding(args.frac_bits, clip))
     return ElGamalSum(params, seed=args.seed)

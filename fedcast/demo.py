@@ -30,18 +30,18 @@ from typing import Any
 
 import numpy as np
 
-from services.aggregator.service import AggregatorConfig, AggregatorService
-from services.edge_client.data import DataSource, synthetic_shard
-from services.edge_client.service import EdgeClientService, EdgeConfig
-from services.keyserver.service import KeyServer, KeyServerConfig
-from services.observability import MetricsServer, ObservabilityConfig, initialize_series
-from services.runtime import make_transport
-from shared.crypto.elgamal import DEFAULT_MIN_ONLINE
-from shared.errors import ConfigurationError
-from shared.learning.tasks import FedMFClientTask, FedMFServerTask, TaskSpec
-from shared.metrics import PHASE_SECONDS
-from shared.protocol.aggregator import RoundConfig, RoundOutcome
-from shared.transport.inprocess import InProcessBroker
+from fedcast.services.aggregator.service import AggregatorConfig, AggregatorService
+from fedcast.services.edge_client.data import DataSource, synthetic_shard
+from fedcast.services.edge_client.service import EdgeClientService, EdgeConfig
+from fedcast.services.keyserver.service import KeyServer, KeyServerConfig
+from fedcast.services.observability import MetricsServer, ObservabilityConfig, initialize_series
+from fedcast.services.runtime import make_transport
+from fedcast.shared.crypto.elgamal import DEFAULT_MIN_ONLINE
+from fedcast.shared.errors import ConfigurationError
+from fedcast.shared.learning.tasks import FedMFClientTask, FedMFServerTask, TaskSpec
+from fedcast.shared.metrics import PHASE_SECONDS
+from fedcast.shared.protocol.aggregator import RoundConfig, RoundOutcome
+from fedcast.shared.transport.inprocess import InProcessBroker
 
 __all__ = [
     "DemoConfig",

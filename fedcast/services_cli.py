@@ -8,7 +8,7 @@ Every service also serves ``/metrics``, ``/healthz`` and ``/readyz`` on
 ``FEDCAST_METRICS_PORT`` (``--metrics-port``; 9100, 0 disables) from before it
 connects to the broker, so liveness holds during a slow start while readiness
 waits for the service; an edge client with ``FEDCAST_PUSHGATEWAY_URL`` set also
-pushes its metrics (see :mod:`services.observability` and docs/METRICS.md).
+pushes its metrics (see :mod:`fedcast.services.observability` and docs/METRICS.md).
 """
 
 from __future__ import annotations
@@ -27,17 +27,27 @@ from typing import Any
 from fedcast.broker_cli import provision_device, remove_device
 from fedcast.bundle import DEVICE_CA_PATH, DeviceBundle, canonical_ca_pem, check_namespace, secret_name
 from fedcast.cli_common import port, positive_int
-from services.aggregator.service import AggregatorConfig, AggregatorService
-from services.edge_client.service import EdgeClientService, EdgeConfig
-from services.keyserver.service import VERIFY_KEY_FILE, KeyServer, KeyServerConfig
-from services.keyserver.store import DeviceRecord, RegistryStore
-from services.lifecycle import run_until_stopped
-from services.observability import MetricsServer, ObservabilityConfig, PushgatewayPusher, initialize_series
-from services.runtime import configure_logging, install_stop_signals, make_transport, retry_while_unreachable
-from shared.errors import ConfigurationError, FedcastError, KeyStorageError
-from shared.keystore import read_json
-from shared.transport.base import client_endpoint
-from shared.transport.brokeradmin import BrokerAdmin
+from fedcast.services.aggregator.service import AggregatorConfig, AggregatorService
+from fedcast.services.edge_client.service import EdgeClientService, EdgeConfig
+from fedcast.services.keyserver.service import VERIFY_KEY_FILE, KeyServer, KeyServerConfig
+from fedcast.services.keyserver.store import DeviceRecord, RegistryStore
+from fedcast.services.lifecycle import run_until_stopped
+from fedcast.services.observability import (
+    MetricsServer,
+    ObservabilityConfig,
+    PushgatewayPusher,
+    initialize_series,
+)
+from fedcast.services.runtime import (
+    configure_logging,
+    install_stop_signals,
+    make_transport,
+    retry_while_unreachable,
+)
+from fedcast.shared.errors import ConfigurationError, FedcastError, KeyStorageError
+from fedcast.shared.keystore import read_json
+from fedcast.shared.transport.base import client_endpoint
+from fedcast.shared.transport.brokeradmin import BrokerAdmin
 
 __all__ = ["add_service_commands"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from shared.errors import ConfigurationError
-from shared.learning.tasks import TaskSpec
+from fedcast.shared.errors import ConfigurationError
+from fedcast.shared.learning.tasks import TaskSpec
 
 __all__ = ["env_float", "env_hex", "env_int", "env_optional_int", "env_path", "env_str", "task_from_env"]
 

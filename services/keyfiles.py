@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from shared.crypto.group import GroupParams
-from shared.crypto.keys import AggregatorSecretKey, ClientKeyPair
-from shared.crypto.signing import SigningKeyPair
-from shared.keystore import read_secret_json, write_json_atomic
+from fedcast.shared.crypto.group import GroupParams
+from fedcast.shared.crypto.keys import AggregatorSecretKey, ClientKeyPair
+from fedcast.shared.crypto.signing import SigningKeyPair
+from fedcast.shared.keystore import read_secret_json, write_json_atomic
 
 __all__ = ["load_or_create_aggregator_key", "load_or_create_client_key", "load_or_create_signing_key"]
 

@@ -52,10 +52,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from prometheus_client.exposition import delete_from_gateway, push_to_gateway
 from prometheus_client.registry import CollectorRegistry
 
-from services.envconfig import env_float, env_int, env_str
-from shared import errors
-from shared.errors import ConfigurationError, WireError
-from shared.metrics import (
+from fedcast.services.envconfig import env_float, env_int, env_str
+from fedcast.shared import errors
+from fedcast.shared.errors import ConfigurationError, WireError
+from fedcast.shared.metrics import (
     CHALLENGE_RESENDS,
     CHECKPOINTS_DAMAGED,
     CLIPPED_VALUES,
@@ -67,7 +67,7 @@ from shared.metrics import (
     ROUNDS_COMPLETED,
     WAITING_FOR_CLIENTS,
 )
-from shared.protocol.outgoing import Event
+from fedcast.shared.protocol.outgoing import Event
 
 __all__ = [
     "DEFAULT_METRICS_PORT",

@@ -30,7 +30,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from shared.errors import RequestTimeoutError, TransportError
+from fedcast.shared.errors import RequestTimeoutError, TransportError
 
 __all__ = ["MAX_DELAY_S", "request_retrying", "retry_while_unreachable"]
 

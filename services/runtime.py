@@ -26,28 +26,28 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from services.retrying import retry_while_unreachable
-from shared.crypto.signing import SigningKeyPair
-from shared.errors import (
+from fedcast.services.retrying import retry_while_unreachable
+from fedcast.shared.crypto.signing import SigningKeyPair
+from fedcast.shared.errors import (
     FedcastError,
     MalformedMessageError,
     StaleMessageError,
     UnknownSenderError,
 )
-from shared.metrics import (
+from fedcast.shared.metrics import (
     MESSAGE_BYTES_RECEIVED,
     MESSAGE_BYTES_SENT,
     MESSAGES_RECEIVED,
     MESSAGES_REJECTED,
     MESSAGES_SENT,
 )
-from shared.protocol.outgoing import Outgoing
-from shared.tls import TlsSettings
-from shared.transport.amqp import AmqpConfig, AmqpTransport
-from shared.transport.base import Delivery, Transport
-from shared.transport.inprocess import InProcessBroker, InProcessTransport
-from shared.wire.messages import Header, MessageType, Signed
-from shared.wire.serde import (
+from fedcast.shared.protocol.outgoing import Outgoing
+from fedcast.shared.tls import TlsSettings
+from fedcast.shared.transport.amqp import AmqpConfig, AmqpTransport
+from fedcast.shared.transport.base import Delivery, Transport
+from fedcast.shared.transport.inprocess import InProcessBroker, InProcessTransport
+from fedcast.shared.wire.messages import Header, MessageType, Signed
+from fedcast.shared.wire.serde import (
     DEFAULT_MAX_MESSAGE_BYTES,
     SizeLimits,
     WireContext,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from shared.errors import ConfigurationError, EncodingError
+from fedcast.shared.errors import ConfigurationError, EncodingError
 
 __all__ = [
     "DEFAULT_CLIP",

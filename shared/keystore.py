@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from shared.errors import KeyStorageError
+from fedcast.shared.errors import KeyStorageError
 
 __all__ = [
     "PUBLIC_FILE_MODE",

@@ -4,7 +4,7 @@ Names and units follow the Prometheus conventions (base units, ``_total`` for
 counters, ``_seconds`` and ``_bytes``). Labels have bounded cardinality: a
 ``service`` label (keyserver, aggregator, edge), message ``type`` (the closed
 set of protocol message types), ``reason`` (the closed set of
-:class:`shared.errors.FedcastError` reason codes) and ``phase``; never a client
+:class:`fedcast.shared.errors.FedcastError` reason codes) and ``phase``; never a client
 id on the aggregator. Several services in one process (``fedcast demo``) share
 the process-wide registry and are told apart by the ``service`` label.
 """
@@ -88,7 +88,7 @@ CHECKPOINTS_DAMAGED = Counter(
 )
 CURRENT_ROUND = Gauge("fedcast_current_round", "Round id in progress.", ["service"])
 # Progress, for alerts that tell "waiting for clients" from "stalled" (docs/METRICS.md, Alerts).
-# Set from the aggregator's round events by services.observability.record_round_progress.
+# Set from the aggregator's round events by fedcast.services.observability.record_round_progress.
 ROUND_STARTED = Gauge(
     "fedcast_round_started_timestamp_seconds",
     "Unix time at which this aggregator took up the current round (announced it or resumed it).",

@@ -25,7 +25,7 @@ import numpy as np
 from gmpy2 import mpz
 from numpy.typing import ArrayLike, NDArray
 
-from shared.errors import ConfigurationError, PackingError, SlotOverflowError
+from fedcast.shared.errors import ConfigurationError, PackingError, SlotOverflowError
 
 __all__ = ["PackingLayout"]
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.crypto.group import GroupParams
-from shared.encoding import FixedPointEncoding
-from shared.errors import ConfigurationError, InvalidParametersError, LegacyStateError
-from shared.packing import PackingLayout
+from fedcast.shared.crypto.group import GroupParams
+from fedcast.shared.encoding import FixedPointEncoding
+from fedcast.shared.errors import ConfigurationError, InvalidParametersError, LegacyStateError
+from fedcast.shared.packing import PackingLayout
 
 __all__ = ["DEFAULT_MAX_CLIENTS", "SystemParams"]
 

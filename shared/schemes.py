@@ -1,4 +1,4 @@
-"""The encrypted :class:`~shared.secure_sum.SecureSum` schemes: multi-key ElGamal and Paillier.
+"""The encrypted :class:`~fedcast.shared.secure_sum.SecureSum` schemes: multi-key ElGamal and Paillier.
 
 Every party of a round is simulated in this process, running the very same
 functions the services run (encode, pack, encrypt, fold, challenge, respond,
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.crypto.elgamal import (
+from fedcast.shared.crypto.elgamal import (
     DEFAULT_TABLE_MEMORY_BYTES,
     Aggregation,
     AttemptContext,
@@ -24,13 +24,13 @@ from shared.crypto.elgamal import (
     ElGamalClient,
     OnlineSet,
 )
-from shared.crypto.keys import AggregatorPublicKey, AggregatorSecretKey, ClientKeyPair
-from shared.crypto.paillier import DEFAULT_PAILLIER_BITS, PaillierKeys
-from shared.crypto.proofs import RESPONSE_BITS
-from shared.encoding import FixedPointEncoding
-from shared.errors import ConfigurationError
-from shared.params import SystemParams
-from shared.secure_sum import FloatArray, RoundStats, check_vectors
+from fedcast.shared.crypto.keys import AggregatorPublicKey, AggregatorSecretKey, ClientKeyPair
+from fedcast.shared.crypto.paillier import DEFAULT_PAILLIER_BITS, PaillierKeys
+from fedcast.shared.crypto.proofs import RESPONSE_BITS
+from fedcast.shared.encoding import FixedPointEncoding
+from fedcast.shared.errors import ConfigurationError
+from fedcast.shared.params import SystemParams
+from fedcast.shared.secure_sum import FloatArray, RoundStats, check_vectors
 
 __all__ = ["ElGamalSum", "PaillierSum"]
 

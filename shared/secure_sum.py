@@ -1,6 +1,6 @@
 """One aggregation round of a scheme, with every party simulated in this process.
 
-:class:`SecureSum` is the seam between the learning code (``shared.learning``)
+:class:`SecureSum` is the seam between the learning code (``fedcast.shared.learning``)
 and the crypto core: a federated algorithm hands it one float vector per
 client and gets back their sum, computed exactly the way the scheme computes
 it (fixed-point encoding, clipping, packing, encryption, aggregation,
@@ -22,7 +22,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
-from shared.errors import ConfigurationError
+from fedcast.shared.errors import ConfigurationError
 
 __all__ = ["ExactSum", "FloatArray", "PlaintextSum", "RoundStats", "SecureSum", "check_vectors"]
 

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from shared.errors import ConfigurationError
+from fedcast.shared.errors import ConfigurationError
 
 __all__ = [
     "CA_VALIDITY_DAYS",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from shared.crypto.group import GroupParams
+from fedcast.shared.crypto.group import GroupParams
 
 DATA = Path(__file__).parent / "data"
 

@@ -3,7 +3,7 @@
 Each scenario runs one attack against a construction that falls to it (protocol
 version 1, re-implemented in :mod:`fedcast.attacks.legacy_v1` as an attack
 target only, or v2 with one defense removed) and then the same attack code
-against v2 as built in :mod:`shared.crypto`. Whether an attack ``recovered``
+against v2 as built in :mod:`fedcast.shared.crypto`. Whether an attack ``recovered``
 anything is decided by comparing its output with the true secret values, never
 assumed (:mod:`fedcast.attacks.scenarios`, :mod:`fedcast.attacks.report`).
 

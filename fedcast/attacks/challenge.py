@@ -1,7 +1,7 @@
 """Attacks on the challenge by colluding members: cancellation and copy.
 
-The honest members are the real :class:`shared.crypto.elgamal.ElGamalClient` (its
-``respond`` runs the real :func:`~shared.crypto.elgamal.check_challenge`); "v2 without the
+The honest members are the real :class:`fedcast.shared.crypto.elgamal.ElGamalClient` (its
+``respond`` runs the real :func:`~fedcast.shared.crypto.elgamal.check_challenge`); "v2 without the
 defense" answers after :func:`fedcast.attacks.parties.check_challenge_without_proofs`
 instead. The aggregator's steps are written out here; success is decided by comparing the
 opened segments with the victim's true ones.
@@ -18,9 +18,15 @@ from fedcast.attacks.context import AttackContext
 from fedcast.attacks.parties import V2Parties, check_challenge_without_proofs
 from fedcast.attacks.primitives import l_function
 from fedcast.attacks.report import Finding
-from shared.crypto.elgamal import ClientAttempt, ClientCiphertext, SignedFirst, compute_challenge, respond_to
-from shared.crypto.proofs import prove_dlog, verify_dlog
-from shared.errors import ChallengeRejectedError, FedcastError, InvalidProofError
+from fedcast.shared.crypto.elgamal import (
+    ClientAttempt,
+    ClientCiphertext,
+    SignedFirst,
+    compute_challenge,
+    respond_to,
+)
+from fedcast.shared.crypto.proofs import prove_dlog, verify_dlog
+from fedcast.shared.errors import ChallengeRejectedError, FedcastError, InvalidProofError
 
 __all__ = ["cancellation", "copied_upload"]
 

@@ -10,8 +10,8 @@ from gmpy2 import mpz
 
 from fedcast.attacks.legacy_v1 import V1Group, v1_group
 from fedcast.attacks.parties import random_segments
-from shared.crypto.group import MIN_MODULUS_BITS, GroupParams
-from shared.crypto.modulus import generate_group, insecure_test_group
+from fedcast.shared.crypto.group import MIN_MODULUS_BITS, GroupParams
+from fedcast.shared.crypto.modulus import generate_group, insecure_test_group
 
 __all__ = ["DEFAULT_SHORT_BITS", "AttackContext"]
 

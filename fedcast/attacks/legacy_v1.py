@@ -30,7 +30,7 @@ from typing import Any
 import gmpy2
 from gmpy2 import mpz
 
-from shared.errors import (
+from fedcast.shared.errors import (
     ChallengeRejectedError,
     DecryptionError,
     InvalidGroupElementError,

@@ -1,4 +1,4 @@
-"""Real edge clients (:class:`shared.protocol.client.ClientMachine`) and a hand-driven aggregator.
+"""Real edge clients (:class:`fedcast.shared.protocol.client.ClientMachine`) and a hand-driven aggregator.
 
 The clients are the production state machines with a :class:`MemoryLedger`; every
 message they accept or send goes through the real wire types, signatures included.
@@ -16,19 +16,19 @@ from dataclasses import dataclass, field
 from gmpy2 import mpz
 
 from fedcast.attacks.parties import FEDERATION, V2Parties
-from shared.crypto.delivery import delivery_key, seal_model
-from shared.crypto.elgamal import Aggregation, AttemptContext, ClientCiphertext
-from shared.crypto.group import GroupParams
-from shared.crypto.signing import SigningKeyPair
-from shared.encoding import FixedPointEncoding
-from shared.errors import DecryptionError, FedcastError
-from shared.learning.data import FloatArray, RatingData, SyntheticConfig, make_synthetic
-from shared.learning.tasks import FedMFClientTask, FedMFServerTask, TaskSpec, model_to_bytes
-from shared.params import SystemParams
-from shared.protocol.client import ClientMachine, UploadJob, model_digest
-from shared.protocol.ledger import MemoryLedger
-from shared.wire import serde
-from shared.wire.messages import (
+from fedcast.shared.crypto.delivery import delivery_key, seal_model
+from fedcast.shared.crypto.elgamal import Aggregation, AttemptContext, ClientCiphertext
+from fedcast.shared.crypto.group import GroupParams
+from fedcast.shared.crypto.signing import SigningKeyPair
+from fedcast.shared.encoding import FixedPointEncoding
+from fedcast.shared.errors import DecryptionError, FedcastError
+from fedcast.shared.learning.data import FloatArray, RatingData, SyntheticConfig, make_synthetic
+from fedcast.shared.learning.tasks import FedMFClientTask, FedMFServerTask, TaskSpec, model_to_bytes
+from fedcast.shared.params import SystemParams
+from fedcast.shared.protocol.client import ClientMachine, UploadJob, model_digest
+from fedcast.shared.protocol.ledger import MemoryLedger
+from fedcast.shared.wire import serde
+from fedcast.shared.wire.messages import (
     Announce,
     Challenge,
     FirstComponent,

@@ -1,7 +1,7 @@
-"""v2 parties as built in :mod:`shared.crypto`, and the weakened variants the attacks need.
+"""v2 parties as built in :mod:`fedcast.shared.crypto`, and the weakened variants the attacks need.
 
 :class:`V2Parties` is one federation's aggregator key, client keys and tables, with
-the real :class:`~shared.crypto.elgamal.ElGamalClient` doing every encryption. The
+the real :class:`~fedcast.shared.crypto.elgamal.ElGamalClient` doing every encryption. The
 "v2 without the defense" constructions change exactly one thing each:
 
 * :class:`WeakBaseGroup`: h_j = g^H(j) instead of the full-domain hash, so the
@@ -9,7 +9,7 @@ the real :class:`~shared.crypto.elgamal.ElGamalClient` doing every encryption. T
   or h_j = g^H(j), ... bring 0.2 back");
 * :class:`ShortExponentGroup`: exponents drawn with a few dozen bits instead of 256;
 * :func:`unchecked_public_key`: an aggregator key built without
-  :meth:`~shared.crypto.keys.AggregatorPublicKey.verified` (no element rule);
+  :meth:`~fedcast.shared.crypto.keys.AggregatorPublicKey.verified` (no element rule);
 * :func:`check_challenge_without_proofs`: the client's challenge check with the
   proofs of knowledge (and optionally the repeated-A check) left out.
 
@@ -28,7 +28,7 @@ from typing import Any
 
 from gmpy2 import mpz
 
-from shared.crypto.elgamal import (
+from fedcast.shared.crypto.elgamal import (
     Aggregation,
     AttemptContext,
     ClientAttempt,
@@ -40,10 +40,10 @@ from shared.crypto.elgamal import (
     SignedFirst,
     compute_challenge,
 )
-from shared.crypto.group import EXPONENT_BITS, GroupParams
-from shared.crypto.keys import AggregatorPublicKey, AggregatorSecretKey, ClientKeyPair
-from shared.crypto.proofs import DlogProof
-from shared.errors import ChallengeRejectedError, InvalidGroupElementError
+from fedcast.shared.crypto.group import EXPONENT_BITS, GroupParams
+from fedcast.shared.crypto.keys import AggregatorPublicKey, AggregatorSecretKey, ClientKeyPair
+from fedcast.shared.crypto.proofs import DlogProof
+from fedcast.shared.errors import ChallengeRejectedError, InvalidGroupElementError
 
 __all__ = [
     "AGGREGATOR_VERIFY_KEY",
@@ -102,7 +102,7 @@ def check_challenge_without_proofs(
     *,
     repeated_check: bool = True,
 ) -> mpz:
-    """:func:`shared.crypto.elgamal.check_challenge` minus the proofs of knowledge of r2.
+    """:func:`fedcast.shared.crypto.elgamal.check_challenge` minus the proofs of knowledge of r2.
 
     Still checks: the list is S, our own A unchanged, the element rule, (optionally) no
     two A of equal square, and R = prod A. Returns R^2, like the real check.

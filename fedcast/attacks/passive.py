@@ -25,11 +25,11 @@ from fedcast.attacks.parties import (
 )
 from fedcast.attacks.primitives import bsgs, euclid_relation, l_function, strip_mask
 from fedcast.attacks.report import Finding
-from shared.crypto.elgamal import ClientCiphertext
-from shared.crypto.group import GroupParams, frame
-from shared.crypto.keys import AggregatorPublicKey, AggregatorSecretKey, aggregator_key_context
-from shared.crypto.proofs import prove_dlog
-from shared.errors import InvalidGroupElementError, InvalidKeyError
+from fedcast.shared.crypto.elgamal import ClientCiphertext
+from fedcast.shared.crypto.group import GroupParams, frame
+from fedcast.shared.crypto.keys import AggregatorPublicKey, AggregatorSecretKey, aggregator_key_context
+from fedcast.shared.crypto.proofs import prove_dlog
+from fedcast.shared.errors import InvalidGroupElementError, InvalidKeyError
 
 __all__ = ["bad_beta", "prime_modulus", "segment_relations", "short_exponent"]
 

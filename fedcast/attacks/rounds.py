@@ -1,8 +1,8 @@
 """Attacks across attempts by a malicious aggregator: retry-differencing and bad-share.
 
 The v1 side runs the re-implemented protocol-v1 parties (:mod:`fedcast.attacks.legacy_v1`);
-the v2 side runs the real edge clients, :class:`shared.protocol.client.ClientMachine` with a
-:class:`~shared.protocol.ledger.MemoryLedger`, through :mod:`fedcast.attacks.machines`. Success
+the v2 side runs the real edge clients, :class:`fedcast.shared.protocol.client.ClientMachine` with a
+:class:`~fedcast.shared.protocol.ledger.MemoryLedger`, through :mod:`fedcast.attacks.machines`. Success
 is decided against the truth: the victim's true segments or update, or the true culprit.
 """
 
@@ -16,8 +16,8 @@ from fedcast.attacks.context import AttackContext
 from fedcast.attacks.legacy_v1 import V1Aggregation, V1AggregatorKey, V1Client
 from fedcast.attacks.machines import AttemptRun, MachineFederation
 from fedcast.attacks.report import Finding
-from shared.errors import DecryptionError
-from shared.wire.messages import Response
+from fedcast.shared.errors import DecryptionError
+from fedcast.shared.wire.messages import Response
 
 __all__ = ["bad_share", "retry_differencing"]
 

@@ -15,9 +15,9 @@ from fedcast.attacks.context import AttackContext
 from fedcast.attacks.passive import bad_beta, prime_modulus, segment_relations, short_exponent
 from fedcast.attacks.report import Finding
 from fedcast.attacks.rounds import bad_share, retry_differencing
-from shared.encoding import FixedPointEncoding
-from shared.errors import ConfigurationError
-from shared.params import SystemParams
+from fedcast.shared.encoding import FixedPointEncoding
+from fedcast.shared.errors import ConfigurationError
+from fedcast.shared.params import SystemParams
 
 __all__ = ["SCENARIOS", "Scenario", "leakage", "run_scenarios"]
 
@@ -29,11 +29,11 @@ _RECOVERED_RMSE = 1e-3  # ratings on a 1-5 scale: below this the attack read the
 def leakage(ctx: AttackContext) -> list[Finding]:
     """FedMF section 4: two consecutive plaintext uploads give away a user's ratings.
 
-    Run on plaintext FedMF and through the real v2 scheme (:class:`shared.schemes.ElGamalSum`),
+    Run on plaintext FedMF and through the real v2 scheme (:class:`fedcast.shared.schemes.ElGamalSum`),
     where the aggregator decrypts only sums over the online set.
     """
-    from shared.learning.experiments import run_attack_demo
-    from shared.schemes import ElGamalSum
+    from fedcast.shared.learning.experiments import run_attack_demo
+    from fedcast.shared.schemes import ElGamalSum
 
     params = SystemParams(ctx.group, FixedPointEncoding(16, 8.0))
     result = run_attack_demo(ctx.seed, secure=ElGamalSum(params, seed=ctx.seed))

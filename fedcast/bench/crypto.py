@@ -21,14 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from shared.crypto.elgamal import DEFAULT_TABLE_MEMORY_BYTES
-from shared.crypto.group import DEFAULT_MODULUS_BITS
-from shared.crypto.modulus import generate_group
-from shared.crypto.paillier import DEFAULT_PAILLIER_BITS, PaillierKeys
-from shared.encoding import FixedPointEncoding
-from shared.params import SystemParams
-from shared.schemes import ElGamalSum
-from shared.secure_sum import PlaintextSum, SecureSum
+from fedcast.shared.crypto.elgamal import DEFAULT_TABLE_MEMORY_BYTES
+from fedcast.shared.crypto.group import DEFAULT_MODULUS_BITS
+from fedcast.shared.crypto.modulus import generate_group
+from fedcast.shared.crypto.paillier import DEFAULT_PAILLIER_BITS, PaillierKeys
+from fedcast.shared.encoding import FixedPointEncoding
+from fedcast.shared.params import SystemParams
+from fedcast.shared.schemes import ElGamalSum
+from fedcast.shared.secure_sum import PlaintextSum, SecureSum
 
 __all__ = [
     "JSON_KEYS",

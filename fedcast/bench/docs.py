@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.crypto.group import DEFAULT_MODULUS_BITS
+from fedcast.shared.crypto.group import DEFAULT_MODULUS_BITS
 
 __all__ = [
     "BASELINE_SCHEME",
@@ -121,8 +121,8 @@ def _bits_flag(modulus_bits: int) -> str:
 
 def _table_count(n_params: int, modulus_bits: int, max_clients: int = 1000) -> int:
     """Comb tables of one client: the key segment's base plus one per data segment (default encoding)."""
-    from shared.encoding import FixedPointEncoding
-    from shared.packing import PackingLayout
+    from fedcast.shared.encoding import FixedPointEncoding
+    from fedcast.shared.packing import PackingLayout
 
     layout = PackingLayout.for_sum(
         max_value=FixedPointEncoding().max_encoded, max_clients=max_clients, plaintext_bits=modulus_bits - 1
@@ -236,11 +236,11 @@ def _modulus(quick: bool, progress: Progress) -> Section:
 
 
 def _learning(quick: bool, modulus_bits: int, progress: Progress) -> Section:
-    from shared.crypto.modulus import generate_group
-    from shared.encoding import FixedPointEncoding
-    from shared.learning.experiments import run_learning_parity
-    from shared.params import SystemParams
-    from shared.schemes import ElGamalSum
+    from fedcast.shared.crypto.modulus import generate_group
+    from fedcast.shared.encoding import FixedPointEncoding
+    from fedcast.shared.learning.experiments import run_learning_parity
+    from fedcast.shared.params import SystemParams
+    from fedcast.shared.schemes import ElGamalSum
 
     rounds = 20 if quick else 200
     secure = ElGamalSum(SystemParams(generate_group(modulus_bits), FixedPointEncoding(16, 8.0)), seed=0)
@@ -291,7 +291,7 @@ _MASK_COLUMNS = [("method", "method"), ("rmse", "RMSE"), ("mae", "MAE")]
 def _masks(quick: bool, progress: Progress) -> Section:
     from dataclasses import asdict
 
-    from shared.learning.masks import MaskConfig, compare_fedmf_fedmmf
+    from fedcast.shared.learning.masks import MaskConfig, compare_fedmf_fedmmf
 
     seeds = (0,) if quick else (0, 1, 2, 3, 4)
     progress(f"masks: seeds {list(seeds)}")

@@ -17,7 +17,7 @@ and the same model size (FedMF on the seeded synthetic data; the item matrix is
   it to N on the key service and the edges, and says so in its notes.
 * ``plaintext``: a deliberately small FedAvg-style runner (:mod:`fedcast.bench.e2e_plaintext`)
   (``python -m fedcast.bench.e2e_plaintext plaintext-aggregator|plaintext-edge``) over
-  :class:`shared.transport.amqp.AmqpTransport` (same queues, exchanges, quorum
+  :class:`fedcast.shared.transport.amqp.AmqpTransport` (same queues, exchanges, quorum
   queues, publisher confirms): the aggregator broadcasts the float32 model with
   the announcement, each edge trains the same FedMF client task and sends its
   float32 update, the aggregator sums them, applies the same server step and
@@ -79,7 +79,7 @@ from fedcast.bench.procs import (
     tail_log,
     watch_children,
 )
-from shared.crypto.elgamal import DEFAULT_MIN_ONLINE, MIN_ONLINE
+from fedcast.shared.crypto.elgamal import DEFAULT_MIN_ONLINE, MIN_ONLINE
 
 __all__ = [
     "JSON_KEYS",

@@ -1,7 +1,7 @@
 """The plaintext FedAvg-style runner of ``fedcast bench e2e`` (the baseline's processes).
 
 ``python -m fedcast.bench.e2e_plaintext plaintext-aggregator|plaintext-edge ...``
-over :class:`shared.transport.amqp.AmqpTransport`: the aggregator broadcasts the
+over :class:`fedcast.shared.transport.amqp.AmqpTransport`: the aggregator broadcasts the
 float32 model with the announcement, each edge trains the FedMF client task and
 sends its float32 update, the aggregator sums them, applies the server step and
 broadcasts the result, printing one JSON line per round. No signatures, no key
@@ -45,16 +45,16 @@ def decode_message(data: bytes) -> tuple[int, int, str, bytes]:
 
 
 def _runner_spec(args: argparse.Namespace) -> Any:
-    from shared.learning.tasks import TaskSpec
+    from fedcast.shared.learning.tasks import TaskSpec
 
     return TaskSpec(name="fedmf", n_items=args.n_items, latent_dim=args.latent_dim, seed=args.seed)
 
 
 async def _runner_aggregator(args: argparse.Namespace) -> None:
     """Announce (with the float32 model) -> N float32 uploads -> sum, apply -> result; repeat."""
-    from shared.learning.tasks import FedMFServerTask
-    from shared.transport.amqp import AmqpTransport
-    from shared.transport.base import AGGREGATOR, Delivery
+    from fedcast.shared.learning.tasks import FedMFServerTask
+    from fedcast.shared.transport.amqp import AmqpTransport
+    from fedcast.shared.transport.base import AGGREGATOR, Delivery
 
     server = FedMFServerTask(_runner_spec(args))
     model = server.initial_model()
@@ -101,10 +101,10 @@ async def _runner_aggregator(args: argparse.Namespace) -> None:
 
 async def _runner_edge(args: argparse.Namespace) -> None:
     """Train the FedMF client task on each announced model; send the float32 update."""
-    from services.edge_client.data import DataSource, client_task
-    from services.runtime import install_stop_signals
-    from shared.transport.amqp import AmqpTransport
-    from shared.transport.base import AGGREGATOR, Delivery, client_endpoint
+    from fedcast.services.edge_client.data import DataSource, client_task
+    from fedcast.services.runtime import install_stop_signals
+    from fedcast.shared.transport.amqp import AmqpTransport
+    from fedcast.shared.transport.base import AGGREGATOR, Delivery, client_endpoint
 
     source = DataSource(
         shard=args.shard, n_shards=args.clients, users_per_client=args.users_per_client, seed=args.seed

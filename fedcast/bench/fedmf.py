@@ -13,7 +13,7 @@ Schemes, all in one run and on the same data:
 
 * ``plaintext``: FedMF with a float32 upload and no protection.
 * ``paillier-<bits>-full|part``: the paper's protocol with python-paillier
-  (:class:`shared.crypto.paillier.PaillierKeys`, one ciphertext per value). The
+  (:class:`fedcast.shared.crypto.paillier.PaillierKeys`, one ciphertext per value). The
   item matrix is kept *encrypted at the server*: every user decrypts all of
   ``C_V`` (``n_items x d`` values, in FullText and PartText alike, as the
   paper's published code does), trains, and encrypts its update (FullText: all
@@ -28,7 +28,7 @@ Schemes, all in one run and on the same data:
   packs and encrypts its full item gradient (FullText by construction), and
   answers the challenge (after checking all N first components); the
   aggregator seals V to every member (deriving each member's delivery key, as
-  :mod:`shared.protocol.aggregator` does every round), validates and folds the
+  :mod:`fedcast.shared.protocol.aggregator` does every round), validates and folds the
   uploads, issues the challenge, folds the responses and decrypts only the sum.
   Every user and every iteration is measured; nothing is extrapolated.
 
@@ -36,7 +36,7 @@ Reported per scheme and item count: user seconds per user (mean, max), server
 seconds per iteration, the paper's time per iteration (slowest user + server:
 users run in parallel), the single-core total (every user one after another
 plus the server), and bytes uploaded per user. ElGamal bytes are the exact
-wire sizes of the Upload and Response messages (:mod:`shared.wire.serde`,
+wire sizes of the Upload and Response messages (:mod:`fedcast.shared.wire.serde`,
 signatures and framing included); Paillier bytes are the raw ciphertexts.
 """
 
@@ -52,9 +52,9 @@ from typing import Any
 import numpy as np
 from gmpy2 import mpz
 
-from services.aggregator.foldpool import ProcessFolder, default_workers
-from shared.crypto.delivery import delivery_key, open_model, seal_model
-from shared.crypto.elgamal import (
+from fedcast.services.aggregator.foldpool import ProcessFolder, default_workers
+from fedcast.shared.crypto.delivery import delivery_key, open_model, seal_model
+from fedcast.shared.crypto.elgamal import (
     DEFAULT_MIN_ONLINE,
     DEFAULT_TABLE_MEMORY_BYTES,
     Aggregation,
@@ -69,23 +69,23 @@ from shared.crypto.elgamal import (
     check_challenge,
     proof_sample_size,
 )
-from shared.crypto.group import DEFAULT_MODULUS_BITS, GroupParams
-from shared.crypto.keys import AggregatorSecretKey, ClientKeyPair
-from shared.crypto.modulus import generate_group, insecure_test_group
-from shared.crypto.paillier import PaillierKeys
-from shared.crypto.proofs import RESPONSE_BITS, DlogProof, DlogStatement, EqualityProof
-from shared.crypto.signing import SigningKeyPair
-from shared.encoding import FixedPointEncoding
-from shared.learning.data import RatingData, SyntheticConfig, make_synthetic, train_test_split
-from shared.learning.fedmf import FedMFClient
-from shared.learning.loaders import load_movielens_latest_small
-from shared.learning.mf import MFConfig, MFModel, evaluate, init_model
-from shared.learning.tasks import model_from_bytes, model_to_bytes
-from shared.params import SystemParams
-from shared.protocol.client import model_digest
-from shared.wire.codec import WireContext
-from shared.wire.messages import Header, MessageType, Response, Upload
-from shared.wire.serde import FirstComponentSigned, encode, sign_first, verify_first
+from fedcast.shared.crypto.group import DEFAULT_MODULUS_BITS, GroupParams
+from fedcast.shared.crypto.keys import AggregatorSecretKey, ClientKeyPair
+from fedcast.shared.crypto.modulus import generate_group, insecure_test_group
+from fedcast.shared.crypto.paillier import PaillierKeys
+from fedcast.shared.crypto.proofs import RESPONSE_BITS, DlogProof, DlogStatement, EqualityProof
+from fedcast.shared.crypto.signing import SigningKeyPair
+from fedcast.shared.encoding import FixedPointEncoding
+from fedcast.shared.learning.data import RatingData, SyntheticConfig, make_synthetic, train_test_split
+from fedcast.shared.learning.fedmf import FedMFClient
+from fedcast.shared.learning.loaders import load_movielens_latest_small
+from fedcast.shared.learning.mf import MFConfig, MFModel, evaluate, init_model
+from fedcast.shared.learning.tasks import model_from_bytes, model_to_bytes
+from fedcast.shared.params import SystemParams
+from fedcast.shared.protocol.client import model_digest
+from fedcast.shared.wire.codec import WireContext
+from fedcast.shared.wire.messages import Header, MessageType, Response, Upload
+from fedcast.shared.wire.serde import FirstComponentSigned, encode, sign_first, verify_first
 
 __all__ = [
     "JSON_KEYS",

@@ -1,6 +1,6 @@
 """``fedcast bench modulus``: how long the key service takes to generate the federation's modulus N.
 
-Each run is one call of :func:`shared.crypto.modulus.generate_group` (two safe primes of
+Each run is one call of :func:`fedcast.shared.crypto.modulus.generate_group` (two safe primes of
 |N|/2 bits from the OS CSPRNG, sieved, tested; only N leaves the function) plus the
 validation of the result, on one core. The search is randomized, so the time varies
 from run to run: the rows give every run and the table their spread.
@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from shared.crypto.modulus import generate_group
+from fedcast.shared.crypto.modulus import generate_group
 
 __all__ = [
     "JSON_KEYS",

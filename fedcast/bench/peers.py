@@ -17,7 +17,7 @@ and serializes the reply back. No Ray, no network, no threads: one core.
 * upload B: the serialized stage-2 reply (the masked vector) of one node;
   sent B: all four replies of one node.
 
-fedcast side: :class:`shared.schemes.ElGamalSum` (scheme v2) on a real RSA
+fedcast side: :class:`fedcast.shared.schemes.ElGamalSum` (scheme v2) on a real RSA
 modulus (2048-bit by default) over the same N random vectors: client s is
 encode + pack + encrypt (key segment, data segments, A_i, B_i, the proof of
 knowledge of r2) + answer the challenge (the element rule on every member's A_j,
@@ -46,13 +46,13 @@ from typing import Any
 
 import numpy as np
 
-from shared.crypto.elgamal import DEFAULT_MIN_ONLINE, DEFAULT_TABLE_MEMORY_BYTES, MIN_ONLINE
-from shared.crypto.group import DEFAULT_MODULUS_BITS
-from shared.crypto.modulus import generate_group
-from shared.crypto.proofs import RESPONSE_BITS
-from shared.errors import ConfigurationError
-from shared.params import SystemParams
-from shared.schemes import ElGamalSum
+from fedcast.shared.crypto.elgamal import DEFAULT_MIN_ONLINE, DEFAULT_TABLE_MEMORY_BYTES, MIN_ONLINE
+from fedcast.shared.crypto.group import DEFAULT_MODULUS_BITS
+from fedcast.shared.crypto.modulus import generate_group
+from fedcast.shared.crypto.proofs import RESPONSE_BITS
+from fedcast.shared.errors import ConfigurationError
+from fedcast.shared.params import SystemParams
+from fedcast.shared.schemes import ElGamalSum
 
 __all__ = [
     "FLOWER_REQUIREMENT",
@@ -474,7 +474,7 @@ def notes(config: PeersBenchConfig, version: str | None = None) -> Sequence[str]
         "message, not counted: serde_s in --json)",
         "flower-3/2: num_shares=3, reconstruction_threshold=2 (Flower's example); "
         "flower-all/half: num_shares=1.0 (all N), threshold 0.5 (N/2)",
-        f"fedcast: shared.schemes.ElGamalSum (scheme v2), RSA modulus |N|={config.modulus_bits}, "
+        f"fedcast: fedcast.shared.schemes.ElGamalSum (scheme v2), RSA modulus |N|={config.modulus_bits}, "
         f"max_clients={max(1000, *config.n_clients)}; client s = encrypt (with the proof of knowledge "
         "of r2) + respond (the element rule on every A_j, the proofs of its keyed sample: all below 90 "
         "members, 88 of 99 at 100; T_i and its proof), server s = screen/fold + decrypt (the "

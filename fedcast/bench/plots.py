@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from shared.errors import ConfigurationError
+from fedcast.shared.errors import ConfigurationError
 
 __all__ = ["PLOTTERS", "plot_bench", "plot_crypto", "plot_fedmf", "plot_scale", "require_matplotlib"]
 

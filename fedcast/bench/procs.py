@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from shared.errors import FedcastError
+from fedcast.shared.errors import FedcastError
 
 __all__ = [
     "Cell",

@@ -63,8 +63,8 @@ from typing import Any
 import numpy as np
 from gmpy2 import mpz
 
-from shared.crypto.delivery import delivery_key, open_model, seal_model
-from shared.crypto.elgamal import (
+from fedcast.shared.crypto.delivery import delivery_key, open_model, seal_model
+from fedcast.shared.crypto.elgamal import (
     DEFAULT_MIN_ONLINE,
     DEFAULT_TABLE_MEMORY_BYTES,
     Aggregation,
@@ -80,18 +80,18 @@ from shared.crypto.elgamal import (
     compute_challenge,
     respond_to,
 )
-from shared.crypto.group import DEFAULT_MODULUS_BITS, GroupParams
-from shared.crypto.keys import AggregatorPublicKey, AggregatorSecretKey, ClientKeyPair
-from shared.crypto.modulus import generate_group, insecure_test_group
-from shared.crypto.proofs import RESPONSE_BITS, DlogProof, EqualityProof, prove_dlog
-from shared.encoding import FixedPointEncoding
-from shared.errors import ConfigurationError, InternalError
-from shared.learning.data import RatingData
-from shared.learning.fedmf import FedMFClient
-from shared.learning.mf import MFConfig
-from shared.learning.tasks import model_from_bytes, model_to_bytes
-from shared.params import SystemParams
-from shared.protocol.client import model_digest
+from fedcast.shared.crypto.group import DEFAULT_MODULUS_BITS, GroupParams
+from fedcast.shared.crypto.keys import AggregatorPublicKey, AggregatorSecretKey, ClientKeyPair
+from fedcast.shared.crypto.modulus import generate_group, insecure_test_group
+from fedcast.shared.crypto.proofs import RESPONSE_BITS, DlogProof, EqualityProof, prove_dlog
+from fedcast.shared.encoding import FixedPointEncoding
+from fedcast.shared.errors import ConfigurationError, InternalError
+from fedcast.shared.learning.data import RatingData
+from fedcast.shared.learning.fedmf import FedMFClient
+from fedcast.shared.learning.mf import MFConfig
+from fedcast.shared.learning.tasks import model_from_bytes, model_to_bytes
+from fedcast.shared.params import SystemParams
+from fedcast.shared.protocol.client import model_digest
 
 __all__ = [
     "JSON_KEYS",

@@ -31,10 +31,10 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.errors import DataError, KeyStorageError, LegacyStateError
-from shared.keystore import read_json, write_bytes_atomic
-from shared.learning.data import FloatArray
-from shared.learning.tasks import model_from_bytes, model_to_bytes
+from fedcast.shared.errors import DataError, KeyStorageError, LegacyStateError
+from fedcast.shared.keystore import read_json, write_bytes_atomic
+from fedcast.shared.learning.data import FloatArray
+from fedcast.shared.learning.tasks import model_from_bytes, model_to_bytes
 
 __all__ = ["KEEP", "Checkpoint", "CheckpointStore", "LoadedCheckpoint"]
 

@@ -6,7 +6,7 @@ per-round costs, and gmpy2 holds the GIL, so threads do not help.
 :class:`ProcessFolder` splits the segment indices into contiguous shards (this
 process folds the first shard itself, each helper process one other shard) and
 splits a set of proofs the same way (each part gets its own batch test). Helpers
-are plain subprocesses (``python -m services.aggregator.foldpool``) speaking a tiny
+are plain subprocesses (``python -m fedcast.services.aggregator.foldpool``) speaking a tiny
 binary protocol over their stdin/stdout; nothing is pickled::
 
     "S" u32(count) u32(width) u32(len) modulus   start a product of ``count`` segments (all 1)
@@ -32,9 +32,9 @@ from typing import IO, Any
 import gmpy2
 from gmpy2 import mpz
 
-from shared.crypto.group import GroupParams
-from shared.crypto.proofs import DlogProof, DlogStatement, dlog_failures
-from shared.errors import ConfigurationError, InternalError
+from fedcast.shared.crypto.group import GroupParams
+from fedcast.shared.crypto.proofs import DlogProof, DlogStatement, dlog_failures
+from fedcast.shared.errors import ConfigurationError, InternalError
 
 __all__ = ["ProcessFolder", "default_workers", "worker_main"]
 
@@ -72,7 +72,7 @@ class _Helper:
 
     def __init__(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "services.aggregator.foldpool"],
+            [sys.executable, "-m", "fedcast.services.aggregator.foldpool"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
@@ -104,7 +104,7 @@ class _Helper:
 
 
 class ProcessFolder:
-    """A :class:`shared.crypto.elgamal.SegmentFolder` over this process and ``workers`` helpers."""
+    """A :class:`fedcast.shared.crypto.elgamal.SegmentFolder` over this process and ``workers`` helpers."""
 
     def __init__(self, modulus: Any, *, workers: int | None = None) -> None:
         count = default_workers() if workers is None else workers
@@ -176,7 +176,7 @@ class ProcessFolder:
         return out
 
     def dlog_failures(self, group: GroupParams, items: Sequence[DlogStatement]) -> dict[int, str]:
-        """:func:`shared.crypto.proofs.dlog_failures`, split over this process and the helpers.
+        """:func:`fedcast.shared.crypto.proofs.dlog_failures`, split over this process and the helpers.
 
         Each part is screened (element rule, ranges, hashes) and batch-tested where it is
         checked, a helper with its own random exponents; the culprits a helper reports are

@@ -25,25 +25,33 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.aggregator.checkpoint import Checkpoint, CheckpointStore, LoadedCheckpoint
-from services.aggregator.foldpool import ProcessFolder
-from services.envconfig import env_float, env_hex, env_int, env_optional_int, env_path, env_str, task_from_env
-from services.keyfiles import load_or_create_aggregator_key, load_or_create_signing_key
-from services.keyserver.client import KeyServiceClient
-from services.lifecycle import unless_stopped
-from services.observability import record_round_progress
-from services.runtime import MessageGate, Outbox, attempt_screen, retry_while_unreachable
-from shared.crypto.elgamal import DEFAULT_MIN_ONLINE, DEFAULT_TABLE_MEMORY_BYTES
-from shared.errors import (
+from fedcast.services.aggregator.checkpoint import Checkpoint, CheckpointStore, LoadedCheckpoint
+from fedcast.services.aggregator.foldpool import ProcessFolder
+from fedcast.services.envconfig import (
+    env_float,
+    env_hex,
+    env_int,
+    env_optional_int,
+    env_path,
+    env_str,
+    task_from_env,
+)
+from fedcast.services.keyfiles import load_or_create_aggregator_key, load_or_create_signing_key
+from fedcast.services.keyserver.client import KeyServiceClient
+from fedcast.services.lifecycle import unless_stopped
+from fedcast.services.observability import record_round_progress
+from fedcast.services.runtime import MessageGate, Outbox, attempt_screen, retry_while_unreachable
+from fedcast.shared.crypto.elgamal import DEFAULT_MIN_ONLINE, DEFAULT_TABLE_MEMORY_BYTES
+from fedcast.shared.errors import (
     ConfigurationError,
     FedcastError,
     InvalidProofError,
     KeyStorageError,
     TransportError,
 )
-from shared.keystore import read_json, write_json_atomic
-from shared.learning.tasks import FedAvgServerTask, FedMFServerTask, ServerTask, TaskSpec
-from shared.metrics import (
+from fedcast.shared.keystore import read_json, write_json_atomic
+from fedcast.shared.learning.tasks import FedAvgServerTask, FedMFServerTask, ServerTask, TaskSpec
+from fedcast.shared.metrics import (
     AGGREGATE_SECONDS,
     CHALLENGE_RESENDS,
     CHECKPOINTS_DAMAGED,
@@ -58,11 +66,11 @@ from shared.metrics import (
     ROUND_SECONDS,
     ROUNDS_COMPLETED,
 )
-from shared.protocol.aggregator import AggregatorMachine, RoundConfig, RoundOutcome
-from shared.protocol.outgoing import Outgoing
-from shared.transport.base import AGGREGATOR, Delivery, Transport
-from shared.wire.messages import AggregatorInfo, MessageType, RegistryEntry, Response, Signed, Upload
-from shared.wire.serde import (
+from fedcast.shared.protocol.aggregator import AggregatorMachine, RoundConfig, RoundOutcome
+from fedcast.shared.protocol.outgoing import Outgoing
+from fedcast.shared.transport.base import AGGREGATOR, Delivery, Transport
+from fedcast.shared.wire.messages import AggregatorInfo, MessageType, RegistryEntry, Response, Signed, Upload
+from fedcast.shared.wire.serde import (
     DEFAULT_MAX_MESSAGE_BYTES,
     FirstComponentSigned,
     SizeLimits,

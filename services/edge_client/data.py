@@ -4,7 +4,7 @@ FedMF devices read a CSV of ``user,item,rating`` rows: ``user`` is any local
 label of a production line or machine on this device (re-indexed 0..k-1 here),
 ``item`` the federation-wide part/product index in [0, n_items). FedAvg devices
 read feature vectors with labels (``.npy`` pair or ``.csv``, see
-:mod:`shared.learning.features`). The synthetic shard is what ``fedcast demo``
+:mod:`fedcast.shared.learning.features`). The synthetic shard is what ``fedcast demo``
 and the tests use: every client of a federation derives the same data set from
 the seed and keeps only its own users (or samples).
 """
@@ -17,17 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.errors import ConfigurationError, DataError
-from shared.learning.data import (
+from fedcast.shared.errors import ConfigurationError, DataError
+from fedcast.shared.learning.data import (
     RatingData,
     SyntheticConfig,
     make_synthetic,
     partition_users,
     train_test_split,
 )
-from shared.learning.features import load_features, make_defect_features, partition_iid
-from shared.learning.features import train_test_split as split_features
-from shared.learning.tasks import ClientTask, FedAvgClientTask, FedMFClientTask, TaskSpec
+from fedcast.shared.learning.features import load_features, make_defect_features, partition_iid
+from fedcast.shared.learning.features import train_test_split as split_features
+from fedcast.shared.learning.tasks import ClientTask, FedAvgClientTask, FedMFClientTask, TaskSpec
 
 __all__ = ["DataSource", "client_task", "load_device_ratings", "local_ratings", "synthetic_shard"]
 

@@ -1,4 +1,4 @@
-"""The edge client's model ledger on disk (:class:`shared.protocol.ledger.ModelLedger`).
+"""The edge client's model ledger on disk (:class:`fedcast.shared.protocol.ledger.ModelLedger`).
 
 Three files in the client's state directory, all 0600:
 
@@ -22,9 +22,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from shared.errors import KeyStorageError
-from shared.keystore import read_secret_json, write_json_atomic
-from shared.protocol.ledger import AttemptRecord
+from fedcast.shared.errors import KeyStorageError
+from fedcast.shared.keystore import read_secret_json, write_json_atomic
+from fedcast.shared.protocol.ledger import AttemptRecord
 
 __all__ = ["ANSWERED_FILE", "LAST_ANSWER_FILE", "PENDING_FILE", "FileLedger"]
 

@@ -12,7 +12,7 @@ against member keys fetched fresh from the key service; training and
 encryption run in a worker thread so the event loop (heartbeats, other
 messages) is never blocked for long. Messages are handled one at a time.
 
-The model ledger (:mod:`services.edge_client.ledger`, in the state directory)
+The model ledger (:mod:`fedcast.services.edge_client.ledger`, in the state directory)
 makes the client answer at most one challenge per model across restarts, and
 lets it answer late the attempt it uploaded for before a restart.
 """
@@ -27,28 +27,33 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.edge_client.data import DataSource, client_task
-from services.edge_client.ledger import FileLedger
-from services.edge_client.state import load_last_round, load_local_state, save_last_round, save_local_state
-from services.envconfig import env_float, env_hex, env_int, env_path, env_str, task_from_env
-from services.keyfiles import load_or_create_client_key, load_or_create_signing_key
-from services.keyserver.client import KeyServiceClient
-from services.lifecycle import unless_stopped
-from services.runtime import MessageGate, Outbox, retry_while_unreachable
-from shared.crypto.elgamal import DEFAULT_MIN_ONLINE, DEFAULT_TABLE_MEMORY_BYTES, MIN_ONLINE
-from shared.errors import ConfigurationError, FedcastError, TransportError
-from shared.learning.tasks import TaskSpec
-from shared.metrics import (
+from fedcast.services.edge_client.data import DataSource, client_task
+from fedcast.services.edge_client.ledger import FileLedger
+from fedcast.services.edge_client.state import (
+    load_last_round,
+    load_local_state,
+    save_last_round,
+    save_local_state,
+)
+from fedcast.services.envconfig import env_float, env_hex, env_int, env_path, env_str, task_from_env
+from fedcast.services.keyfiles import load_or_create_client_key, load_or_create_signing_key
+from fedcast.services.keyserver.client import KeyServiceClient
+from fedcast.services.lifecycle import unless_stopped
+from fedcast.services.runtime import MessageGate, Outbox, retry_while_unreachable
+from fedcast.shared.crypto.elgamal import DEFAULT_MIN_ONLINE, DEFAULT_TABLE_MEMORY_BYTES, MIN_ONLINE
+from fedcast.shared.errors import ConfigurationError, FedcastError, TransportError
+from fedcast.shared.learning.tasks import TaskSpec
+from fedcast.shared.metrics import (
     CLIENT_ENCRYPT_SECONDS,
     CLIENT_TRAIN_SECONDS,
     CLIPPED_VALUES,
     CURRENT_ROUND,
     MODEL_QUALITY,
 )
-from shared.protocol.client import ClientMachine
-from shared.protocol.outgoing import Outgoing
-from shared.transport.base import Delivery, Transport, client_endpoint
-from shared.wire.messages import (
+from fedcast.shared.protocol.client import ClientMachine
+from fedcast.shared.protocol.outgoing import Outgoing
+from fedcast.shared.transport.base import Delivery, Transport, client_endpoint
+from fedcast.shared.wire.messages import (
     Announce,
     Challenge,
     MemberEnvelope,
@@ -57,7 +62,13 @@ from shared.wire.messages import (
     RoundResult,
     Signed,
 )
-from shared.wire.serde import DEFAULT_MAX_MESSAGE_BYTES, SizeLimits, WireContext, sign_first, verify_first
+from fedcast.shared.wire.serde import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    SizeLimits,
+    WireContext,
+    sign_first,
+    verify_first,
+)
 
 __all__ = ["EdgeClientService", "EdgeConfig"]
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.errors import KeyStorageError
-from shared.keystore import read_secret_json, write_bytes_atomic, write_json_atomic
-from shared.learning.data import FloatArray
+from fedcast.shared.errors import KeyStorageError
+from fedcast.shared.keystore import read_secret_json, write_bytes_atomic, write_json_atomic
+from fedcast.shared.learning.data import FloatArray
 
 __all__ = ["load_last_round", "load_local_state", "save_last_round", "save_local_state"]
 

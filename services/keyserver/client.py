@@ -3,8 +3,8 @@
 Every reply is decoded, checked to come from the key service of this
 federation, and its signature verified before anything in it is used; every
 group element in it passes the received-element rule and every proof in it is
-verified (:mod:`shared.crypto.proofs`). A
-refusal (:class:`ErrorReply`) is raised as the :mod:`shared.errors` class
+verified (:mod:`fedcast.shared.crypto.proofs`). A
+refusal (:class:`ErrorReply`) is raised as the :mod:`fedcast.shared.errors` class
 whose ``reason`` it carries. Only timeouts are retried (with exponential
 backoff): every key-service request is idempotent, so a retry after a lost
 reply is harmless, while a refusal would only be refused again.
@@ -25,15 +25,15 @@ import logging
 from collections.abc import Iterable
 from typing import TypeVar
 
-from services.keyserver.handlers import KEYSERVER_SENDER, check_aggregator_info
-from services.retrying import request_retrying
-from shared import errors
-from shared.crypto.group import GroupParams
-from shared.crypto.keys import AggregatorPublicKey, ClientKeyPair
-from shared.crypto.pok import enrollment_context, prove_possession
-from shared.crypto.signing import VERIFY_KEY_BYTES, SigningKeyPair
-from shared.encoding import FixedPointEncoding
-from shared.errors import (
+from fedcast.services.keyserver.handlers import KEYSERVER_SENDER, check_aggregator_info
+from fedcast.services.retrying import request_retrying
+from fedcast.shared import errors
+from fedcast.shared.crypto.group import GroupParams
+from fedcast.shared.crypto.keys import AggregatorPublicKey, ClientKeyPair
+from fedcast.shared.crypto.pok import enrollment_context, prove_possession
+from fedcast.shared.crypto.signing import VERIFY_KEY_BYTES, SigningKeyPair
+from fedcast.shared.encoding import FixedPointEncoding
+from fedcast.shared.errors import (
     ConfigurationError,
     FedcastError,
     InvalidParametersError,
@@ -41,10 +41,10 @@ from shared.errors import (
     RegistryError,
     SignatureError,
 )
-from shared.params import SystemParams
-from shared.transport.base import KEYSERVER, Transport
-from shared.wire.codec import WireContext
-from shared.wire.messages import (
+from fedcast.shared.params import SystemParams
+from fedcast.shared.transport.base import KEYSERVER, Transport
+from fedcast.shared.wire.codec import WireContext
+from fedcast.shared.wire.messages import (
     KEYSERVER_ROUND,
     Ack,
     AggregatorInfo,
@@ -62,7 +62,7 @@ from shared.wire.messages import (
     RevokeRequest,
     Signed,
 )
-from shared.wire.serde import DEFAULT_MAX_MESSAGE_BYTES, SizeLimits, decode, encode, verify
+from fedcast.shared.wire.serde import DEFAULT_MAX_MESSAGE_BYTES, SizeLimits, decode, encode, verify
 
 __all__ = ["KeyServiceClient", "error_for"]
 

@@ -1,7 +1,7 @@
 """The key service's request logic, free of transport and bytes: Signed request in, reply body out.
 
 :class:`KeyServiceHandler` never raises for a refused request: every
-:class:`shared.errors.FedcastError` becomes an :class:`ErrorReply` carrying the
+:class:`fedcast.shared.errors.FedcastError` becomes an :class:`ErrorReply` carrying the
 error's ``reason`` code, which the client maps back to the same class. All
 requests are idempotent (repeating one has the effect of doing it once and the
 same reply), because an RPC whose reply was lost is retried.
@@ -29,20 +29,20 @@ from __future__ import annotations
 import hmac
 import logging
 
-from services.keyserver.store import RegistryStore
-from shared.crypto.group import GroupParams
-from shared.crypto.keys import AggregatorPublicKey
-from shared.crypto.pok import enrollment_context, verify_possession
-from shared.errors import (
+from fedcast.services.keyserver.store import RegistryStore
+from fedcast.shared.crypto.group import GroupParams
+from fedcast.shared.crypto.keys import AggregatorPublicKey
+from fedcast.shared.crypto.pok import enrollment_context, verify_possession
+from fedcast.shared.errors import (
     FedcastError,
     InvalidGroupElementError,
     InvalidKeyError,
     MalformedMessageError,
     NotAuthorizedError,
 )
-from shared.params import SystemParams
-from shared.wire.codec import WireContext
-from shared.wire.messages import (
+from fedcast.shared.params import SystemParams
+from fedcast.shared.wire.codec import WireContext
+from fedcast.shared.wire.messages import (
     KEYSERVER_ROUND,
     Ack,
     AggregatorInfo,
@@ -58,7 +58,7 @@ from shared.wire.messages import (
     RevokeRequest,
     Signed,
 )
-from shared.wire.serde import verify
+from fedcast.shared.wire.serde import verify
 
 __all__ = [
     "KEYSERVER_SENDER",

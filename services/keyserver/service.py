@@ -49,17 +49,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.keyfiles import load_or_create_signing_key
-from services.keyserver.handlers import KEYSERVER_SENDER, KeyServiceHandler, error_reply, reply_type
-from services.keyserver.store import RegistryStore, check_token
-from services.lifecycle import unless_stopped
-from services.runtime import RejectLog
-from shared.crypto.elgamal import DEFAULT_MIN_ONLINE
-from shared.crypto.group import DEFAULT_MODULUS_BITS, SUPPORTED_MODULUS_BITS, GroupParams, validate_modulus
-from shared.crypto.modulus import generate_group, insecure_test_group
-from shared.crypto.signing import SigningKeyPair
-from shared.encoding import DEFAULT_CLIP, DEFAULT_FRAC_BITS, FixedPointEncoding
-from shared.errors import (
+from fedcast.services.keyfiles import load_or_create_signing_key
+from fedcast.services.keyserver.handlers import KEYSERVER_SENDER, KeyServiceHandler, error_reply, reply_type
+from fedcast.services.keyserver.store import RegistryStore, check_token
+from fedcast.services.lifecycle import unless_stopped
+from fedcast.services.runtime import RejectLog
+from fedcast.shared.crypto.elgamal import DEFAULT_MIN_ONLINE
+from fedcast.shared.crypto.group import (
+    DEFAULT_MODULUS_BITS,
+    SUPPORTED_MODULUS_BITS,
+    GroupParams,
+    validate_modulus,
+)
+from fedcast.shared.crypto.modulus import generate_group, insecure_test_group
+from fedcast.shared.crypto.signing import SigningKeyPair
+from fedcast.shared.encoding import DEFAULT_CLIP, DEFAULT_FRAC_BITS, FixedPointEncoding
+from fedcast.shared.errors import (
     ConfigurationError,
     FedcastError,
     InternalError,
@@ -67,18 +72,18 @@ from shared.errors import (
     KeyStorageError,
     TransportError,
 )
-from shared.keystore import read_json, write_json_atomic
-from shared.metrics import (
+from fedcast.shared.keystore import read_json, write_json_atomic
+from fedcast.shared.metrics import (
     MESSAGE_BYTES_RECEIVED,
     MESSAGE_BYTES_SENT,
     MESSAGES_RECEIVED,
     MESSAGES_SENT,
 )
-from shared.params import DEFAULT_MAX_CLIENTS, SystemParams
-from shared.transport.base import KEYSERVER, Delivery, Transport
-from shared.wire.codec import ID_PATTERN, WireContext
-from shared.wire.messages import KEYSERVER_ROUND, Body, ErrorReply, Header, ParamsReply
-from shared.wire.serde import DEFAULT_MAX_MESSAGE_BYTES, SizeLimits, decode, encode
+from fedcast.shared.params import DEFAULT_MAX_CLIENTS, SystemParams
+from fedcast.shared.transport.base import KEYSERVER, Delivery, Transport
+from fedcast.shared.wire.codec import ID_PATTERN, WireContext
+from fedcast.shared.wire.messages import KEYSERVER_ROUND, Body, ErrorReply, Header, ParamsReply
+from fedcast.shared.wire.serde import DEFAULT_MAX_MESSAGE_BYTES, SizeLimits, decode, encode
 
 __all__ = [
     "PARAMS_FILE",

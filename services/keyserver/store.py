@@ -6,7 +6,7 @@ the schema version in ``PRAGMA user_version`` and :func:`migrate` bringing an
 older file up to :data:`SCHEMA_VERSION`. Every write runs in one
 ``BEGIN IMMEDIATE`` transaction. The file is created with mode 0600 (sqlite
 gives its ``-wal``/``-shm`` companions the same mode) and refused if group or
-others can access it, like :mod:`shared.keystore` refuses key files.
+others can access it, like :mod:`fedcast.shared.keystore` refuses key files.
 
 Enrollment tokens never touch the disk in clear: only their SHA-256 is stored
 and a presented token is hashed and compared with :func:`hmac.compare_digest`.
@@ -40,17 +40,17 @@ from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 
-from shared.crypto.proofs import DlogProof
-from shared.crypto.signing import VERIFY_KEY_BYTES
-from shared.errors import (
+from fedcast.shared.crypto.proofs import DlogProof
+from fedcast.shared.crypto.signing import VERIFY_KEY_BYTES
+from fedcast.shared.errors import (
     ConfigurationError,
     EnrollmentRefusedError,
     KeyStorageError,
     LegacyStateError,
     RegistryError,
 )
-from shared.wire.codec import ID_PATTERN, MAX_TOKEN_CHARS
-from shared.wire.messages import AggregatorInfo, RegistryEntry
+from fedcast.shared.wire.codec import ID_PATTERN, MAX_TOKEN_CHARS
+from fedcast.shared.wire.messages import AggregatorInfo, RegistryEntry
 
 __all__ = [
     "MIN_TOKEN_LENGTH",
@@ -69,7 +69,7 @@ log = logging.getLogger(__name__)
 
 #: Shortest token accepted (imported tokens are operator-made; ours have 43 characters).
 MIN_TOKEN_LENGTH = 16
-# What the wire accepts as a token (shared.wire.codec.TokenCodec): printable ASCII, no spaces.
+# What the wire accepts as a token (fedcast.shared.wire.codec.TokenCodec): printable ASCII, no spaces.
 _TOKEN = re.compile(rf"[\x21-\x7e]{{{MIN_TOKEN_LENGTH},{MAX_TOKEN_CHARS}}}", re.ASCII)
 SCHEMA_VERSION = 2
 # sqlite's default host-parameter limit is 999 in old builds; stay well below it per query.

@@ -3,7 +3,7 @@
 Protocol version 1 batched *subgroup membership* tests of elements mod a prime
 p = 2qq' + 1. Those tests do not apply modulo N = PQ: membership in QR_N cannot
 be tested at all without P and Q. Version 2 instead squares every received
-element (:meth:`shared.crypto.group.GroupParams.received_square`), which puts it
+element (:meth:`fedcast.shared.crypto.group.GroupParams.received_square`), which puts it
 in QR_N by construction at the cost of one multiplication, so no membership
 test is needed. What still comes in sets is *proofs* (every member's proof of
 knowledge of r2, checked by the aggregator and by every client before it
@@ -19,7 +19,7 @@ QR_N (order p'q', both prime) is p', q' or p'q', all above 2^(|N|/2 - 2) >
 the batch equation, so a batch holding a false equation passes with
 probability at most 2^-128. Equations are compared as squares, so the values
 involved need only be units whose squares are in QR_N (the proofs of
-:mod:`shared.crypto.proofs` accept up to sign, as the element rule requires).
+:mod:`fedcast.shared.crypto.proofs` accept up to sign, as the element rule requires).
 
 **Multi-exponentiation** (:func:`multi_exp`): prod b_i^e_i mod m by Pippenger's
 bucket method with c-bit windows, about (max bits / c) * (n + 2^(c+1))
@@ -38,7 +38,7 @@ import gmpy2
 import numpy as np
 from gmpy2 import mpz
 
-from shared.errors import ConfigurationError
+from fedcast.shared.errors import ConfigurationError
 
 __all__ = ["BATCH_EXPONENT_BITS", "batch_exponents", "multi_exp"]
 

@@ -28,8 +28,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from shared.crypto.group import GroupParams, frame
-from shared.errors import DeliveryError
+from fedcast.shared.crypto.group import GroupParams, frame
+from fedcast.shared.errors import DeliveryError
 
 __all__ = ["KEY_BYTES", "NONCE_BYTES", "delivery_key", "open_model", "seal_model"]
 

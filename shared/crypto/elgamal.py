@@ -48,10 +48,10 @@ from typing import Any, Protocol
 import gmpy2
 from gmpy2 import mpz
 
-from shared.crypto.fixedbase import FixedBaseSet
-from shared.crypto.group import EXPONENT_BITS, GroupParams, frame
-from shared.crypto.keys import AggregatorPublicKey, AggregatorSecretKey, ClientKeyPair
-from shared.crypto.proofs import (
+from fedcast.shared.crypto.fixedbase import FixedBaseSet
+from fedcast.shared.crypto.group import EXPONENT_BITS, GroupParams, frame
+from fedcast.shared.crypto.keys import AggregatorPublicKey, AggregatorSecretKey, ClientKeyPair
+from fedcast.shared.crypto.proofs import (
     DlogProof,
     DlogStatement,
     EqualityProof,
@@ -60,7 +60,7 @@ from shared.crypto.proofs import (
     prove_equality,
     verify_equality,
 )
-from shared.errors import (
+from fedcast.shared.errors import (
     AggregateKeyMismatchError,
     ChallengeRejectedError,
     CiphertextShapeError,

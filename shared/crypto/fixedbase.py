@@ -31,7 +31,7 @@ import numpy as np
 from gmpy2 import mpz
 from numpy.typing import NDArray
 
-from shared.errors import ConfigurationError
+from fedcast.shared.errors import ConfigurationError
 
 __all__ = ["AUTO_SHAPES", "CombDigits", "CombShape", "CombTable", "FixedBaseSet", "pow_many_exponents"]
 

@@ -1,7 +1,7 @@
 """The federation's group: an RSA modulus N = PQ of unknown factorization (crypto note section 1).
 
 Protocol version 2 works modulo an RSA modulus N whose factors P = 2p' + 1 and
-Q = 2q' + 1 are safe primes that nobody keeps (:mod:`shared.crypto.modulus`
+Q = 2q' + 1 are safe primes that nobody keeps (:mod:`fedcast.shared.crypto.modulus`
 generates them and forgets them). Two structures live there:
 
 * the ElGamal part in QR_N, the squares mod N (order p'q', unknown to everyone):
@@ -48,7 +48,7 @@ from typing import Any
 import gmpy2
 from gmpy2 import mpz
 
-from shared.errors import (
+from fedcast.shared.errors import (
     InsecureParametersError,
     InvalidGroupElementError,
     InvalidParametersError,
@@ -176,8 +176,8 @@ def validate_modulus(n: Any, *, allow_insecure: bool = False) -> mpz:
 class GroupParams:
     """The federation's modulus N and everything derived from it (g, N^2, widths).
 
-    Construct through :meth:`from_modulus` (validates), :func:`shared.crypto.modulus.generate_group`
-    or :func:`shared.crypto.modulus.insecure_test_group`; the bare constructor trusts its
+    Construct through :meth:`from_modulus` (validates), :func:`fedcast.shared.crypto.modulus.generate_group`
+    or :func:`fedcast.shared.crypto.modulus.insecure_test_group`; the bare constructor trusts its
     caller. ``insecure`` marks test moduli below the production minimum; such a group
     round-trips through serialization but :meth:`from_dict` refuses it unless the caller
     passes ``allow_insecure=True`` explicitly.

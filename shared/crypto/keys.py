@@ -5,15 +5,15 @@
 * Aggregator: one alpha with beta = g^alpha (a single key: per-segment keys leaked
   linear relations between segments, crypto note 0.2), and a separate delivery key
   (delta, D = g^delta) used only to derive the per-client model-delivery keys
-  (:mod:`shared.crypto.delivery`). Both public halves travel with a proof of
+  (:mod:`fedcast.shared.crypto.delivery`). Both public halves travel with a proof of
   knowledge bound to the federation and the aggregator's Ed25519 key
   (:func:`aggregator_key_context`), and clients use only their squares.
 
 Secrets never appear in ``repr``/``str`` (so never in logs); serialization is
 to plain dicts of hex strings (JSON or msgpack friendly, never pickle). File
-handling lives in :mod:`shared.keystore`, not here: this module does no I/O.
+handling lives in :mod:`fedcast.shared.keystore`, not here: this module does no I/O.
 Documents written by protocol version 1 (a prime-modulus group) are refused
-with :class:`~shared.errors.LegacyStateError`, never converted.
+with :class:`~fedcast.shared.errors.LegacyStateError`, never converted.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from typing import Any
 
 from gmpy2 import mpz
 
-from shared.crypto.group import EXPONENT_BITS, GroupParams, frame
-from shared.crypto.proofs import DlogProof, prove_dlog, verify_dlog
-from shared.errors import InvalidKeyError, InvalidProofError, LegacyStateError
+from fedcast.shared.crypto.group import EXPONENT_BITS, GroupParams, frame
+from fedcast.shared.crypto.proofs import DlogProof, prove_dlog, verify_dlog
+from fedcast.shared.errors import InvalidKeyError, InvalidProofError, LegacyStateError
 
 __all__ = [
     "REDACTED",

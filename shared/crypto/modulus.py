@@ -4,7 +4,7 @@ Whoever knows P and Q can decrypt any single upload, so :func:`generate_group`
 keeps them only in its own local variables: they never reach a file, a log, a
 repr, an exception or a message, and the function returns only the group built
 from N. The key service calls it once per federation (an operator may instead
-supply N from a multi-party ceremony, :func:`shared.crypto.group.validate_modulus`).
+supply N from a multi-party ceremony, :func:`fedcast.shared.crypto.group.validate_modulus`).
 
 Safe primes P = 2p' + 1 are searched in windows of consecutive odd candidates
 for p', each window sieved (numpy) for both p' and 2p' + 1 by every odd prime
@@ -26,13 +26,13 @@ import gmpy2
 import numpy as np
 from gmpy2 import mpz
 
-from shared.crypto.group import (
+from fedcast.shared.crypto.group import (
     DEFAULT_MODULUS_BITS,
     MIN_MODULUS_BITS,
     SUPPORTED_MODULUS_BITS,
     GroupParams,
 )
-from shared.errors import InvalidParametersError
+from fedcast.shared.errors import InvalidParametersError
 
 __all__ = [
     "PRIMALITY_ROUNDS",

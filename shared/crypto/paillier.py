@@ -14,7 +14,7 @@ import gmpy2
 from gmpy2 import mpz
 from phe import paillier
 
-from shared.errors import CiphertextShapeError, ConfigurationError
+from fedcast.shared.errors import CiphertextShapeError, ConfigurationError
 
 __all__ = ["DEFAULT_PAILLIER_BITS", "PaillierKeys"]
 

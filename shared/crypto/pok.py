@@ -8,7 +8,7 @@ decrypt A's upload alone. Requiring a proof that the enrolling device knows sk
 with pk = g^sk makes every registered key one whose owner knows its discrete
 log, which the collusion argument assumes.
 
-The proof is :func:`shared.crypto.proofs.prove_dlog` (responses over the
+The proof is :func:`fedcast.shared.crypto.proofs.prove_dlog` (responses over the
 integers, bounded, verified on squares: the group order is unknown), bound to
 the federation, the client id and its Ed25519 verify key so it cannot be
 replayed for another identity.
@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.crypto.group import GroupParams, frame
-from shared.crypto.keys import ClientKeyPair
-from shared.crypto.proofs import DlogProof, prove_dlog, verify_dlog
-from shared.errors import InvalidKeyError, InvalidProofError
+from fedcast.shared.crypto.group import GroupParams, frame
+from fedcast.shared.crypto.keys import ClientKeyPair
+from fedcast.shared.crypto.proofs import DlogProof, prove_dlog, verify_dlog
+from fedcast.shared.errors import InvalidKeyError, InvalidProofError
 
 __all__ = ["enrollment_context", "prove_possession", "verify_possession"]
 

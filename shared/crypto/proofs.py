@@ -9,7 +9,7 @@ safe-prime factors holds because every challenge difference is below the
 smallest prime factor of the group order.
 
 Every received value (statement and commitments) passes the element rule of
-:meth:`shared.crypto.group.GroupParams.check_element`, and each verification
+:meth:`fedcast.shared.crypto.group.GroupParams.check_element`, and each verification
 equation is compared **as squares**: a sender can flip the sign of any value it
 sends, and only the squares are used downstream (crypto note section 1).
 
@@ -39,9 +39,9 @@ from typing import Any
 import gmpy2
 from gmpy2 import mpz
 
-from shared.crypto.batch import batch_exponents, multi_exp
-from shared.crypto.group import EXPONENT_BITS, GroupParams, frame
-from shared.errors import InvalidGroupElementError, InvalidProofError
+from fedcast.shared.crypto.batch import batch_exponents, multi_exp
+from fedcast.shared.crypto.group import EXPONENT_BITS, GroupParams, frame
+from fedcast.shared.errors import InvalidGroupElementError, InvalidProofError
 
 _MPZ = type(mpz(0))
 
@@ -247,7 +247,7 @@ def dlog_failures(group: GroupParams, items: Sequence[DlogStatement]) -> dict[in
     """Indices of the proofs in ``items`` that do not verify, with why; empty if all do.
 
     Every statement X and commitment t passes the element rule, then one small-exponent
-    batch test covers the whole set (:mod:`shared.crypto.batch`):
+    batch test covers the whole set (:mod:`fedcast.shared.crypto.batch`):
     (G^(sum e_i z_i))^2 = (prod t_i^e_i X_i^(2 c_i e_i))^2. If it fails, each proof is
     checked on its own to name the culprits.
     """

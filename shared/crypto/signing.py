@@ -5,9 +5,9 @@ the key it registered there, the key service with its own key (clients pin its
 verify key). Ed25519 (RFC 8032) through ``cryptography``: deterministic, 32-byte
 verify keys, 64-byte signatures, no parameters to get wrong.
 
-Like :mod:`shared.crypto.keys` this module is pure: the private key never
+Like :mod:`fedcast.shared.crypto.keys` this module is pure: the private key never
 appears in ``repr``/``str`` and serializes to a plain JSON-friendly dict;
-files are :mod:`shared.keystore`'s business.
+files are :mod:`fedcast.shared.keystore`'s business.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
-from shared.errors import InvalidKeyError, SignatureError
+from fedcast.shared.errors import InvalidKeyError, SignatureError
 
 __all__ = [
     "SECRET_KEY_BYTES",

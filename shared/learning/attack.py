@@ -5,7 +5,7 @@ two consecutive participations, together with the item matrices it published
 for them (``V^t``, ``V^{t+1}``) and the public hyper-parameters, recovers which
 items the user rated and the ratings themselves.
 
-With fedcast's upload ``G_j = -2 e_j u`` (see :mod:`shared.learning.fedmf`;
+With fedcast's upload ``G_j = -2 e_j u`` (see :mod:`fedcast.shared.learning.fedmf`;
 the paper's eq. 7 omits the constant ``-2``) the paper's steps become:
 
 * eq. 7/10: every non-zero row of ``G^t`` is a multiple of ``u^t``; the non-zero
@@ -41,10 +41,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike
 
-from shared.errors import ConfigurationError
-from shared.learning.data import FloatArray, IntArray
-from shared.learning.fedmf import RoundRecord
-from shared.learning.mf import MFConfig
+from fedcast.shared.errors import ConfigurationError
+from fedcast.shared.learning.data import FloatArray, IntArray
+from fedcast.shared.learning.fedmf import RoundRecord
+from fedcast.shared.learning.mf import MFConfig
 
 __all__ = [
     "AggregatorView",

@@ -6,7 +6,7 @@ arrays (``users``, ``items``, ``ratings``), the FedMF paper's set of observed pa
 a *user* is a production line / edge node and an *item* is a part type or casting
 batch; the "rating" is a quality score the line measured for that part.
 
-Loaders for the MovieLens formats live in :mod:`shared.learning.loaders`.
+Loaders for the MovieLens formats live in :mod:`fedcast.shared.learning.loaders`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from shared.errors import ConfigurationError, DataError
+from fedcast.shared.errors import ConfigurationError, DataError
 
 __all__ = [
     "FloatArray",

@@ -1,6 +1,6 @@
 """Library-level experiments the CLI and benchmarks print: learning parity and the attack demo.
 
-Both run on the seeded synthetic IIoT data (:func:`shared.learning.data.make_synthetic`)
+Both run on the seeded synthetic IIoT data (:func:`fedcast.shared.learning.data.make_synthetic`)
 and return flat, JSON-serializable dicts.
 """
 
@@ -10,17 +10,17 @@ from typing import Any
 
 import numpy as np
 
-from shared.learning.attack import (
+from fedcast.shared.learning.attack import (
     AggregatorView,
     attack_feasible,
     gradient_leakage_attack,
     recovery_rmse,
 )
-from shared.learning.data import SyntheticConfig, make_synthetic, partition_users, train_test_split
-from shared.learning.fedmf import FedMF, train_federated
-from shared.learning.masks import MaskConfig, train_fedmmf
-from shared.learning.mf import MFConfig, evaluate, train_centralized
-from shared.secure_sum import PlaintextSum, SecureSum
+from fedcast.shared.learning.data import SyntheticConfig, make_synthetic, partition_users, train_test_split
+from fedcast.shared.learning.fedmf import FedMF, train_federated
+from fedcast.shared.learning.masks import MaskConfig, train_fedmmf
+from fedcast.shared.learning.mf import MFConfig, evaluate, train_centralized
+from fedcast.shared.secure_sum import PlaintextSum, SecureSum
 
 __all__ = ["run_attack_demo", "run_learning_parity"]
 
@@ -78,7 +78,7 @@ def run_attack_demo(seed: int, *, secure: SecureSum | None = None, round_index: 
     (the smallest aggregate a secure scheme decrypts) and checks the secure
     view of the same rounds for isolated uploads.
 
-    With ``secure`` (e.g. :class:`shared.schemes.ElGamalSum`) the same federation
+    With ``secure`` (e.g. :class:`fedcast.shared.schemes.ElGamalSum`) the same federation
     also runs through the real scheme, and the attack is run on what that
     aggregator actually decrypts: the sums of consecutive rounds.
     """

@@ -6,7 +6,7 @@ vectors. This module provides
 
 * :class:`FeatureData`, an immutable ``(x, y)`` pair with its number of classes;
 * loaders for ``.npy`` pairs (features file + labels file) and ``.csv`` files,
-  which raise :class:`~shared.errors.DataError` naming the file and the line or
+  which raise :class:`~fedcast.shared.errors.DataError` naming the file and the line or
   shape that is wrong;
 * :func:`make_defect_features`, a seeded synthetic "ok vs defect" generator that
   is the default data for tests and demos;
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from shared.errors import ConfigurationError, DataError
+from fedcast.shared.errors import ConfigurationError, DataError
 
 __all__ = [
     "FeatureData",

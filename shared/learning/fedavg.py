@@ -1,4 +1,4 @@
-"""FedAvg over any :class:`~shared.secure_sum.SecureSum`, with the weights inside the sum.
+"""FedAvg over any :class:`~fedcast.shared.secure_sum.SecureSum`, with the weights inside the sum.
 
 Eq. (1) of the multi-key ElGamal paper (section 2.1) updates the global model
 with the sample-weighted average of the client updates,
@@ -48,11 +48,11 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from shared.errors import ConfigurationError, DataError
-from shared.learning.features import FeatureData
-from shared.learning.metrics import accuracy, f1_score
-from shared.learning.models import Model, train_sgd
-from shared.secure_sum import SecureSum
+from fedcast.shared.errors import ConfigurationError, DataError
+from fedcast.shared.learning.features import FeatureData
+from fedcast.shared.learning.metrics import accuracy, f1_score
+from fedcast.shared.learning.models import Model, train_sgd
+from fedcast.shared.secure_sum import SecureSum
 
 __all__ = [
     "FedAvgConfig",

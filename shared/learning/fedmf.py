@@ -10,15 +10,15 @@ private. Per round, every online client
 3. updates its user vectors with eq. 3 / eq. 5 (``local_steps`` times, against
    the fixed ``V^t``).
 
-The server sums the uploads through a :class:`shared.secure_sum.SecureSum` and
+The server sums the uploads through a :class:`fedcast.shared.secure_sum.SecureSum` and
 applies eq. 4, ``V^{t+1} = V^t - gamma (sum_c G_c + 2 mu V^t)``: the regularizer
 is the server's, since it alone holds ``V``.
 
 **Gradient convention.** Unlike a client that first updates ``u_i`` and then
 differentiates, both gradients are taken at the same ``(U^t, V^t)``. With all
 clients online, ``local_steps = 1`` and an exact float64 sum, a round is
-therefore *identical* to one step of :func:`shared.learning.mf.gradient_step`
-(the tests check this to 1e-10). :class:`shared.secure_sum.PlaintextSum`
+therefore *identical* to one step of :func:`fedcast.shared.learning.mf.gradient_step`
+(the tests check this to 1e-10). :class:`fedcast.shared.secure_sum.PlaintextSum`
 sends float32 like a real unprotected deployment, so it matches to ~1e-6.
 
 **Upload layout.** The upload is the full flattened ``n_items * d`` vector in
@@ -35,10 +35,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.errors import ConfigurationError
-from shared.learning.data import FloatArray, IntArray, RatingData
-from shared.learning.mf import MFConfig, MFModel, init_model
-from shared.secure_sum import SecureSum
+from fedcast.shared.errors import ConfigurationError
+from fedcast.shared.learning.data import FloatArray, IntArray, RatingData
+from fedcast.shared.learning.mf import MFConfig, MFModel, init_model
+from fedcast.shared.secure_sum import SecureSum
 
 __all__ = [
     "ClientUpload",

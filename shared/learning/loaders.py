@@ -1,7 +1,7 @@
 """Loaders for the MovieLens formats used by the FedMF and FedMMF evaluations.
 
 Only local files the caller names are read; nothing is downloaded. Every
-malformed line raises :class:`shared.errors.DataError` naming the file and the
+malformed line raises :class:`fedcast.shared.errors.DataError` naming the file and the
 1-based line number. Ids are re-indexed densely (sorted id order), so the
 returned :class:`RatingData` always has ``users < n_users`` and ``items < n_items``.
 
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.errors import DataError
-from shared.learning.data import FloatArray, IntArray, RatingData
+from fedcast.shared.errors import DataError
+from fedcast.shared.learning.data import FloatArray, IntArray, RatingData
 
 __all__ = ["N_GENRES", "load_movielens_100k", "load_movielens_latest_small"]
 

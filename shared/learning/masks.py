@@ -32,8 +32,8 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-from shared.errors import ConfigurationError, DataError
-from shared.learning.data import (
+from fedcast.shared.errors import ConfigurationError, DataError
+from fedcast.shared.learning.data import (
     FloatArray,
     IntArray,
     RatingData,
@@ -42,10 +42,10 @@ from shared.learning.data import (
     partition_users,
     train_test_split,
 )
-from shared.learning.fedmf import train_federated
-from shared.learning.metrics import mae, rmse
-from shared.learning.mf import Evaluation, MFConfig, MFModel, evaluate
-from shared.secure_sum import ExactSum, SecureSum
+from fedcast.shared.learning.fedmf import train_federated
+from fedcast.shared.learning.metrics import mae, rmse
+from fedcast.shared.learning.mf import Evaluation, MFConfig, MFModel, evaluate
+from fedcast.shared.secure_sum import ExactSum, SecureSum
 
 __all__ = [
     "FedMMFModel",
@@ -200,7 +200,7 @@ def train_fedmmf(
     """FedMMF (FedMMF Algorithm 2 without its secret-sharing transport): masks, then FedMF.
 
     Each client fits its users' private models (eq. 10), masks their ratings
-    (eq. 11) and runs :func:`shared.learning.fedmf.train_federated` on them;
+    (eq. 11) and runs :func:`fedcast.shared.learning.fedmf.train_federated` on them;
     the aggregation goes through ``secure`` exactly as in FedMF.
     """
     masks = fit_masks(train, mask_config)

@@ -1,7 +1,7 @@
 """Evaluation metrics: RMSE / MAE for ratings (FedMF Table 2, FedMMF Table 4), accuracy / F1.
 
 Inputs are array-likes of equal, non-empty shape; a mismatch raises
-:class:`shared.errors.DataError` rather than broadcasting silently.
+:class:`fedcast.shared.errors.DataError` rather than broadcasting silently.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from shared.errors import DataError
+from fedcast.shared.errors import DataError
 
 __all__ = ["accuracy", "f1_score", "mae", "rmse"]
 

@@ -14,7 +14,7 @@ through the protocol. (Eq. 6 writes ``lambda`` for the item regularizer; we use
 
 Training is full-batch gradient descent, eq. 3 and 4 applied to all rows at once
 with both gradients taken at the same ``(U, V)``. The federated version
-(:mod:`shared.learning.fedmf`) is built to reproduce it step for step.
+(:mod:`fedcast.shared.learning.fedmf`) is built to reproduce it step for step.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-from shared.errors import ConfigurationError, DataError
-from shared.learning.data import FloatArray, RatingData
-from shared.learning.metrics import mae, rmse
+from fedcast.shared.errors import ConfigurationError, DataError
+from fedcast.shared.learning.data import FloatArray, RatingData
+from fedcast.shared.learning.metrics import mae, rmse
 
 __all__ = [
     "Evaluation",

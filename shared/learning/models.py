@@ -22,7 +22,7 @@ from typing import Literal, Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
-from shared.errors import ConfigurationError, DataError
+from fedcast.shared.errors import ConfigurationError, DataError
 
 __all__ = ["MLP", "FlatParamModel", "LogisticRegression", "Model", "train_sgd"]
 

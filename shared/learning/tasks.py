@@ -25,14 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from shared.errors import ConfigurationError, DataError
-from shared.learning.data import FloatArray, RatingData
-from shared.learning.features import FeatureData
-from shared.learning.fedavg import FedAvgConfig, client_upload, server_update
-from shared.learning.fedavg import evaluate as evaluate_classifier
-from shared.learning.fedmf import FedMFClient
-from shared.learning.mf import MFConfig, MFModel, evaluate
-from shared.learning.models import MLP, LogisticRegression, Model
+from fedcast.shared.errors import ConfigurationError, DataError
+from fedcast.shared.learning.data import FloatArray, RatingData
+from fedcast.shared.learning.features import FeatureData
+from fedcast.shared.learning.fedavg import FedAvgConfig, client_upload, server_update
+from fedcast.shared.learning.fedavg import evaluate as evaluate_classifier
+from fedcast.shared.learning.fedmf import FedMFClient
+from fedcast.shared.learning.mf import MFConfig, MFModel, evaluate
+from fedcast.shared.learning.models import MLP, LogisticRegression, Model
 
 __all__ = [
     "TASK_NAMES",
@@ -207,7 +207,7 @@ class ClientTask(ABC):
 
 class FedMFServerTask(ServerTask):
     def initial_model(self, seed: int | None = None) -> FloatArray:
-        # The same draw as shared.learning.mf.init_model: V first, from the task seed.
+        # The same draw as fedcast.shared.learning.mf.init_model: V first, from the task seed.
         cfg = self.spec.mf_config
         rng = np.random.default_rng(cfg.seed if seed is None else seed)
         v = cfg.init_mean + cfg.init_scale * rng.standard_normal((self.spec.n_items, cfg.latent_dim))

@@ -28,7 +28,7 @@ Dropouts and cheaters (docs/PROTOCOL.md section 5.4):
 The shell feeds verified messages and the clock, runs :meth:`finish` (CPU
 heavy) in an executor, persists the checkpoint, and sends what the machine
 returns. Every stage change is checked against
-:data:`shared.protocol.stages.AGGREGATOR_TRANSITIONS`.
+:data:`fedcast.shared.protocol.stages.AGGREGATOR_TRANSITIONS`.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.crypto.delivery import delivery_key, seal_model
-from shared.crypto.elgamal import (
+from fedcast.shared.crypto.delivery import delivery_key, seal_model
+from fedcast.shared.crypto.elgamal import (
     DEFAULT_MIN_ONLINE,
     DEFAULT_TABLE_MEMORY_BYTES,
     MIN_ONLINE,
@@ -53,8 +53,8 @@ from shared.crypto.elgamal import (
     SegmentFolder,
     challenge_digest,
 )
-from shared.crypto.keys import AggregatorSecretKey
-from shared.errors import (
+from fedcast.shared.crypto.keys import AggregatorSecretKey
+from fedcast.shared.errors import (
     ChallengeRejectedError,
     ConfigurationError,
     DecryptionError,
@@ -64,14 +64,14 @@ from shared.errors import (
     ProtocolOrderError,
     StaleMessageError,
 )
-from shared.learning.data import FloatArray
-from shared.learning.tasks import ServerTask, model_to_bytes
-from shared.params import SystemParams
-from shared.protocol.client import model_digest
-from shared.protocol.outgoing import Event, Outgoing
-from shared.protocol.stages import AGGREGATOR_TRANSITIONS, AggregatorStage, check_transition
-from shared.transport.base import client_endpoint
-from shared.wire.messages import (
+from fedcast.shared.learning.data import FloatArray
+from fedcast.shared.learning.tasks import ServerTask, model_to_bytes
+from fedcast.shared.params import SystemParams
+from fedcast.shared.protocol.client import model_digest
+from fedcast.shared.protocol.outgoing import Event, Outgoing
+from fedcast.shared.protocol.stages import AGGREGATOR_TRANSITIONS, AggregatorStage, check_transition
+from fedcast.shared.transport.base import client_endpoint
+from fedcast.shared.wire.messages import (
     Announce,
     Challenge,
     FirstComponent,
@@ -83,7 +83,7 @@ from shared.wire.messages import (
     RoundStatus,
     Upload,
 )
-from shared.wire.serde import FirstComponentSigned
+from fedcast.shared.wire.serde import FirstComponentSigned
 
 __all__ = ["AggregatorMachine", "FirstVerifier", "RoundConfig", "RoundOutcome"]
 

@@ -6,10 +6,10 @@ registered and not revoked), check that pkbar_S equals the product of the
 members' keys *as registered at the key service* squared (the shell fetches them;
 the aggregator's claim is not trusted), open the sealed model, and refuse a model
 this client already answered for unless evidence proves that every member dropped
-since was a cheater (crypto note 0.3, :mod:`shared.protocol.ledger`). Then train,
+since was a cheater (crypto note 0.3, :mod:`fedcast.shared.protocol.ledger`). Then train,
 encode, pack, encrypt, prove and sign (:meth:`ClientMachine.compute_upload`, CPU
 heavy: the shell runs it in an executor). On the challenge, let
-:func:`shared.crypto.elgamal.check_challenge` check the list, every A_j, R and the
+:func:`fedcast.shared.crypto.elgamal.check_challenge` check the list, every A_j, R and the
 proofs of the client's keyed sample, then check that sample's first-component
 signatures before answering, at most once per model; the answer is
 recorded in the ledger before it leaves, and a repeated challenge gets the same
@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from shared.crypto.delivery import delivery_key, open_model
-from shared.crypto.elgamal import (
+from fedcast.shared.crypto.delivery import delivery_key, open_model
+from fedcast.shared.crypto.elgamal import (
     DEFAULT_MIN_ONLINE,
     DEFAULT_TABLE_MEMORY_BYTES,
     MIN_ONLINE,
@@ -42,10 +42,10 @@ from shared.crypto.elgamal import (
     check_challenge,
     respond_to,
 )
-from shared.crypto.group import frame
-from shared.crypto.keys import AggregatorPublicKey, ClientKeyPair
-from shared.crypto.proofs import verify_dlog, verify_equality
-from shared.errors import (
+from fedcast.shared.crypto.group import frame
+from fedcast.shared.crypto.keys import AggregatorPublicKey, ClientKeyPair
+from fedcast.shared.crypto.proofs import verify_dlog, verify_equality
+from fedcast.shared.errors import (
     AggregateKeyMismatchError,
     ChallengeRejectedError,
     ConfigurationError,
@@ -56,15 +56,15 @@ from shared.errors import (
     OnlineSetTooSmallError,
     StaleMessageError,
 )
-from shared.learning.data import FloatArray
-from shared.learning.tasks import ClientTask, model_from_bytes
-from shared.params import SystemParams
-from shared.protocol.ledger import AnswerRecord, AttemptRecord, MemoryLedger, ModelLedger
-from shared.protocol.outgoing import Outgoing
-from shared.protocol.stages import CLIENT_TRANSITIONS, ClientStage, check_transition
-from shared.transport.base import AGGREGATOR
-from shared.wire.codec import WireContext
-from shared.wire.messages import (
+from fedcast.shared.learning.data import FloatArray
+from fedcast.shared.learning.tasks import ClientTask, model_from_bytes
+from fedcast.shared.params import SystemParams
+from fedcast.shared.protocol.ledger import AnswerRecord, AttemptRecord, MemoryLedger, ModelLedger
+from fedcast.shared.protocol.outgoing import Outgoing
+from fedcast.shared.protocol.stages import CLIENT_TRANSITIONS, ClientStage, check_transition
+from fedcast.shared.transport.base import AGGREGATOR
+from fedcast.shared.wire.codec import WireContext
+from fedcast.shared.wire.messages import (
     Announce,
     Challenge,
     FirstComponent,
@@ -77,7 +77,7 @@ from shared.wire.messages import (
     RoundStatus,
     Upload,
 )
-from shared.wire.serde import FirstComponentSigned, decode, verify
+from fedcast.shared.wire.serde import FirstComponentSigned, decode, verify
 
 __all__ = [
     "ClientMachine",

@@ -24,8 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from shared.crypto.proofs import EqualityProof
-from shared.errors import KeyStorageError
+from fedcast.shared.crypto.proofs import EqualityProof
+from fedcast.shared.errors import KeyStorageError
 
 __all__ = ["AnswerRecord", "AttemptRecord", "MemoryLedger", "ModelLedger"]
 
@@ -58,7 +58,7 @@ class AttemptRecord:
     after_answer: bool = False
     answer: AnswerRecord | None = None
     min_online: int = 2  # the minimum this client enforced for S (sizes its proof sample)
-    #: the list of first components this attempt was first shown (shared.protocol.client.firsts_binding)
+    #: the first components this attempt was first shown (fedcast.shared.protocol.client.firsts_binding)
     firsts_digest: bytes | None = None
 
     def answered(self, answer: AnswerRecord) -> AttemptRecord:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.wire.messages import Body, MessageType
+from fedcast.shared.wire.messages import Body, MessageType
 
 __all__ = ["Event", "Outgoing"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import StrEnum
 
-from shared.errors import ProtocolOrderError
+from fedcast.shared.errors import ProtocolOrderError
 
 __all__ = [
     "AGGREGATOR_TRANSITIONS",

@@ -26,7 +26,7 @@ declares the exchanges and the queues it uses. *Provisioned* (``declare=False``,
 ``fedcast broker`` made the topology and one user per party beforehand, and the process
 only checks that its queue exists (a passive declaration, which needs no right) and
 consumes it; it holds no right to configure anything. ``amqps://`` needs the pinned CA
-(:class:`shared.tls.TlsSettings`).
+(:class:`fedcast.shared.tls.TlsSettings`).
 
 Broker-side bounds of the ``keyserver`` and ``aggregator`` queues (max length with
 ``reject-publish``: a publisher to a full queue gets a nack, raised here as
@@ -74,10 +74,10 @@ from aio_pika.connection import make_url
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError
 from pamqp.commands import Basic
 
-from shared.errors import ConfigurationError, RequestTimeoutError, TransportError
-from shared.params import DEFAULT_MAX_CLIENTS
-from shared.tls import TlsSettings
-from shared.transport.base import Delivery, Handler, Transport, UnroutableBroadcasts
+from fedcast.shared.errors import ConfigurationError, RequestTimeoutError, TransportError
+from fedcast.shared.params import DEFAULT_MAX_CLIENTS
+from fedcast.shared.tls import TlsSettings
+from fedcast.shared.transport.base import Delivery, Handler, Transport, UnroutableBroadcasts
 
 __all__ = [
     "CLIENT_QUEUE_MAX_BYTES",

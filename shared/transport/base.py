@@ -1,8 +1,8 @@
 """The transport interface: opaque bytes between named endpoints of one federation.
 
 Protocol code never sees a broker. Two implementations run the very same
-services: :mod:`shared.transport.inprocess` (asyncio queues; the embedded
-default of ``fedcast demo`` and fast unit tests) and :mod:`shared.transport.amqp`
+services: :mod:`fedcast.shared.transport.inprocess` (asyncio queues; the embedded
+default of ``fedcast demo`` and fast unit tests) and :mod:`fedcast.shared.transport.amqp`
 (RabbitMQ through aio-pika).
 
 Endpoints are logical names: ``"keyserver"``, ``"aggregator"`` and
@@ -131,7 +131,7 @@ class Transport(ABC):
     async def request(self, endpoint: str, body: bytes, *, timeout: float) -> bytes:
         """RPC: send with reply_to and a fresh correlation id; return the reply body.
 
-        Raises :class:`shared.errors.RequestTimeoutError` after ``timeout`` seconds.
+        Raises :class:`fedcast.shared.errors.RequestTimeoutError` after ``timeout`` seconds.
         """
 
     @abstractmethod

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.errors import ConfigurationError, TransportError
+from fedcast.shared.errors import ConfigurationError, TransportError
 
 __all__ = [
     "BrokerAdmin",

@@ -31,8 +31,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from shared.errors import ConfigurationError, RequestTimeoutError, TransportError
-from shared.transport.base import Delivery, Handler, Transport, UnroutableBroadcasts
+from fedcast.shared.errors import ConfigurationError, RequestTimeoutError, TransportError
+from fedcast.shared.transport.base import Delivery, Handler, Transport, UnroutableBroadcasts
 
 __all__ = ["InProcessBroker", "InProcessTransport", "SendHook"]
 

@@ -1,10 +1,10 @@
 """Field codecs of the v2 wire format: each validates on the way out and on the way in.
 
-:mod:`shared.wire.serde` describes every message body as a list of these codecs
+:mod:`fedcast.shared.wire.serde` describes every message body as a list of these codecs
 in field order. Because the same checks run in ``encode`` and ``read``, the
 encoder never produces bytes the decoder would refuse. ``encode`` returns a
 msgpack-ready value; ``read`` pulls the field from a
-:class:`~shared.wire.reader.Reader` and returns the Python value.
+:class:`~fedcast.shared.wire.reader.Reader` and returns the Python value.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from shared.errors import ConfigurationError
-from shared.wire.reader import MAX_ARRAY_ITEMS, Reader, fail
+from fedcast.shared.errors import ConfigurationError
+from fedcast.shared.wire.reader import MAX_ARRAY_ITEMS, Reader, fail
 
 if TYPE_CHECKING:
-    from shared.crypto.group import GroupParams
+    from fedcast.shared.crypto.group import GroupParams
 
 __all__ = [
     "ID_PATTERN",

@@ -4,12 +4,12 @@ Every message on the broker is a :class:`Signed` value: a :class:`Header`
 (type, protocol version, federation id, round id, attempt, sender), one body
 dataclass from this module, and an Ed25519 signature by the sender over the
 canonical bytes of header and body. All conversion to and from bytes lives in
-:mod:`shared.wire.serde`; docs/PROTOCOL.md specifies the bytes.
+:mod:`fedcast.shared.wire.serde`; docs/PROTOCOL.md specifies the bytes.
 
 Big integers are Python ints here; on the wire they are fixed-width big-endian
 byte strings (group elements mod N: ceil(|N|/8) bytes; segment ciphertexts mod
 N^2: ceil(|N^2|/8) bytes; proof responses: 65 bytes). Proofs are the plain
-dataclasses of :mod:`shared.crypto.proofs`. Secrets (enrollment and admin
+dataclasses of :mod:`fedcast.shared.crypto.proofs`. Secrets (enrollment and admin
 tokens) never appear in a repr.
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from shared.crypto.proofs import DlogProof, EqualityProof
+from fedcast.shared.crypto.proofs import DlogProof, EqualityProof
 
 __all__ = [
     "KEYSERVER_ROUND",
@@ -94,7 +94,7 @@ class EnrollRequest:
 
     Signed with the new verify key itself (possession of the signing key), and
     carrying a proof of knowledge of sk_i (possession of the ElGamal key; see
-    shared.crypto.pok: it stops rogue-key registrations).
+    fedcast.shared.crypto.pok: it stops rogue-key registrations).
     """
 
     token: str = field(repr=False)
@@ -259,7 +259,7 @@ class MemberEnvelope:
     members: tuple[str, ...]  # sorted, unique
     aggregate_key: int  # pkbar_S = prod pk_i^2
     min_online: int
-    sealed_model: bytes  # AES-256-GCM, see shared.crypto.delivery
+    sealed_model: bytes  # AES-256-GCM, see fedcast.shared.crypto.delivery
     evidence: tuple[bytes, ...] = ()
     first_evidence: tuple[FirstComponent, ...] = ()
 
@@ -276,7 +276,7 @@ class Challenge:
 class Response:
     """Client -> aggregator: T_i = (R^2)^sk_i, its proof, and which R it answers.
 
-    ``challenge_digest`` (shared.crypto.elgamal.challenge_digest of R) lets other
+    ``challenge_digest`` (fedcast.shared.crypto.elgamal.challenge_digest of R) lets other
     members tell a wrong share for *their* R (evidence of cheating) from an
     answer to another challenge.
     """
@@ -327,7 +327,7 @@ class Header:
 
 @dataclass(frozen=True)
 class Signed:
-    """A decoded message with its signature (checking it is :func:`shared.wire.serde.verify`'s job)."""
+    """A decoded message and its signature (checking: :func:`fedcast.shared.wire.serde.verify`)."""
 
     header: Header
     body: Body

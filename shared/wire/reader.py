@@ -14,7 +14,7 @@ data is short. :class:`Reader` is driven by the message schema instead:
 * every value must be in its shortest msgpack encoding, so a message has exactly
   one byte form, which is what makes "re-encode and check the signature" sound.
 
-Every failure is a :class:`~shared.errors.MalformedMessageError`.
+Every failure is a :class:`~fedcast.shared.errors.MalformedMessageError`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 import msgpack
 
-from shared.errors import MalformedMessageError
+from fedcast.shared.errors import MalformedMessageError
 
 __all__ = ["MAX_ARRAY_ITEMS", "MAX_STR_BYTES", "Reader", "fail", "pack"]
 

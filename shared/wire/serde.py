@@ -17,11 +17,11 @@ reproduces the signed bytes.
 Division of labour. This module validates *structure*: sizes, array lengths,
 types, id syntax, fixed widths, uniqueness and order of member lists, finite
 floats, and it never lets a small hostile message allocate much (see
-:mod:`shared.wire.codec`). Whether an integer is an acceptable group element
+:mod:`fedcast.shared.wire.codec`). Whether an integer is an acceptable group element
 (the received-element rule: 1 < x < N, gcd(x, N) = 1, Jacobi +1, square != 1)
 and whether a proof verifies is checked by the crypto layer
-(:meth:`shared.crypto.group.GroupParams.received_square`, :mod:`shared.crypto.proofs`,
-called throughout :mod:`shared.crypto.elgamal`), and whether a signature is by the right key
+(:meth:`fedcast.shared.crypto.group.GroupParams.received_square`, :mod:`fedcast.shared.crypto.proofs`,
+called throughout :mod:`fedcast.shared.crypto.elgamal`), and whether a signature is by the right key
 (:func:`verify`, :func:`verify_first`) is the caller's step once it has looked
 up the sender's registered verify key, typically after :func:`peek_header`.
 
@@ -37,16 +37,16 @@ from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
-from shared.crypto.delivery import NONCE_BYTES
-from shared.crypto.proofs import RESPONSE_BITS, DlogProof, EqualityProof
-from shared.crypto.signing import SIGNATURE_BYTES, VERIFY_KEY_BYTES, SigningKeyPair, verify_signature
-from shared.errors import (
+from fedcast.shared.crypto.delivery import NONCE_BYTES
+from fedcast.shared.crypto.proofs import RESPONSE_BITS, DlogProof, EqualityProof
+from fedcast.shared.crypto.signing import SIGNATURE_BYTES, VERIFY_KEY_BYTES, SigningKeyPair, verify_signature
+from fedcast.shared.errors import (
     ConfigurationError,
     MalformedMessageError,
     OversizeMessageError,
     UnsupportedVersionError,
 )
-from shared.wire.codec import (
+from fedcast.shared.wire.codec import (
     MAX_MODULUS_BYTES,
     MAX_TOKEN_CHARS,
     BoolCodec,
@@ -69,7 +69,7 @@ from shared.wire.codec import (
     WireContext,
     check_id,
 )
-from shared.wire.messages import (
+from fedcast.shared.wire.messages import (
     PROTOCOL_VERSION,
     Ack,
     AggregatorInfo,
@@ -96,7 +96,7 @@ from shared.wire.messages import (
     Signed,
     Upload,
 )
-from shared.wire.reader import MAX_ARRAY_ITEMS, MAX_STR_BYTES, Reader, pack
+from fedcast.shared.wire.reader import MAX_ARRAY_ITEMS, MAX_STR_BYTES, Reader, pack
 
 __all__ = [
     "BODY_TYPES",
@@ -292,7 +292,7 @@ _FLOAT_BYTES = 9  # float 64, the only float form
 _ID_MAX_BYTES = 2 + 64  # str 8 of 64 ASCII characters
 _TOKEN_MAX_BYTES = 3 + MAX_TOKEN_CHARS  # str 16 of printable ASCII
 _TEXT_MAX_BYTES = 3 + MAX_STR_BYTES  # str 16: 4,096 characters of up to 4 UTF-8 bytes
-_GCM_TAG_BYTES = 16  # a sealed model is nonce || AES-GCM ciphertext || tag (shared.crypto.delivery)
+_GCM_TAG_BYTES = 16  # a sealed model is nonce || AES-GCM ciphertext || tag (fedcast.shared.crypto.delivery)
 _RESPONSE_BYTES = (RESPONSE_BITS + 7) // 8
 
 

@@ -27,12 +27,12 @@ import aiormq.exceptions
 import pytest
 
 from fedcast.broker_cli import provision_device, provision_services, remove_device
-from shared.errors import TransportError
-from shared.keystore import write_bytes_atomic
-from shared.tls import TlsSettings, issue, make_ca
-from shared.transport.amqp import AmqpConfig, AmqpTransport
-from shared.transport.base import Delivery
-from shared.transport.brokeradmin import BrokerAdmin
+from fedcast.shared.errors import TransportError
+from fedcast.shared.keystore import write_bytes_atomic
+from fedcast.shared.tls import TlsSettings, issue, make_ca
+from fedcast.shared.transport.amqp import AmqpConfig, AmqpTransport
+from fedcast.shared.transport.base import Delivery
+from fedcast.shared.transport.brokeradmin import BrokerAdmin
 
 from .private_broker import PrivateBroker, rabbitmq_server, stop_processes
 

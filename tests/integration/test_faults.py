@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from services.aggregator.checkpoint import CheckpointStore
+from fedcast.services.aggregator.checkpoint import CheckpointStore
 
 from .private_broker import PrivateBroker, rabbitmq_server, stop_processes
 
@@ -332,9 +332,9 @@ def test_floods_cost_bounded_lookups_and_memory_and_rounds_go_on(federation: Fed
 
     import aio_pika
 
-    from shared.crypto.signing import SigningKeyPair
-    from shared.wire.messages import Header, MessageType, Ready
-    from shared.wire.serde import encode
+    from fedcast.shared.crypto.signing import SigningKeyPair
+    from fedcast.shared.wire.messages import Header, MessageType, Ready
+    from fedcast.shared.wire.serde import encode
 
     fed = federation
     broker = PrivateBroker(fed.root / "broker", config="max_message_size = 4194304")

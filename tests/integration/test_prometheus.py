@@ -37,9 +37,9 @@ from typing import Any
 import pytest
 
 from fedcast.demo import DemoConfig, DemoStatus, run_demo
-from services.observability import MetricsServer, initialize_series
-from services.runtime import make_transport
-from shared.metrics import MESSAGE_BYTES_RECEIVED, MESSAGE_BYTES_SENT
+from fedcast.services.observability import MetricsServer, initialize_series
+from fedcast.services.runtime import make_transport
+from fedcast.shared.metrics import MESSAGE_BYTES_RECEIVED, MESSAGE_BYTES_SENT
 
 pytestmark = pytest.mark.broker
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from prometheus_client.metrics import MetricWrapperBase
 
-import shared.metrics
+import fedcast.shared.metrics
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is not installed (pip install -e '.[test]')")
 
@@ -131,8 +131,8 @@ def quantities(expr: str) -> list[tuple[str, str | None, float | None]]:
 def defined_series() -> set[str]:
     """Every series name shared/metrics.py exports (counters with _total, histograms' three)."""
     names = set()
-    for attr in shared.metrics.__all__:
-        metric = getattr(shared.metrics, attr)
+    for attr in fedcast.shared.metrics.__all__:
+        metric = getattr(fedcast.shared.metrics, attr)
         assert isinstance(metric, MetricWrapperBase)
         base: str = metric._name  # no public accessor; stable across prometheus_client releases
         if metric._type == "counter":

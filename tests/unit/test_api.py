@@ -9,14 +9,12 @@ import pkgutil
 import pytest
 
 import fedcast
-import services
-import shared
-from shared import errors
+from fedcast.shared import errors
 
 
 def _modules() -> list[str]:
     names = []
-    for package in (shared, services, fedcast):
+    for package in (fedcast,):  # fedcast.shared and fedcast.services included
         names.append(package.__name__)
         for info in pkgutil.walk_packages(package.__path__, prefix=package.__name__ + "."):
             names.append(info.name)
@@ -60,12 +58,12 @@ def test_every_error_has_a_distinct_reason_code() -> None:
 @pytest.mark.parametrize(
     "name",
     [
-        "shared.crypto.modulus",
-        "shared.crypto.proofs",
-        "shared.crypto.batch",
-        "shared.crypto.pok",
-        "shared.protocol.ledger",
-        "services.edge_client.ledger",
+        "fedcast.shared.crypto.modulus",
+        "fedcast.shared.crypto.proofs",
+        "fedcast.shared.crypto.batch",
+        "fedcast.shared.crypto.pok",
+        "fedcast.shared.protocol.ledger",
+        "fedcast.services.edge_client.ledger",
     ],
 )
 def test_protocol_v2_modules_are_covered_and_declare_all(name: str) -> None:

@@ -28,16 +28,16 @@ from hypothesis import strategies as st
 from fedcast import services_cli
 from fedcast.bundle import DEVICE_CA_PATH, DeviceBundle, canonical_ca_pem, env_file_line
 from fedcast.cli import main
-from services.edge_client.service import EdgeConfig
-from services.keyserver.service import VERIFY_KEY_FILE, KeyServerConfig
-from services.keyserver.store import DeviceStatus, RegistryStore
-from services.observability import ObservabilityConfig
-from services.runtime import make_transport
-from shared.errors import ConfigurationError, TransportError
-from shared.keystore import write_json_atomic
-from shared.tls import make_ca
-from shared.transport.amqp import AmqpTransport
-from shared.transport.base import client_endpoint
+from fedcast.services.edge_client.service import EdgeConfig
+from fedcast.services.keyserver.service import VERIFY_KEY_FILE, KeyServerConfig
+from fedcast.services.keyserver.store import DeviceStatus, RegistryStore
+from fedcast.services.observability import ObservabilityConfig
+from fedcast.services.runtime import make_transport
+from fedcast.shared.errors import ConfigurationError, TransportError
+from fedcast.shared.keystore import write_json_atomic
+from fedcast.shared.tls import make_ca
+from fedcast.shared.transport.amqp import AmqpTransport
+from fedcast.shared.transport.base import client_endpoint
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is not installed (pip install -e '.[test]')")
 

@@ -10,7 +10,7 @@ import pytest
 
 from fedcast.bench.crypto import JSON_KEYS
 from fedcast.cli import build_parser, main
-from shared.errors import ConfigurationError
+from fedcast.shared.errors import ConfigurationError
 
 
 def test_bench_crypto_json_rows(capsys: pytest.CaptureFixture[str]) -> None:
@@ -57,7 +57,7 @@ def test_demo_with_too_few_clients_fails_fast_with_a_clear_error(
     clients: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import fedcast.demo
-    from shared.crypto.elgamal import DEFAULT_MIN_ONLINE
+    from fedcast.shared.crypto.elgamal import DEFAULT_MIN_ONLINE
 
     def never(*args: object, **kwargs: object) -> object:
         raise AssertionError("the demo must be refused before it starts (it would wait for a third client)")

@@ -13,7 +13,7 @@ from typing import Any
 
 from prometheus_client.metrics import MetricWrapperBase
 
-import shared.metrics
+import fedcast.shared.metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "k8s" / "base" / "grafana" / "fedcast-dashboard.json"
@@ -34,8 +34,8 @@ def _panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _series_names() -> set[str]:
     names = set()
-    for attr in shared.metrics.__all__:
-        metric = getattr(shared.metrics, attr)
+    for attr in fedcast.shared.metrics.__all__:
+        metric = getattr(fedcast.shared.metrics, attr)
         assert isinstance(metric, MetricWrapperBase)
         base = metric._name
         if metric._type == "counter":
@@ -81,7 +81,7 @@ def test_every_queried_series_is_a_fedcast_metric_and_every_metric_is_shown() ->
     assert queried <= known, f"unknown series in the dashboard: {sorted(queried - known)}"
     shown_bases = {re.sub(r"_(bucket|sum|count)$", "", q) for q in queried}
     missing = [
-        getattr(shared.metrics, a)._name for a in shared.metrics.__all__
+        getattr(fedcast.shared.metrics, a)._name for a in fedcast.shared.metrics.__all__
     ]  # every metric is on some panel
     for base in missing:
         assert base in shown_bases or base + "_total" in shown_bases, f"{base} has no panel"

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections import Counter
 
 from fedcast.demo import DemoConfig, DemoStatus, run_demo
-from shared.metrics import MESSAGE_BYTES_RECEIVED, MESSAGE_BYTES_SENT
-from shared.wire.messages import MessageType
+from fedcast.shared.metrics import MESSAGE_BYTES_RECEIVED, MESSAGE_BYTES_SENT
+from fedcast.shared.wire.messages import MessageType
 
 BROADCAST_TYPES = {MessageType.ANNOUNCE.value, MessageType.RESULT.value}  # Outgoing(None, ...)
 

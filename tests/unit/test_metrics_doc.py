@@ -10,9 +10,9 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.metrics import MetricWrapperBase
 
-import shared.metrics
-from services.observability import initialize_series
-from shared import errors
+import fedcast.shared.metrics
+from fedcast.services.observability import initialize_series
+from fedcast.shared import errors
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "METRICS.md"
@@ -55,7 +55,7 @@ def _exposed_name(metric: MetricWrapperBase) -> str:
 
 
 def _defined() -> dict[str, MetricWrapperBase]:
-    metrics = [getattr(shared.metrics, n) for n in shared.metrics.__all__]
+    metrics = [getattr(fedcast.shared.metrics, n) for n in fedcast.shared.metrics.__all__]
     assert all(isinstance(m, MetricWrapperBase) for m in metrics)
     return {_exposed_name(m): m for m in metrics}
 

@@ -15,15 +15,15 @@ import pytest
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY
 
 from fedcast.cli import build_parser
-from fedcast.services_cli import _observed
-from services.observability import (
+from fedcast.services.observability import (
     MAX_REQUEST_BYTES,
     MetricsServer,
     ObservabilityConfig,
     PushgatewayPusher,
     initialize_series,
 )
-from shared.errors import ConfigurationError
+from fedcast.services_cli import _observed
+from fedcast.shared.errors import ConfigurationError
 
 # -- a minimal HTTP client (the server under test speaks HTTP/1.1 with Connection: close) ------------
 
@@ -309,7 +309,7 @@ async def test_push_failures_are_never_fatal_and_logged_once_a_minute(
     gateway.status = 500
     now = [1000.0]
     pusher = PushgatewayPusher(gateway.url, instance="line-09", clock=lambda: now[0])
-    with caplog.at_level(logging.WARNING, logger="services.observability"):
+    with caplog.at_level(logging.WARNING, logger="fedcast.services.observability"):
         assert await pusher.push_once() is False
         now[0] += 10
         assert await pusher.push_once() is False

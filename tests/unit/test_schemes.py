@@ -8,12 +8,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from shared.crypto.group import GroupParams
-from shared.crypto.proofs import RESPONSE_BITS
-from shared.errors import ConfigurationError, LegacyStateError
-from shared.params import SystemParams
-from shared.schemes import ElGamalSum, PaillierSum
-from shared.secure_sum import PlaintextSum, SecureSum
+from fedcast.shared.crypto.group import GroupParams
+from fedcast.shared.crypto.proofs import RESPONSE_BITS
+from fedcast.shared.errors import ConfigurationError, LegacyStateError
+from fedcast.shared.params import SystemParams
+from fedcast.shared.schemes import ElGamalSum, PaillierSum
+from fedcast.shared.secure_sum import PlaintextSum, SecureSum
 
 
 @pytest.fixture(scope="module")

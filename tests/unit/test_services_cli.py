@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pytest
 
 from fedcast.cli import main
-from services.keyserver.service import KeyServerConfig
-from services.keyserver.store import DeviceStatus, RegistryStore
+from fedcast.services.keyserver.service import KeyServerConfig
+from fedcast.services.keyserver.store import DeviceStatus, RegistryStore
 
 VK = b"\x01" * 32
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
@@ -86,7 +86,7 @@ def test_help_says_what_reprovision_and_force_active_do(capsys: pytest.CaptureFi
 def fleet(state_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> list[str]:
     """Three devices, one per state, on a clock that ticks 1000 s per registry write; returns their tokens."""
     clock = itertools.count(T0, 1000.0)
-    monkeypatch.setattr("services.keyserver.store.time", SimpleNamespace(time=lambda: next(clock)))
+    monkeypatch.setattr("fedcast.services.keyserver.store.time", SimpleNamespace(time=lambda: next(clock)))
     tokens = []
     for device in ("line-2-press", "line-1-oven", "pi-01"):  # provisioned at T0, T0+1000, T0+2000
         code, out, _ = keyserver(capsys, "add-device", device)

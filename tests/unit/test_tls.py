@@ -12,9 +12,9 @@ import pytest
 from cryptography import x509
 
 from fedcast.cli import main
-from shared.errors import ConfigurationError
-from shared.keystore import write_bytes_atomic
-from shared.tls import IssuedCertificate, TlsSettings, issue, make_ca
+from fedcast.shared.errors import ConfigurationError
+from fedcast.shared.keystore import write_bytes_atomic
+from fedcast.shared.tls import IssuedCertificate, TlsSettings, issue, make_ca
 
 
 def _files(directory: Path, name: str, issued: IssuedCertificate) -> tuple[Path, Path]:

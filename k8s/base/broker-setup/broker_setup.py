@@ -47,8 +47,8 @@ from pathlib import Path
 from typing import Any
 
 from fedcast.broker_cli import provision_device, provision_services
-from shared.errors import ConfigurationError, TransportError
-from shared.transport.brokeradmin import BrokerAdmin, check_id
+from fedcast.shared.errors import ConfigurationError, TransportError
+from fedcast.shared.transport.brokeradmin import BrokerAdmin, check_id
 
 SERVICE_SECRETS = {"keyserver": "fedcast-amqp-keyserver", "aggregator": "fedcast-amqp-aggregator"}
 FIELD_MANAGER = "fedcast-broker-setup"

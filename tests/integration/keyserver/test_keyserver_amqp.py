@@ -16,13 +16,13 @@ import aio_pika
 import pytest
 from prometheus_client import REGISTRY
 
-from services.keyserver.client import KeyServiceClient
-from services.keyserver.service import KeyServer, KeyServerConfig
-from shared.crypto.keys import ClientKeyPair
-from shared.crypto.signing import SigningKeyPair
-from shared.errors import EnrollmentRefusedError
-from shared.transport.amqp import AmqpConfig, AmqpTransport
-from shared.transport.base import KEYSERVER
+from fedcast.services.keyserver.client import KeyServiceClient
+from fedcast.services.keyserver.service import KeyServer, KeyServerConfig
+from fedcast.shared.crypto.keys import ClientKeyPair
+from fedcast.shared.crypto.signing import SigningKeyPair
+from fedcast.shared.errors import EnrollmentRefusedError
+from fedcast.shared.transport.amqp import AmqpConfig, AmqpTransport
+from fedcast.shared.transport.base import KEYSERVER
 
 AMQP_URL = os.environ.get("FEDCAST_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 ADMIN_TOKEN = "admin-token-0123456789"

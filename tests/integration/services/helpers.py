@@ -28,23 +28,23 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-from services.aggregator.service import AggregatorConfig, AggregatorService
-from services.edge_client.data import DataSource, synthetic_shard
-from services.edge_client.service import EdgeClientService, EdgeConfig
-from services.keyserver.service import KeyServer, KeyServerConfig
-from services.runtime import Outbox
-from shared.crypto.keys import AggregatorSecretKey
-from shared.crypto.signing import SigningKeyPair
-from shared.encoding import DEFAULT_FRAC_BITS
-from shared.keystore import read_secret_json
-from shared.learning.data import FloatArray
-from shared.learning.tasks import FedMFClientTask, FedMFServerTask, TaskSpec
-from shared.protocol.aggregator import RoundConfig, RoundOutcome
-from shared.protocol.outgoing import Outgoing
-from shared.transport.amqp import AmqpConfig, AmqpTransport
-from shared.transport.base import AGGREGATOR, KEYSERVER, Delivery, client_endpoint
-from shared.wire.messages import Header, MessageType, Signed
-from shared.wire.serde import WireContext, decode, peek_header
+from fedcast.services.aggregator.service import AggregatorConfig, AggregatorService
+from fedcast.services.edge_client.data import DataSource, synthetic_shard
+from fedcast.services.edge_client.service import EdgeClientService, EdgeConfig
+from fedcast.services.keyserver.service import KeyServer, KeyServerConfig
+from fedcast.services.runtime import Outbox
+from fedcast.shared.crypto.keys import AggregatorSecretKey
+from fedcast.shared.crypto.signing import SigningKeyPair
+from fedcast.shared.encoding import DEFAULT_FRAC_BITS
+from fedcast.shared.keystore import read_secret_json
+from fedcast.shared.learning.data import FloatArray
+from fedcast.shared.learning.tasks import FedMFClientTask, FedMFServerTask, TaskSpec
+from fedcast.shared.protocol.aggregator import RoundConfig, RoundOutcome
+from fedcast.shared.protocol.outgoing import Outgoing
+from fedcast.shared.transport.amqp import AmqpConfig, AmqpTransport
+from fedcast.shared.transport.base import AGGREGATOR, KEYSERVER, Delivery, client_endpoint
+from fedcast.shared.wire.messages import Header, MessageType, Signed
+from fedcast.shared.wire.serde import WireContext, decode, peek_header
 
 AMQP_URL = os.environ.get("FEDCAST_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 ADMIN_TOKEN = "svc-test-admin-token-" + "a" * 24

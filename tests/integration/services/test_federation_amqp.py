@@ -18,19 +18,19 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from services.aggregator.checkpoint import CheckpointStore
-from services.aggregator.service import AggregatorService
-from services.edge_client.service import EdgeClientService
-from shared.crypto.signing import SigningKeyPair
-from shared.errors import TransportError
-from shared.keystore import read_secret_json
-from shared.learning.tasks import FedMFServerTask
-from shared.protocol.aggregator import AggregatorMachine, RoundConfig
-from shared.protocol.outgoing import Outgoing
-from shared.protocol.stages import AggregatorStage
-from shared.transport.amqp import AmqpTransport
-from shared.transport.base import AGGREGATOR, client_endpoint
-from shared.wire.messages import (
+from fedcast.services.aggregator.checkpoint import CheckpointStore
+from fedcast.services.aggregator.service import AggregatorService
+from fedcast.services.edge_client.service import EdgeClientService
+from fedcast.shared.crypto.signing import SigningKeyPair
+from fedcast.shared.errors import TransportError
+from fedcast.shared.keystore import read_secret_json
+from fedcast.shared.learning.tasks import FedMFServerTask
+from fedcast.shared.protocol.aggregator import AggregatorMachine, RoundConfig
+from fedcast.shared.protocol.outgoing import Outgoing
+from fedcast.shared.protocol.stages import AggregatorStage
+from fedcast.shared.transport.amqp import AmqpTransport
+from fedcast.shared.transport.base import AGGREGATOR, client_endpoint
+from fedcast.shared.wire.messages import (
     Challenge,
     Header,
     MemberEnvelope,
@@ -39,7 +39,7 @@ from shared.wire.messages import (
     Signed,
     Upload,
 )
-from shared.wire.serde import FirstComponentSigned, WireContext, decode, encode, verify_first
+from fedcast.shared.wire.serde import FirstComponentSigned, WireContext, decode, encode, verify_first
 
 from .conftest import MakeFederation
 from .helpers import (

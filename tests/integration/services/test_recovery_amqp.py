@@ -14,11 +14,11 @@ import shutil
 import numpy as np
 import pytest
 
-from services.aggregator.checkpoint import CheckpointStore
-from services.edge_client.service import EdgeClientService
-from shared.protocol.aggregator import RoundConfig
-from shared.protocol.outgoing import Outgoing
-from shared.wire.messages import MessageType
+from fedcast.services.aggregator.checkpoint import CheckpointStore
+from fedcast.services.edge_client.service import EdgeClientService
+from fedcast.shared.protocol.aggregator import RoundConfig
+from fedcast.shared.protocol.outgoing import Outgoing
+from fedcast.shared.wire.messages import MessageType
 
 from .conftest import MakeFederation
 from .helpers import FAST_ROUNDS, Federation, ProbeAggregator, bounded, sample

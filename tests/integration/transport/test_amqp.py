@@ -19,9 +19,9 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import aio_pika
 import pytest
 
-from shared.errors import ConfigurationError, RequestTimeoutError, TransportError
-from shared.transport.amqp import AmqpConfig, AmqpTransport, broker_policies
-from shared.transport.base import AGGREGATOR, KEYSERVER, Delivery, client_endpoint
+from fedcast.shared.errors import ConfigurationError, RequestTimeoutError, TransportError
+from fedcast.shared.transport.amqp import AmqpConfig, AmqpTransport, broker_policies
+from fedcast.shared.transport.base import AGGREGATOR, KEYSERVER, Delivery, client_endpoint
 
 AMQP_URL = os.environ.get("FEDCAST_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 # Tests use only these endpoints, so the cleanup knows every queue a test can have created.
@@ -177,7 +177,7 @@ async def test_failing_handler_is_acked_counted_and_logged_once(
             raise ValueError("cannot parse")
         await got(delivery)
 
-    with caplog.at_level(logging.ERROR, logger="shared.transport.amqp"):
+    with caplog.at_level(logging.ERROR, logger="fedcast.shared.transport.amqp"):
         await t.consume(AGGREGATOR, picky, prefetch=1)
         for body in (b"ok1", b"poison", b"ok2"):
             await t.send(AGGREGATOR, body)
@@ -242,7 +242,7 @@ async def test_broadcast_before_any_client_is_counted_not_raised(
 ) -> None:
     # The aggregator's first announcement at start-up: no client queue is bound to the fanout yet.
     aggregator = await fed.transport("aggregator")
-    with caplog.at_level(logging.DEBUG, logger="shared.transport"):
+    with caplog.at_level(logging.DEBUG, logger="fedcast.shared.transport"):
         await aggregator.broadcast(b"announce", expiration=10)  # used to raise "unroutable (NO_ROUTE)"
         await aggregator.broadcast(b"announce again", expiration=10)  # the next ready window
     assert aggregator.unroutable_broadcasts == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fedcast.attacks.context import AttackContext
-from shared.crypto.group import GroupParams
+from fedcast.shared.crypto.group import GroupParams
 
 
 @pytest.fixture(scope="session")

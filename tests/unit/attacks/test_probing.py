@@ -15,7 +15,7 @@ from __future__ import annotations
 import gmpy2
 from gmpy2 import mpz
 
-from shared.crypto.elgamal import (
+from fedcast.shared.crypto.elgamal import (
     AttemptContext,
     ClientAttempt,
     OnlineSet,
@@ -25,10 +25,10 @@ from shared.crypto.elgamal import (
     compute_challenge,
     proof_sample_size,
 )
-from shared.crypto.group import GroupParams
-from shared.crypto.keys import ClientKeyPair
-from shared.crypto.proofs import DlogProof, prove_dlog
-from shared.errors import ChallengeRejectedError
+from fedcast.shared.crypto.group import GroupParams
+from fedcast.shared.crypto.keys import ClientKeyPair
+from fedcast.shared.crypto.proofs import DlogProof, prove_dlog
+from fedcast.shared.errors import ChallengeRejectedError
 
 MEMBERS, MIN_ONLINE = 300, 20  # the bound allows MIN_ONLINE - 2 = 18 colluders
 

@@ -15,10 +15,10 @@ from fedcast.attacks.challenge import _cancel_once, _copy_once
 from fedcast.attacks.context import AttackContext
 from fedcast.attacks.machines import AttemptRun, MachineFederation
 from fedcast.attacks.parties import ShortExponentGroup, WeakBaseGroup
-from shared.crypto.group import GroupParams
-from shared.errors import ModelAlreadyAnsweredError
-from shared.protocol.ledger import MemoryLedger
-from shared.wire.messages import Announce, Response, RoundResult, RoundStatus
+from fedcast.shared.crypto.group import GroupParams
+from fedcast.shared.errors import ModelAlreadyAnsweredError
+from fedcast.shared.protocol.ledger import MemoryLedger
+from fedcast.shared.wire.messages import Announce, Response, RoundResult, RoundStatus
 
 
 def _aggregate(fed: MachineFederation, run: AttemptRun) -> np.ndarray:

@@ -12,7 +12,7 @@ from fedcast.attacks import SCENARIO_NAMES
 from fedcast.attacks.context import AttackContext
 from fedcast.attacks.report import Finding
 from fedcast.attacks.scenarios import SCENARIOS, run_scenarios
-from shared.errors import ConfigurationError
+from fedcast.shared.errors import ConfigurationError
 
 WEAK = {
     "leakage": ["plaintext"],

@@ -10,7 +10,7 @@ import pytest
 from fedcast.bench import peers
 from fedcast.bench.peers import PeersBenchConfig, run_peers_bench
 from fedcast.cli import main
-from shared.errors import ConfigurationError
+from fedcast.shared.errors import ConfigurationError
 
 
 def test_without_flower_the_bench_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:

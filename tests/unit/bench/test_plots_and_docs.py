@@ -16,7 +16,7 @@ from fedcast.bench.docs import Section, machine_report, markdown_table, render_m
 from fedcast.bench.fedmf import TABLE_COLUMNS, FedMFBenchConfig, run_fedmf_bench
 from fedcast.bench.plots import plot_bench, require_matplotlib
 from fedcast.cli import main
-from shared.errors import ConfigurationError
+from fedcast.shared.errors import ConfigurationError
 
 HAVE_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 needs_matplotlib = pytest.mark.skipif(

@@ -17,9 +17,9 @@ from fedcast.bench.scale import (
     run_scale_bench,
 )
 from fedcast.cli import main
-from shared.crypto.keys import AggregatorSecretKey
-from shared.crypto.modulus import insecure_test_group
-from shared.errors import ConfigurationError, InvalidKeyError
+from fedcast.shared.crypto.keys import AggregatorSecretKey
+from fedcast.shared.crypto.modulus import insecure_test_group
+from fedcast.shared.errors import ConfigurationError, InvalidKeyError
 
 
 @pytest.fixture(scope="module")

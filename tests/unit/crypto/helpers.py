@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from gmpy2 import mpz
 
-from shared.crypto.elgamal import (
+from fedcast.shared.crypto.elgamal import (
     MIN_ONLINE,
     Aggregation,
     AttemptContext,
@@ -19,9 +19,9 @@ from shared.crypto.elgamal import (
     ElGamalClient,
     OnlineSet,
 )
-from shared.crypto.group import GroupParams
-from shared.crypto.keys import AggregatorPublicKey, AggregatorSecretKey, ClientKeyPair
-from shared.params import SystemParams
+from fedcast.shared.crypto.group import GroupParams
+from fedcast.shared.crypto.keys import AggregatorPublicKey, AggregatorSecretKey, ClientKeyPair
+from fedcast.shared.params import SystemParams
 
 FEDERATION = "plant-7"
 VERIFY_KEY = b"\x07" * 32  # the aggregator's Ed25519 key: only binds the key proofs here

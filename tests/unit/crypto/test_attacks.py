@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from gmpy2 import mpz
 
-from shared.crypto.elgamal import ClientTables, ElGamalClient, respond_to
-from shared.crypto.group import GroupParams, frame
-from shared.crypto.keys import AggregatorPublicKey, aggregator_key_context
-from shared.crypto.proofs import prove_dlog
-from shared.errors import ChallengeRejectedError, InvalidKeyError
+from fedcast.shared.crypto.elgamal import ClientTables, ElGamalClient, respond_to
+from fedcast.shared.crypto.group import GroupParams, frame
+from fedcast.shared.crypto.keys import AggregatorPublicKey, aggregator_key_context
+from fedcast.shared.crypto.proofs import prove_dlog
+from fedcast.shared.errors import ChallengeRejectedError, InvalidKeyError
 
 from .helpers import FEDERATION, VERIFY_KEY, Federation
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.crypto.batch import BATCH_EXPONENT_BITS, batch_exponents, multi_exp
-from shared.crypto.group import GroupParams
+from fedcast.shared.crypto.batch import BATCH_EXPONENT_BITS, batch_exponents, multi_exp
+from fedcast.shared.crypto.group import GroupParams
 
 # Exponents of very different sizes in one call (zeros, a few bits, batch weights, 2c * e products).
 EXPONENTS = st.one_of(

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from gmpy2 import mpz
 
-from shared.crypto.elgamal import SignedFirst, check_challenge, compute_challenge
-from shared.crypto.group import GroupParams
-from shared.crypto.proofs import DlogProof, prove_dlog, verify_dlog
-from shared.errors import ChallengeRejectedError, InvalidProofError
+from fedcast.shared.crypto.elgamal import SignedFirst, check_challenge, compute_challenge
+from fedcast.shared.crypto.group import GroupParams
+from fedcast.shared.crypto.proofs import DlogProof, prove_dlog, verify_dlog
+from fedcast.shared.errors import ChallengeRejectedError, InvalidProofError
 
 from .helpers import Federation, Upload, context_for
 

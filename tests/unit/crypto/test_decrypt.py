@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from gmpy2 import mpz
 
-from shared.crypto.elgamal import Aggregation, Decryptor
-from shared.crypto.group import EXPONENT_BITS, GroupParams
-from shared.crypto.keys import AggregatorSecretKey
-from shared.crypto.proofs import prove_equality
-from shared.errors import DecryptionError, InvalidGroupElementError, ProtocolOrderError
+from fedcast.shared.crypto.elgamal import Aggregation, Decryptor
+from fedcast.shared.crypto.group import EXPONENT_BITS, GroupParams
+from fedcast.shared.crypto.keys import AggregatorSecretKey
+from fedcast.shared.crypto.proofs import prove_equality
+from fedcast.shared.errors import DecryptionError, InvalidGroupElementError, ProtocolOrderError
 
 from .helpers import FEDERATION, Federation, Upload
 

@@ -7,10 +7,10 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from shared.crypto.delivery import delivery_key, open_model, seal_model
-from shared.crypto.group import GroupParams
-from shared.crypto.keys import AggregatorSecretKey, ClientKeyPair
-from shared.errors import DeliveryError, InvalidGroupElementError
+from fedcast.shared.crypto.delivery import delivery_key, open_model, seal_model
+from fedcast.shared.crypto.group import GroupParams
+from fedcast.shared.crypto.keys import AggregatorSecretKey, ClientKeyPair
+from fedcast.shared.errors import DeliveryError, InvalidGroupElementError
 
 BINDING = {"federation_id": "plant-7", "round_id": 12, "client_id": "line-3"}
 

@@ -10,11 +10,11 @@ from gmpy2 import mpz
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.crypto.elgamal import Aggregation, ElGamalClient, OnlineSet
-from shared.crypto.group import EXPONENT_BITS, GroupParams
-from shared.crypto.keys import AggregatorSecretKey, ClientKeyPair
-from shared.crypto.proofs import DlogProof
-from shared.errors import (
+from fedcast.shared.crypto.elgamal import Aggregation, ElGamalClient, OnlineSet
+from fedcast.shared.crypto.group import EXPONENT_BITS, GroupParams
+from fedcast.shared.crypto.keys import AggregatorSecretKey, ClientKeyPair
+from fedcast.shared.crypto.proofs import DlogProof
+from fedcast.shared.errors import (
     AggregateKeyMismatchError,
     CiphertextShapeError,
     InvalidGroupElementError,
@@ -24,7 +24,7 @@ from shared.errors import (
     PackingError,
     ProtocolOrderError,
 )
-from shared.params import SystemParams
+from fedcast.shared.params import SystemParams
 
 from .helpers import FEDERATION, VERIFY_KEY, Federation, context_for
 

@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from shared.encoding import FixedPointEncoding
-from shared.errors import ConfigurationError, EncodingError
+from fedcast.shared.encoding import FixedPointEncoding
+from fedcast.shared.errors import ConfigurationError, EncodingError
 
 
 def test_known_answers() -> None:

@@ -7,9 +7,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.crypto.fixedbase import AUTO_SHAPES, CombShape, CombTable, FixedBaseSet, pow_many_exponents
-from shared.crypto.group import GroupParams
-from shared.errors import ConfigurationError
+from fedcast.shared.crypto.fixedbase import (
+    AUTO_SHAPES,
+    CombShape,
+    CombTable,
+    FixedBaseSet,
+    pow_many_exponents,
+)
+from fedcast.shared.crypto.group import GroupParams
+from fedcast.shared.errors import ConfigurationError
 
 
 @given(

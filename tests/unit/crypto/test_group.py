@@ -8,8 +8,8 @@ from gmpy2 import mpz
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.crypto.group import EXPONENT_BITS, GroupParams
-from shared.errors import (
+from fedcast.shared.crypto.group import EXPONENT_BITS, GroupParams
+from fedcast.shared.errors import (
     InsecureParametersError,
     InvalidGroupElementError,
     InvalidParametersError,

@@ -9,17 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from shared.crypto.group import EXPONENT_BITS, GroupParams, frame
-from shared.crypto.keys import (
+from fedcast.shared.crypto.group import EXPONENT_BITS, GroupParams, frame
+from fedcast.shared.crypto.keys import (
     REDACTED,
     AggregatorPublicKey,
     AggregatorSecretKey,
     ClientKeyPair,
     aggregator_key_context,
 )
-from shared.crypto.proofs import prove_dlog
-from shared.errors import InvalidKeyError, KeyStorageError, LegacyStateError
-from shared.keystore import read_json, read_secret_json, write_json_atomic
+from fedcast.shared.crypto.proofs import prove_dlog
+from fedcast.shared.errors import InvalidKeyError, KeyStorageError, LegacyStateError
+from fedcast.shared.keystore import read_json, read_secret_json, write_json_atomic
 
 FED, VK = "plant-7", b"\x01" * 32
 

@@ -2,7 +2,7 @@
 
 The reference in this file follows the spec (crypto note section 1, the docstrings of
 shared/crypto) with hashlib and Python's built-in pow() only; it shares no code with
-shared.crypto. Pinned constants were computed once from it and the code, which agreed.
+fedcast.shared.crypto. Pinned constants were computed once from it and the code, which agreed.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import hashlib
 import pytest
 from gmpy2 import mpz
 
-import shared.crypto.proofs as proofs
-from shared.crypto.elgamal import (
+import fedcast.shared.crypto.proofs as proofs
+from fedcast.shared.crypto.elgamal import (
     Aggregation,
     AttemptContext,
     ClientTables,
@@ -21,8 +21,8 @@ from shared.crypto.elgamal import (
     ElGamalClient,
     OnlineSet,
 )
-from shared.crypto.group import GroupParams
-from shared.crypto.keys import AggregatorSecretKey, ClientKeyPair
+from fedcast.shared.crypto.group import GroupParams
+from fedcast.shared.crypto.keys import AggregatorSecretKey, ClientKeyPair
 
 FED = "plant-7"
 VERIFY_KEY = b"\x07" * 32

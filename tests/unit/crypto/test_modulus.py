@@ -8,9 +8,9 @@ import gmpy2
 import pytest
 from gmpy2 import mpz
 
-from shared.crypto.group import MIN_MODULUS_BITS, SMALL_FACTOR_BOUND, GroupParams, validate_modulus
-from shared.crypto.modulus import generate_group, insecure_test_group
-from shared.errors import InsecureParametersError, InvalidParametersError
+from fedcast.shared.crypto.group import MIN_MODULUS_BITS, SMALL_FACTOR_BOUND, GroupParams, validate_modulus
+from fedcast.shared.crypto.modulus import generate_group, insecure_test_group
+from fedcast.shared.errors import InsecureParametersError, InvalidParametersError
 from tests.conftest import stored_modulus
 
 

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.errors import ConfigurationError, PackingError, SlotOverflowError
-from shared.packing import PackingLayout
+from fedcast.shared.errors import ConfigurationError, PackingError, SlotOverflowError
+from fedcast.shared.packing import PackingLayout
 
 
 def algorithm2(total: int, slot_bits: int, k: int) -> list[int]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import gmpy2
 import pytest
 
-from shared.crypto.group import GroupParams
-from shared.crypto.keys import ClientKeyPair
-from shared.crypto.pok import enrollment_context, prove_possession, verify_possession
-from shared.crypto.proofs import RESPONSE_BITS, DlogProof
-from shared.errors import InvalidKeyError
+from fedcast.shared.crypto.group import GroupParams
+from fedcast.shared.crypto.keys import ClientKeyPair
+from fedcast.shared.crypto.pok import enrollment_context, prove_possession, verify_possession
+from fedcast.shared.crypto.proofs import RESPONSE_BITS, DlogProof
+from fedcast.shared.errors import InvalidKeyError
 
 VK = b"\x01" * 32
 CTX = enrollment_context("plant-7", "line-3", VK)

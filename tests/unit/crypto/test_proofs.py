@@ -11,9 +11,9 @@ from gmpy2 import mpz
 from hypothesis import given
 from hypothesis import strategies as st
 
-import shared.crypto.proofs as proofs
-from shared.crypto.group import EXPONENT_BITS, GroupParams, frame
-from shared.crypto.proofs import (
+import fedcast.shared.crypto.proofs as proofs
+from fedcast.shared.crypto.group import EXPONENT_BITS, GroupParams, frame
+from fedcast.shared.crypto.proofs import (
     CHALLENGE_BITS,
     NONCE_BITS,
     RESPONSE_BITS,
@@ -27,7 +27,7 @@ from shared.crypto.proofs import (
     verify_dlog,
     verify_equality,
 )
-from shared.errors import InvalidProofError
+from fedcast.shared.errors import InvalidProofError
 
 from .helpers import SAFE_P, SAFE_Q, known_group
 

@@ -16,7 +16,7 @@ import gmpy2
 import pytest
 from gmpy2 import mpz
 
-from shared.crypto.elgamal import (
+from fedcast.shared.crypto.elgamal import (
     SAMPLING_SECURITY_BITS,
     ClientAttempt,
     ElGamalClient,
@@ -26,10 +26,10 @@ from shared.crypto.elgamal import (
     check_challenge,
     proof_sample_size,
 )
-from shared.crypto.group import GroupParams
-from shared.crypto.keys import ClientKeyPair
-from shared.crypto.proofs import DlogProof
-from shared.errors import ChallengeRejectedError
+from fedcast.shared.crypto.group import GroupParams
+from fedcast.shared.crypto.keys import ClientKeyPair
+from fedcast.shared.crypto.proofs import DlogProof
+from fedcast.shared.errors import ChallengeRejectedError
 
 from .helpers import Federation, context_for
 

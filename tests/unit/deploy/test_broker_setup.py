@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from shared.errors import ConfigurationError, TransportError
+from fedcast.shared.errors import ConfigurationError, TransportError
 from tests.unit.deploy.conftest import K8S
 
 SCRIPT = K8S / "base/broker-setup/broker_setup.py"

@@ -6,13 +6,13 @@ import os
 import sqlite3
 from pathlib import Path
 
-from services.keyserver.store import hash_token
-from shared.crypto.group import GroupParams
-from shared.crypto.keys import AggregatorSecretKey
-from shared.crypto.signing import SigningKeyPair
-from shared.wire.codec import WireContext
-from shared.wire.messages import KEYSERVER_ROUND, AggregatorInfo, Body, Header, MessageType, Signed
-from shared.wire.serde import decode, encode
+from fedcast.services.keyserver.store import hash_token
+from fedcast.shared.crypto.group import GroupParams
+from fedcast.shared.crypto.keys import AggregatorSecretKey
+from fedcast.shared.crypto.signing import SigningKeyPair
+from fedcast.shared.wire.codec import WireContext
+from fedcast.shared.wire.messages import KEYSERVER_ROUND, AggregatorInfo, Body, Header, MessageType, Signed
+from fedcast.shared.wire.serde import decode, encode
 
 FEDERATION = "fed-test"
 ADMIN_TOKEN = "admin-token-0123456789"

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from services.keyserver import client as client_module
-from services.keyserver.client import KeyServiceClient, error_for
-from shared.crypto.group import GroupParams
-from shared.crypto.keys import AggregatorSecretKey
-from shared.crypto.signing import SigningKeyPair
-from shared.errors import (
+from fedcast.services.keyserver import client as client_module
+from fedcast.services.keyserver.client import KeyServiceClient, error_for
+from fedcast.shared.crypto.group import GroupParams
+from fedcast.shared.crypto.keys import AggregatorSecretKey
+from fedcast.shared.crypto.signing import SigningKeyPair
+from fedcast.shared.errors import (
     ConfigurationError,
     InsecureParametersError,
     InternalError,
@@ -27,11 +27,11 @@ from shared.errors import (
     RegistryError,
     RequestTimeoutError,
 )
-from shared.transport.base import KEYSERVER, Delivery
-from shared.transport.inprocess import InProcessBroker, InProcessTransport
-from shared.wire import serde
-from shared.wire.codec import Codec, WireContext
-from shared.wire.messages import (
+from fedcast.shared.transport.base import KEYSERVER, Delivery
+from fedcast.shared.transport.inprocess import InProcessBroker, InProcessTransport
+from fedcast.shared.wire import serde
+from fedcast.shared.wire.codec import Codec, WireContext
+from fedcast.shared.wire.messages import (
     Body,
     ErrorReply,
     Header,
@@ -40,8 +40,8 @@ from shared.wire.messages import (
     ParamsReply,
     RegistryEntry,
 )
-from shared.wire.reader import Reader
-from shared.wire.serde import encode
+from fedcast.shared.wire.reader import Reader
+from fedcast.shared.wire.serde import encode
 from tests.conftest import stored_modulus
 from tests.unit.keyserver.helpers import FEDERATION, aggregator_info
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import gmpy2
 import pytest
 
-from services.keyserver.service import KeyServerConfig, load_device_tokens
-from shared.errors import ConfigurationError
-from shared.wire.serde import DEFAULT_MAX_MESSAGE_BYTES
+from fedcast.services.keyserver.service import KeyServerConfig, load_device_tokens
+from fedcast.shared.errors import ConfigurationError
+from fedcast.shared.wire.serde import DEFAULT_MAX_MESSAGE_BYTES
 from tests.conftest import stored_modulus
 
 ADMIN = "admin-secret-0123456789"

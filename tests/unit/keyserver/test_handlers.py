@@ -9,16 +9,26 @@ from pathlib import Path
 import gmpy2
 import pytest
 
-from services.keyserver.handlers import MAX_KEYS_PER_REQUEST, KeyServiceHandler, error_reply, reply_type
-from services.keyserver.store import DeviceStatus, RegistryStore
-from shared.crypto.group import GroupParams, frame
-from shared.crypto.keys import AggregatorPublicKey, AggregatorSecretKey, ClientKeyPair, aggregator_key_context
-from shared.crypto.pok import enrollment_context, prove_possession
-from shared.crypto.proofs import DlogProof, prove_dlog
-from shared.crypto.signing import SigningKeyPair
-from shared.errors import InvalidGroupElementError
-from shared.params import SystemParams
-from shared.wire.messages import (
+from fedcast.services.keyserver.handlers import (
+    MAX_KEYS_PER_REQUEST,
+    KeyServiceHandler,
+    error_reply,
+    reply_type,
+)
+from fedcast.services.keyserver.store import DeviceStatus, RegistryStore
+from fedcast.shared.crypto.group import GroupParams, frame
+from fedcast.shared.crypto.keys import (
+    AggregatorPublicKey,
+    AggregatorSecretKey,
+    ClientKeyPair,
+    aggregator_key_context,
+)
+from fedcast.shared.crypto.pok import enrollment_context, prove_possession
+from fedcast.shared.crypto.proofs import DlogProof, prove_dlog
+from fedcast.shared.crypto.signing import SigningKeyPair
+from fedcast.shared.errors import InvalidGroupElementError
+from fedcast.shared.params import SystemParams
+from fedcast.shared.wire.messages import (
     Ack,
     AggregatorInfo,
     EnrollRequest,

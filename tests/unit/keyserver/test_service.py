@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-import shared.crypto.modulus
-from services.keyserver.client import KeyServiceClient
-from services.keyserver.service import (
+import fedcast.shared.crypto.modulus
+from fedcast.services.keyserver.client import KeyServiceClient
+from fedcast.services.keyserver.service import (
     PARAMS_FILE,
     REGISTRY_FILE,
     SIGNING_KEY_FILE,
@@ -24,12 +24,12 @@ from services.keyserver.service import (
     KeyServer,
     KeyServerConfig,
 )
-from services.keyserver.store import DeviceStatus
-from shared.crypto.group import GroupParams
-from shared.crypto.keys import ClientKeyPair
-from shared.crypto.proofs import DlogProof
-from shared.crypto.signing import SigningKeyPair
-from shared.errors import (
+from fedcast.services.keyserver.store import DeviceStatus
+from fedcast.shared.crypto.group import GroupParams
+from fedcast.shared.crypto.keys import ClientKeyPair
+from fedcast.shared.crypto.proofs import DlogProof
+from fedcast.shared.crypto.signing import SigningKeyPair
+from fedcast.shared.errors import (
     ConfigurationError,
     EnrollmentRefusedError,
     InsecureParametersError,
@@ -38,10 +38,10 @@ from shared.errors import (
     RegistryError,
     SignatureError,
 )
-from shared.transport.base import KEYSERVER
-from shared.transport.inprocess import InProcessBroker, InProcessTransport
-from shared.wire.codec import WireContext
-from shared.wire.messages import (
+from fedcast.shared.transport.base import KEYSERVER
+from fedcast.shared.transport.inprocess import InProcessBroker, InProcessTransport
+from fedcast.shared.wire.codec import WireContext
+from fedcast.shared.wire.messages import (
     EnrollRequest,
     ErrorReply,
     Header,
@@ -49,7 +49,7 @@ from shared.wire.messages import (
     ParamsReply,
     RegistryEntry,
 )
-from shared.wire.serde import decode, encode
+from fedcast.shared.wire.serde import decode, encode
 from tests.conftest import stored_modulus
 from tests.unit.keyserver.helpers import (
     ADMIN_TOKEN,
@@ -442,14 +442,14 @@ async def test_a_registry_bound_to_another_modulus_is_refused(tmp_path: Path) ->
 def _record_safe_primes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Every safe prime generate_group / insecure_test_group draws (the only way to see P and Q)."""
     primes: list[int] = []
-    real = shared.crypto.modulus._safe_prime
+    real = fedcast.shared.crypto.modulus._safe_prime
 
     def recording(*args: Any, **kwargs: Any) -> Any:
         prime = real(*args, **kwargs)
         primes.append(int(prime))
         return prime
 
-    monkeypatch.setattr(shared.crypto.modulus, "_safe_prime", recording)
+    monkeypatch.setattr(fedcast.shared.crypto.modulus, "_safe_prime", recording)
     return primes
 
 

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from services.keyserver.store import (
+from fedcast.services.keyserver.store import (
     MIN_TOKEN_LENGTH,
     SCHEMA_VERSION,
     DeviceRecord,
@@ -23,15 +23,15 @@ from services.keyserver.store import (
     hash_token,
     migrate,
 )
-from shared.crypto.proofs import DlogProof
-from shared.errors import (
+from fedcast.shared.crypto.proofs import DlogProof
+from fedcast.shared.errors import (
     ConfigurationError,
     EnrollmentRefusedError,
     KeyStorageError,
     LegacyStateError,
     RegistryError,
 )
-from shared.wire.messages import AggregatorInfo
+from fedcast.shared.wire.messages import AggregatorInfo
 from tests.unit.keyserver.helpers import write_v1_registry
 
 VK1, VK2 = b"\x01" * 32, b"\x02" * 32
@@ -217,7 +217,7 @@ def test_list_devices_shows_status_and_dates_never_tokens(
 ) -> None:
     assert store.list_devices() == []
     clock = itertools.count(1000.0, 1000.0)
-    monkeypatch.setattr("services.keyserver.store.time", SimpleNamespace(time=lambda: next(clock)))
+    monkeypatch.setattr("fedcast.services.keyserver.store.time", SimpleNamespace(time=lambda: next(clock)))
     tokens = {cid: store.provision_device(cid) for cid in ("c3", "c1", "c2")}  # at 1000, 2000, 3000
     store.enroll("c1", tokens["c1"], 5, VK1)  # 4000
     store.enroll("c2", tokens["c2"], 6, VK2)  # 5000

@@ -7,18 +7,18 @@ import dataclasses
 import numpy as np
 import pytest
 
-from shared.errors import ConfigurationError
-from shared.learning.attack import (
+from fedcast.shared.errors import ConfigurationError
+from fedcast.shared.learning.attack import (
     AggregatorView,
     attack_feasible,
     gradient_leakage_attack,
     isolated_uploads,
     recovery_rmse,
 )
-from shared.learning.data import RatingData, SyntheticConfig, make_synthetic, partition_users
-from shared.learning.fedmf import FedMF, RoundRecord
-from shared.learning.mf import MFConfig, gradient_step, init_model
-from shared.secure_sum import ExactSum
+from fedcast.shared.learning.data import RatingData, SyntheticConfig, make_synthetic, partition_users
+from fedcast.shared.learning.fedmf import FedMF, RoundRecord
+from fedcast.shared.learning.mf import MFConfig, gradient_step, init_model
+from fedcast.shared.secure_sum import ExactSum
 
 CFG = MFConfig(latent_dim=4, seed=3)
 

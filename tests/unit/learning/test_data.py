@@ -11,15 +11,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.errors import ConfigurationError, DataError
-from shared.learning.data import (
+from fedcast.shared.errors import ConfigurationError, DataError
+from fedcast.shared.learning.data import (
     RatingData,
     SyntheticConfig,
     make_synthetic,
     partition_users,
     train_test_split,
 )
-from shared.learning.loaders import N_GENRES, load_movielens_100k, load_movielens_latest_small
+from fedcast.shared.learning.loaders import N_GENRES, load_movielens_100k, load_movielens_latest_small
 
 
 def _tiny() -> RatingData:

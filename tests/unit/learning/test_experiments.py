@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from shared.learning.experiments import run_attack_demo, run_learning_parity
-from shared.secure_sum import PlaintextSum, RoundStats, check_vectors
+from fedcast.shared.learning.experiments import run_attack_demo, run_learning_parity
+from fedcast.shared.secure_sum import PlaintextSum, RoundStats, check_vectors
 
 KEYS = {
     "rmse_centralized",

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.errors import ConfigurationError, DataError
-from shared.learning.features import (
+from fedcast.shared.errors import ConfigurationError, DataError
+from fedcast.shared.learning.features import (
     FeatureData,
     label_distribution,
     load_csv,

@@ -8,23 +8,23 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from shared.errors import ConfigurationError, DataError
-from shared.learning.features import (
+from fedcast.shared.errors import ConfigurationError, DataError
+from fedcast.shared.learning.features import (
     FeatureData,
     make_defect_features,
     partition_dirichlet,
     partition_iid,
     train_test_split,
 )
-from shared.learning.fedavg import (
+from fedcast.shared.learning.fedavg import (
     FedAvgConfig,
     client_upload,
     evaluate,
     run_fedavg,
     server_update,
 )
-from shared.learning.models import MLP, LogisticRegression, train_sgd
-from shared.secure_sum import PlaintextSum, RoundStats, SecureSum, check_vectors
+from fedcast.shared.learning.models import MLP, LogisticRegression, train_sgd
+from fedcast.shared.secure_sum import PlaintextSum, RoundStats, SecureSum, check_vectors
 
 
 class ExactSum:

@@ -7,18 +7,18 @@ import dataclasses
 import numpy as np
 import pytest
 
-from shared.errors import ConfigurationError, DataError
-from shared.learning.data import RatingData, SyntheticConfig, make_synthetic, partition_users
-from shared.learning.masks import (
+from fedcast.shared.errors import ConfigurationError, DataError
+from fedcast.shared.learning.data import RatingData, SyntheticConfig, make_synthetic, partition_users
+from fedcast.shared.learning.masks import (
     MaskConfig,
     compare_fedmf_fedmmf,
     fit_masks,
     mask_ratings,
     train_fedmmf,
 )
-from shared.learning.metrics import rmse
-from shared.learning.mf import MFConfig
-from shared.secure_sum import ExactSum
+from fedcast.shared.learning.metrics import rmse
+from fedcast.shared.learning.mf import MFConfig
+from fedcast.shared.secure_sum import ExactSum
 
 
 def _linear_users(n_users: int = 5, n_items: int = 40, seed: int = 0) -> tuple[RatingData, np.ndarray]:

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.errors import DataError
-from shared.learning.metrics import accuracy, f1_score, mae, rmse
+from fedcast.shared.errors import DataError
+from fedcast.shared.learning.metrics import accuracy, f1_score, mae, rmse
 
 
 def test_rmse_and_mae_known_values() -> None:

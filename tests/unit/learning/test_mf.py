@@ -8,17 +8,17 @@ import itertools
 import numpy as np
 import pytest
 
-from shared.errors import ConfigurationError
-from shared.learning.data import (
+from fedcast.shared.errors import ConfigurationError
+from fedcast.shared.learning.data import (
     RatingData,
     SyntheticConfig,
     make_synthetic,
     partition_users,
     train_test_split,
 )
-from shared.learning.fedmf import FedMF, scatter_part_text, train_federated
-from shared.learning.metrics import rmse
-from shared.learning.mf import (
+from fedcast.shared.learning.fedmf import FedMF, scatter_part_text, train_federated
+from fedcast.shared.learning.metrics import rmse
+from fedcast.shared.learning.mf import (
     MFConfig,
     MFModel,
     evaluate,
@@ -28,7 +28,7 @@ from shared.learning.mf import (
     mf_loss,
     train_centralized,
 )
-from shared.secure_sum import ExactSum, PlaintextSum
+from fedcast.shared.secure_sum import ExactSum, PlaintextSum
 
 SMALL = SyntheticConfig(n_users=24, n_items=30, ratings_per_user=15, seed=5)
 

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from shared.errors import ConfigurationError, DataError
-from shared.learning.features import make_defect_features, train_test_split
-from shared.learning.models import MLP, FlatParamModel, LogisticRegression, Model, train_sgd
+from fedcast.shared.errors import ConfigurationError, DataError
+from fedcast.shared.learning.features import make_defect_features, train_test_split
+from fedcast.shared.learning.models import MLP, FlatParamModel, LogisticRegression, Model, train_sgd
 
 
 def _models() -> list[tuple[str, FlatParamModel]]:

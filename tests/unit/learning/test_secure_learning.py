@@ -5,22 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared.crypto.elgamal import Aggregation, AttemptContext, OnlineSet
-from shared.crypto.group import GroupParams
-from shared.crypto.keys import ClientKeyPair
-from shared.encoding import FixedPointEncoding
-from shared.errors import OnlineSetTooSmallError
-from shared.learning.data import SyntheticConfig, make_synthetic, partition_users, train_test_split
-from shared.learning.experiments import run_attack_demo
-from shared.learning.features import make_defect_features, partition_iid
-from shared.learning.features import train_test_split as split_features
-from shared.learning.fedavg import FedAvgConfig, run_fedavg
-from shared.learning.fedmf import train_federated
-from shared.learning.mf import MFConfig, evaluate
-from shared.learning.models import MLP
-from shared.params import SystemParams
-from shared.schemes import ElGamalSum
-from shared.secure_sum import PlaintextSum
+from fedcast.shared.crypto.elgamal import Aggregation, AttemptContext, OnlineSet
+from fedcast.shared.crypto.group import GroupParams
+from fedcast.shared.crypto.keys import ClientKeyPair
+from fedcast.shared.encoding import FixedPointEncoding
+from fedcast.shared.errors import OnlineSetTooSmallError
+from fedcast.shared.learning.data import SyntheticConfig, make_synthetic, partition_users, train_test_split
+from fedcast.shared.learning.experiments import run_attack_demo
+from fedcast.shared.learning.features import make_defect_features, partition_iid
+from fedcast.shared.learning.features import train_test_split as split_features
+from fedcast.shared.learning.fedavg import FedAvgConfig, run_fedavg
+from fedcast.shared.learning.fedmf import train_federated
+from fedcast.shared.learning.mf import MFConfig, evaluate
+from fedcast.shared.learning.models import MLP
+from fedcast.shared.params import SystemParams
+from fedcast.shared.schemes import ElGamalSum
+from fedcast.shared.secure_sum import PlaintextSum
 
 
 def _elgamal(group: GroupParams, clip: float = 8.0) -> ElGamalSum:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared.errors import ConfigurationError, DataError
-from shared.learning.data import SyntheticConfig, make_synthetic
-from shared.learning.features import make_defect_features
-from shared.learning.fedavg import server_update
-from shared.learning.mf import MFConfig, init_model
-from shared.learning.tasks import (
+from fedcast.shared.errors import ConfigurationError, DataError
+from fedcast.shared.learning.data import SyntheticConfig, make_synthetic
+from fedcast.shared.learning.features import make_defect_features
+from fedcast.shared.learning.fedavg import server_update
+from fedcast.shared.learning.mf import MFConfig, init_model
+from fedcast.shared.learning.tasks import (
     FedAvgClientTask,
     FedAvgServerTask,
     FedMFClientTask,

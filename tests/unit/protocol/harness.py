@@ -11,22 +11,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from shared.crypto.elgamal import ClientTables
-from shared.crypto.group import GroupParams
-from shared.crypto.keys import AggregatorSecretKey, ClientKeyPair
-from shared.crypto.signing import SigningKeyPair
-from shared.encoding import FixedPointEncoding
-from shared.errors import FedcastError
-from shared.learning.data import SyntheticConfig, make_synthetic, partition_users
-from shared.learning.tasks import FedMFClientTask, FedMFServerTask, TaskSpec
-from shared.params import SystemParams
-from shared.protocol.aggregator import AggregatorMachine, RoundConfig
-from shared.protocol.client import ClientMachine
-from shared.protocol.ledger import MemoryLedger
-from shared.protocol.outgoing import Outgoing
-from shared.transport.base import AGGREGATOR, client_endpoint
-from shared.wire import serde
-from shared.wire.messages import Header, MessageType, RegistryEntry, Signed
+from fedcast.shared.crypto.elgamal import ClientTables
+from fedcast.shared.crypto.group import GroupParams
+from fedcast.shared.crypto.keys import AggregatorSecretKey, ClientKeyPair
+from fedcast.shared.crypto.signing import SigningKeyPair
+from fedcast.shared.encoding import FixedPointEncoding
+from fedcast.shared.errors import FedcastError
+from fedcast.shared.learning.data import SyntheticConfig, make_synthetic, partition_users
+from fedcast.shared.learning.tasks import FedMFClientTask, FedMFServerTask, TaskSpec
+from fedcast.shared.params import SystemParams
+from fedcast.shared.protocol.aggregator import AggregatorMachine, RoundConfig
+from fedcast.shared.protocol.client import ClientMachine
+from fedcast.shared.protocol.ledger import MemoryLedger
+from fedcast.shared.protocol.outgoing import Outgoing
+from fedcast.shared.transport.base import AGGREGATOR, client_endpoint
+from fedcast.shared.wire import serde
+from fedcast.shared.wire.messages import Header, MessageType, RegistryEntry, Signed
 
 FED = "plant-7"
 

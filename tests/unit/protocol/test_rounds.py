@@ -8,9 +8,9 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from shared.crypto.group import GroupParams
-from shared.crypto.proofs import DlogProof, prove_dlog
-from shared.errors import (
+from fedcast.shared.crypto.group import GroupParams
+from fedcast.shared.crypto.proofs import DlogProof, prove_dlog
+from fedcast.shared.errors import (
     AggregateKeyMismatchError,
     ChallengeRejectedError,
     DecryptionError,
@@ -21,13 +21,13 @@ from shared.errors import (
     SignatureError,
     StaleMessageError,
 )
-from shared.protocol.aggregator import AggregatorMachine, RoundConfig
-from shared.protocol.client import ClientMachine
-from shared.protocol.outgoing import Outgoing
-from shared.protocol.stages import AggregatorStage
-from shared.transport.base import client_endpoint
-from shared.wire import serde
-from shared.wire.messages import (
+from fedcast.shared.protocol.aggregator import AggregatorMachine, RoundConfig
+from fedcast.shared.protocol.client import ClientMachine
+from fedcast.shared.protocol.outgoing import Outgoing
+from fedcast.shared.protocol.stages import AggregatorStage
+from fedcast.shared.transport.base import client_endpoint
+from fedcast.shared.wire import serde
+from fedcast.shared.wire.messages import (
     Challenge,
     FirstComponent,
     MemberEnvelope,
@@ -281,7 +281,7 @@ def test_upload_from_a_non_member_and_duplicates(small_group: GroupParams) -> No
 
 
 def test_round_config_validation() -> None:
-    from shared.errors import ConfigurationError
+    from fedcast.shared.errors import ConfigurationError
 
     for bad in ({"min_online": 1}, {"max_online": 1}, {"ready_window_s": 0}, {"max_attempts": 0}):
         with pytest.raises(ConfigurationError):

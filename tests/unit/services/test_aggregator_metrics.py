@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from services.aggregator.service import AggregatorConfig, AggregatorService
-from services.observability import initialize_series, record_round_progress
-from services.runtime import RejectLog
-from shared.protocol.outgoing import Event
-from shared.transport.inprocess import InProcessBroker, InProcessTransport
+from fedcast.services.aggregator.service import AggregatorConfig, AggregatorService
+from fedcast.services.observability import initialize_series, record_round_progress
+from fedcast.services.runtime import RejectLog
+from fedcast.shared.protocol.outgoing import Event
+from fedcast.shared.transport.inprocess import InProcessBroker, InProcessTransport
 
 
 class FakeMachine:

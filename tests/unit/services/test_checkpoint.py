@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.aggregator.checkpoint import KEEP, CheckpointStore
-from services.edge_client.state import load_last_round, save_last_round
-from shared.errors import KeyStorageError, LegacyStateError
-from shared.keystore import write_bytes_atomic, write_json_atomic
+from fedcast.services.aggregator.checkpoint import KEEP, CheckpointStore
+from fedcast.services.edge_client.state import load_last_round, save_last_round
+from fedcast.shared.errors import KeyStorageError, LegacyStateError
+from fedcast.shared.keystore import write_bytes_atomic, write_json_atomic
 
 MEMBERS = ("line-0", "line-1", "line-2")
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from gmpy2 import mpz
 
-from services.aggregator.foldpool import ProcessFolder, worker_main
-from shared.crypto.elgamal import SerialFolder
-from shared.crypto.group import GroupParams, frame
-from shared.crypto.proofs import DlogProof, DlogStatement, dlog_failures, prove_dlog
-from shared.errors import InternalError
+from fedcast.services.aggregator.foldpool import ProcessFolder, worker_main
+from fedcast.shared.crypto.elgamal import SerialFolder
+from fedcast.shared.crypto.group import GroupParams, frame
+from fedcast.shared.crypto.proofs import DlogProof, DlogStatement, dlog_failures, prove_dlog
+from fedcast.shared.errors import InternalError
 
 
 def _uploads(group: GroupParams, members: int, segments: int) -> list[list[mpz]]:
@@ -107,7 +107,7 @@ def test_the_worker_loop_speaks_only_the_documented_operations() -> None:
 
 
 def test_no_pickle_between_processes() -> None:
-    import services.aggregator.foldpool as module
+    import fedcast.services.aggregator.foldpool as module
 
     source = Path(module.__file__).read_text()
     assert "pickle" not in source.replace("nothing is pickled", "")

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from services import runtime
-from services.runtime import (
+from fedcast.services import runtime
+from fedcast.services.runtime import (
     SENDER_LOOKUP_BUDGET,
     SENDER_LOOKUP_INTERVAL_S,
     UNKNOWN_SENDER_TTL_S,
@@ -16,17 +16,17 @@ from services.runtime import (
     SenderLookups,
     attempt_screen,
 )
-from shared.crypto.group import GroupParams
-from shared.crypto.signing import SigningKeyPair
-from shared.errors import FedcastError, StaleMessageError, UnknownSenderError
-from shared.metrics import MESSAGES_REJECTED
-from shared.protocol.outgoing import Outgoing
-from shared.transport.base import AGGREGATOR, Delivery
-from shared.transport.inprocess import InProcessBroker, InProcessTransport
-from shared.wire import serde
-from shared.wire.messages import Header, MessageType, Ready
-from shared.wire.reader import pack
-from shared.wire.serde import SizeLimits, WireContext
+from fedcast.shared.crypto.group import GroupParams
+from fedcast.shared.crypto.signing import SigningKeyPair
+from fedcast.shared.errors import FedcastError, StaleMessageError, UnknownSenderError
+from fedcast.shared.metrics import MESSAGES_REJECTED
+from fedcast.shared.protocol.outgoing import Outgoing
+from fedcast.shared.transport.base import AGGREGATOR, Delivery
+from fedcast.shared.transport.inprocess import InProcessBroker, InProcessTransport
+from fedcast.shared.wire import serde
+from fedcast.shared.wire.messages import Header, MessageType, Ready
+from fedcast.shared.wire.reader import pack
+from fedcast.shared.wire.serde import SizeLimits, WireContext
 
 SERVICE = "gate-overload-test"
 

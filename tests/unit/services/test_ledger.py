@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from services.edge_client.ledger import ANSWERED_FILE, LAST_ANSWER_FILE, PENDING_FILE, FileLedger
-from shared.crypto.proofs import EqualityProof
-from shared.errors import KeyStorageError
-from shared.keystore import write_json_atomic
-from shared.protocol.ledger import AnswerRecord, AttemptRecord, MemoryLedger, ModelLedger
+from fedcast.services.edge_client.ledger import ANSWERED_FILE, LAST_ANSWER_FILE, PENDING_FILE, FileLedger
+from fedcast.shared.crypto.proofs import EqualityProof
+from fedcast.shared.errors import KeyStorageError
+from fedcast.shared.keystore import write_json_atomic
+from fedcast.shared.protocol.ledger import AnswerRecord, AttemptRecord, MemoryLedger, ModelLedger
 
 
 def digest(name: str) -> bytes:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from services.aggregator.service import AggregatorConfig, AggregatorService
-from services.edge_client.service import EdgeClientService, EdgeConfig
-from services.lifecycle import run_until_stopped, unless_stopped
-from shared.learning.tasks import TaskSpec
-from shared.transport.inprocess import InProcessBroker, InProcessTransport
+from fedcast.services.aggregator.service import AggregatorConfig, AggregatorService
+from fedcast.services.edge_client.service import EdgeClientService, EdgeConfig
+from fedcast.services.lifecycle import run_until_stopped, unless_stopped
+from fedcast.shared.learning.tasks import TaskSpec
+from fedcast.shared.transport.inprocess import InProcessBroker, InProcessTransport
 
 
 async def _stop_after(stop: asyncio.Event, seconds: float) -> None:

@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from services.retrying import MAX_DELAY_S, request_retrying, retry_while_unreachable
-from shared.errors import ConfigurationError, RequestTimeoutError, TransportError
+from fedcast.services.retrying import MAX_DELAY_S, request_retrying, retry_while_unreachable
+from fedcast.shared.errors import ConfigurationError, RequestTimeoutError, TransportError
 
 
 class Flaky:
@@ -32,7 +32,7 @@ async def test_a_peer_that_comes_back_is_reached_and_the_failure_logged_once(
         sleeps.append(seconds)
 
     call = Flaky([TransportError("refused")] * 5 + [RequestTimeoutError("no reply")] * 3)
-    with caplog.at_level(logging.DEBUG, logger="services.retrying"):
+    with caplog.at_level(logging.DEBUG, logger="fedcast.services.retrying"):
         assert await retry_while_unreachable(call, what="broker", sleep=sleep) == "ok"
     assert call.calls == 9 and len(sleeps) == 8
     assert all(0 < s <= MAX_DELAY_S + 0.25 for s in sleeps)  # capped (plus jitter)

@@ -10,30 +10,36 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.aggregator.service import AggregatorConfig, AggregatorService
-from services.edge_client.data import DataSource, client_task, load_device_ratings, local_ratings
-from services.edge_client.service import EdgeClientService, EdgeConfig
-from services.edge_client.state import load_local_state, save_local_state
-from services.envconfig import env_float, env_hex, env_int, task_from_env
-from services.keyfiles import (
+from fedcast.services.aggregator.service import AggregatorConfig, AggregatorService
+from fedcast.services.edge_client.data import DataSource, client_task, load_device_ratings, local_ratings
+from fedcast.services.edge_client.service import EdgeClientService, EdgeConfig
+from fedcast.services.edge_client.state import load_local_state, save_local_state
+from fedcast.services.envconfig import env_float, env_hex, env_int, task_from_env
+from fedcast.services.keyfiles import (
     load_or_create_aggregator_key,
     load_or_create_client_key,
     load_or_create_signing_key,
 )
-from services.keyserver.service import KeyServer, KeyServerConfig
-from services.runtime import MessageGate, Outbox
-from shared.crypto.group import GroupParams
-from shared.crypto.signing import SigningKeyPair
-from shared.errors import ConfigurationError, DataError, InvalidKeyError, KeyStorageError, LegacyStateError
-from shared.keystore import write_json_atomic
-from shared.learning.data import SyntheticConfig, make_synthetic
-from shared.learning.tasks import FedMFClientTask, TaskSpec
-from shared.metrics import MESSAGES_REJECTED
-from shared.protocol.outgoing import Outgoing
-from shared.transport.base import AGGREGATOR, Delivery
-from shared.transport.inprocess import InProcessBroker, InProcessTransport
-from shared.wire.messages import MessageType, Ready
-from shared.wire.serde import WireContext
+from fedcast.services.keyserver.service import KeyServer, KeyServerConfig
+from fedcast.services.runtime import MessageGate, Outbox
+from fedcast.shared.crypto.group import GroupParams
+from fedcast.shared.crypto.signing import SigningKeyPair
+from fedcast.shared.errors import (
+    ConfigurationError,
+    DataError,
+    InvalidKeyError,
+    KeyStorageError,
+    LegacyStateError,
+)
+from fedcast.shared.keystore import write_json_atomic
+from fedcast.shared.learning.data import SyntheticConfig, make_synthetic
+from fedcast.shared.learning.tasks import FedMFClientTask, TaskSpec
+from fedcast.shared.metrics import MESSAGES_REJECTED
+from fedcast.shared.protocol.outgoing import Outgoing
+from fedcast.shared.transport.base import AGGREGATOR, Delivery
+from fedcast.shared.transport.inprocess import InProcessBroker, InProcessTransport
+from fedcast.shared.wire.messages import MessageType, Ready
+from fedcast.shared.wire.serde import WireContext
 from tests.conftest import stored_modulus
 
 
@@ -279,7 +285,7 @@ async def test_message_gate_admits_signed_messages_and_counts_the_rest(small_gro
 
 
 def test_outbox_encodes_decodable_signed_messages(small_group: GroupParams) -> None:
-    from shared.wire.serde import decode, verify
+    from fedcast.shared.wire.serde import decode, verify
 
     ctx = WireContext.from_group(small_group)
     signer = SigningKeyPair.generate()

@@ -16,22 +16,22 @@ from typing import Any
 
 import pytest
 
-from shared.encoding import FixedPointEncoding
-from shared.errors import ConfigurationError
-from shared.learning.tasks import TaskSpec
-from shared.packing import PackingLayout
-from shared.params import DEFAULT_MAX_CLIENTS
-from shared.transport.amqp import (
+from fedcast.shared.encoding import FixedPointEncoding
+from fedcast.shared.errors import ConfigurationError
+from fedcast.shared.learning.tasks import TaskSpec
+from fedcast.shared.packing import PackingLayout
+from fedcast.shared.params import DEFAULT_MAX_CLIENTS
+from fedcast.shared.transport.amqp import (
     CLIENT_QUEUE_MAX_BYTES,
     SERVICE_QUEUE_MAX_BYTES,
     SERVICE_QUEUE_MAX_LENGTH,
     AmqpConfig,
     broker_policies,
 )
-from shared.transport.base import AGGREGATOR, KEYSERVER, client_endpoint
-from shared.wire.codec import WireContext
-from shared.wire.messages import MessageType
-from shared.wire.serde import SizeLimits
+from fedcast.shared.transport.base import AGGREGATOR, KEYSERVER, client_endpoint
+from fedcast.shared.wire.codec import WireContext
+from fedcast.shared.wire.messages import MessageType
+from fedcast.shared.wire.serde import SizeLimits
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is not installed (pip install -e '.[test]')")
 

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from shared.errors import ConfigurationError
-from shared.transport.brokeradmin import (
+from fedcast.shared.errors import ConfigurationError
+from fedcast.shared.transport.brokeradmin import (
     BrokerAdmin,
     aggregator_grant,
     device_grant,

@@ -1,4 +1,4 @@
-"""InProcessTransport: the delivery semantics of shared.transport.base, without a broker."""
+"""InProcessTransport: the delivery semantics of fedcast.shared.transport.base, without a broker."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from shared.errors import ConfigurationError, RequestTimeoutError, TransportError
-from shared.transport.base import AGGREGATOR, KEYSERVER, Delivery, client_endpoint
-from shared.transport.inprocess import InProcessBroker, InProcessTransport
+from fedcast.shared.errors import ConfigurationError, RequestTimeoutError, TransportError
+from fedcast.shared.transport.base import AGGREGATOR, KEYSERVER, Delivery, client_endpoint
+from fedcast.shared.transport.inprocess import InProcessBroker, InProcessTransport
 
 
 @pytest.fixture
@@ -120,7 +120,7 @@ async def test_failing_handler_is_counted_logged_once_and_not_redelivered(
         await got(delivery)
 
     await transport.consume(AGGREGATOR, picky)
-    with caplog.at_level(logging.ERROR, logger="shared.transport.inprocess"):
+    with caplog.at_level(logging.ERROR, logger="fedcast.shared.transport.inprocess"):
         for body in (b"ok1", b"poison", b"ok2"):
             await transport.send(AGGREGATOR, body)
         assert await got.wait_for(2) == [b"ok1", b"ok2"]
@@ -220,7 +220,7 @@ async def test_misuse_is_reported(broker: InProcessBroker) -> None:
 async def test_broadcast_before_any_consumer_is_counted_and_logged_once(
     broker: InProcessBroker, transport: InProcessTransport, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.DEBUG, logger="shared.transport"):
+    with caplog.at_level(logging.DEBUG, logger="fedcast.shared.transport"):
         await transport.broadcast(b"announce")  # the aggregator's first announcement: nobody bound yet
         await transport.broadcast(b"announce again")
     assert transport.unroutable_broadcasts == 2

@@ -13,11 +13,11 @@ from typing import Any
 import msgpack
 from hypothesis import strategies as st
 
-from shared.crypto.group import GroupParams
-from shared.crypto.proofs import RESPONSE_BITS, DlogProof, EqualityProof
-from shared.crypto.signing import SigningKeyPair
-from shared.wire.codec import ID_PATTERN, MAX_UINT, WireContext
-from shared.wire.messages import (
+from fedcast.shared.crypto.group import GroupParams
+from fedcast.shared.crypto.proofs import RESPONSE_BITS, DlogProof, EqualityProof
+from fedcast.shared.crypto.signing import SigningKeyPair
+from fedcast.shared.wire.codec import ID_PATTERN, MAX_UINT, WireContext
+from fedcast.shared.wire.messages import (
     Ack,
     AggregatorInfo,
     Announce,

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 from gmpy2 import mpz
 
-from shared.crypto.delivery import delivery_key, open_model
-from shared.crypto.elgamal import (
+from fedcast.shared.crypto.delivery import delivery_key, open_model
+from fedcast.shared.crypto.elgamal import (
     Aggregation,
     AttemptContext,
     ClientAttempt,
@@ -35,18 +35,23 @@ from shared.crypto.elgamal import (
     check_challenge,
     proof_sample_size,
 )
-from shared.crypto.group import GroupParams, fdh, frame
-from shared.crypto.keys import AggregatorPublicKey, AggregatorSecretKey, ClientKeyPair, aggregator_key_context
-from shared.crypto.pok import enrollment_context, verify_possession
-from shared.crypto.proofs import DlogProof, EqualityProof, prove_dlog, prove_equality
-from shared.crypto.signing import SigningKeyPair
-from shared.encoding import FixedPointEncoding
-from shared.errors import SignatureError
-from shared.learning.tasks import model_to_bytes
-from shared.params import SystemParams
-from shared.protocol.client import firsts_binding, model_digest
-from shared.wire import serde
-from shared.wire.messages import (
+from fedcast.shared.crypto.group import GroupParams, fdh, frame
+from fedcast.shared.crypto.keys import (
+    AggregatorPublicKey,
+    AggregatorSecretKey,
+    ClientKeyPair,
+    aggregator_key_context,
+)
+from fedcast.shared.crypto.pok import enrollment_context, verify_possession
+from fedcast.shared.crypto.proofs import DlogProof, EqualityProof, prove_dlog, prove_equality
+from fedcast.shared.crypto.signing import SigningKeyPair
+from fedcast.shared.encoding import FixedPointEncoding
+from fedcast.shared.errors import SignatureError
+from fedcast.shared.learning.tasks import model_to_bytes
+from fedcast.shared.params import SystemParams
+from fedcast.shared.protocol.client import firsts_binding, model_digest
+from fedcast.shared.wire import serde
+from fedcast.shared.wire.messages import (
     Challenge,
     EnrollRequest,
     FirstComponent,

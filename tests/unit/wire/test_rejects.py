@@ -12,16 +12,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.crypto.proofs import DlogProof
-from shared.errors import (
+from fedcast.shared.crypto.proofs import DlogProof
+from fedcast.shared.errors import (
     MalformedMessageError,
     OversizeMessageError,
     UnsupportedVersionError,
     WireError,
 )
-from shared.wire import serde
-from shared.wire.messages import FirstComponent, MemberEnvelope, MessageType, Response, Upload
-from shared.wire.reader import MAX_ARRAY_ITEMS
+from fedcast.shared.wire import serde
+from fedcast.shared.wire.messages import FirstComponent, MemberEnvelope, MessageType, Response, Upload
+from fedcast.shared.wire.reader import MAX_ARRAY_ITEMS
 from tests.unit.wire.strategies import CTX, TEST_KEY, example_body, example_header, repack, unpack_trusted
 
 SIG = b"\x00" * 64

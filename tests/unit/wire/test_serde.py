@@ -11,12 +11,17 @@ from gmpy2 import mpz
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.crypto.group import GroupParams
-from shared.crypto.proofs import RESPONSE_BITS, DlogProof, EqualityProof
-from shared.crypto.signing import SigningKeyPair
-from shared.errors import MalformedMessageError, OversizeMessageError, SignatureError, UnsupportedVersionError
-from shared.wire import serde
-from shared.wire.messages import (
+from fedcast.shared.crypto.group import GroupParams
+from fedcast.shared.crypto.proofs import RESPONSE_BITS, DlogProof, EqualityProof
+from fedcast.shared.crypto.signing import SigningKeyPair
+from fedcast.shared.errors import (
+    MalformedMessageError,
+    OversizeMessageError,
+    SignatureError,
+    UnsupportedVersionError,
+)
+from fedcast.shared.wire import serde
+from fedcast.shared.wire.messages import (
     PROTOCOL_VERSION,
     AggregatorInfo,
     Challenge,
@@ -32,7 +37,7 @@ from shared.wire.messages import (
     RevokeRequest,
     Upload,
 )
-from shared.wire.serde import WireContext
+from fedcast.shared.wire.serde import WireContext
 from tests.unit.wire.strategies import (
     CTX,
     GROUP,

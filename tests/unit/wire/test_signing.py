@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.crypto.signing import SigningKeyPair, verify_signature
-from shared.errors import InvalidKeyError, SignatureError
+from fedcast.shared.crypto.signing import SigningKeyPair, verify_signature
+from fedcast.shared.errors import InvalidKeyError, SignatureError
 from tests.unit.wire.strategies import RFC8032_SECRET, RFC8032_VERIFY, TEST_KEY
 
 # RFC 8032 section 7.1, TEST 1 (empty message).

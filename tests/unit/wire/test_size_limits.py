@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.crypto.proofs import RESPONSE_BITS, DlogProof, EqualityProof
-from shared.errors import ConfigurationError, MalformedMessageError, OversizeMessageError
-from shared.wire import serde
-from shared.wire.codec import MAX_UINT, Codec, WireContext
-from shared.wire.messages import (
+from fedcast.shared.crypto.proofs import RESPONSE_BITS, DlogProof, EqualityProof
+from fedcast.shared.errors import ConfigurationError, MalformedMessageError, OversizeMessageError
+from fedcast.shared.wire import serde
+from fedcast.shared.wire.codec import MAX_UINT, Codec, WireContext
+from fedcast.shared.wire.messages import (
     Ack,
     AggregatorInfo,
     Announce,
@@ -37,8 +37,8 @@ from shared.wire.messages import (
     RoundStatus,
     Upload,
 )
-from shared.wire.reader import Reader, pack
-from shared.wire.serde import HEADER_MAX_BYTES, SizeLimits
+from fedcast.shared.wire.reader import Reader, pack
+from fedcast.shared.wire.serde import HEADER_MAX_BYTES, SizeLimits
 from tests.unit.wire.strategies import CTX, TEST_KEY, bodies, headers
 
 LONGEST_TYPE = max(len(t.value) for t in MessageType)  # "register_aggregator"

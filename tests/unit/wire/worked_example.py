@@ -27,11 +27,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from shared.crypto.group import GroupParams
-from shared.crypto.proofs import DlogProof, EqualityProof
-from shared.crypto.signing import SigningKeyPair
-from shared.wire import serde
-from shared.wire.messages import EnrollRequest, Header, MessageType, Ready, Response, Upload
+from fedcast.shared.crypto.group import GroupParams
+from fedcast.shared.crypto.proofs import DlogProof, EqualityProof
+from fedcast.shared.crypto.signing import SigningKeyPair
+from fedcast.shared.wire import serde
+from fedcast.shared.wire.messages import EnrollRequest, Header, MessageType, Ready, Response, Upload
 from tests.conftest import stored_modulus
 
 FEDERATION = "plant-7"
@@ -54,7 +54,7 @@ VECTORS = {
     "client-0003": (1.0, 1.0, -2.5, 4.0),
 }
 FRAC_BITS, CLIP, MAX_CLIENTS = 16, 4.0, 1000
-#: Proof widths as docs/PROTOCOL.md states them (deliberately not imported from shared.crypto.proofs):
+#: Proof widths as docs/PROTOCOL.md states them (deliberately not imported from fedcast.shared.crypto.proofs):
 #: c = the first 16 bytes of a SHA-256 output (128 bits), nonces k of 256 + 128 + 128 = 512 bits,
 #: responses z < 2^513 in 65-byte bins.
 CHALLENGE_BYTES, NONCE_BITS, RESPONSE_BYTES = 16, 512, 65
