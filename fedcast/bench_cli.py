@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
@@ -69,14 +70,18 @@ def _cmd_bench_masks(args: argparse.Namespace) -> int:
 
     from fedcast.shared.learning.loaders import load_movielens_100k
     from fedcast.shared.learning.masks import MaskConfig, compare_fedmf_fedmmf
+    from fedcast.shared.learning.mf import MFConfig
 
     data = load_movielens_100k(args.ml100k) if args.ml100k else None
+    mf_config = MFConfig(epochs=args.rounds) if args.rounds is not None else None
+    # A diverged run raises TrainingDivergedError: main() prints it and exits 2, never a NaN table.
     result = compare_fedmf_fedmmf(
-        seeds=tuple(args.seeds), data=data, mask_config=MaskConfig(order=args.order)
+        seeds=tuple(args.seeds), data=data, mf_config=mf_config, mask_config=MaskConfig(order=args.order)
     )
     rows = asdict(result)
     if args.json:
-        print(json.dumps({**rows, "data": "ml-100k" if data else "synthetic", "order": args.order}))
+        payload = {**rows, "data": "ml-100k" if data else "synthetic", "order": args.order}
+        print(json.dumps(_json_safe(payload), allow_nan=False))  # strict JSON: NaN/inf become null
         return 0
     source = f"MovieLens 100K ({args.ml100k})" if data else "synthetic IIoT data (one data set per seed)"
     print(f"{source}; seeds {list(result.seeds)}; mean +- std of test metrics (FedMMF Table 4 style)")
@@ -89,6 +94,17 @@ def _cmd_bench_masks(args: argparse.Namespace) -> int:
         r, m = rows[f"{prefix}_rmse"], rows[f"{prefix}_mae"]
         print(f"  {label:<22}{r['mean']:>12.4f} +- {r['std']:.4f}{m['mean']:>12.4f} +- {m['std']:.4f}")
     return 0
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _add_plot_arg(parser: argparse.ArgumentParser) -> None:
@@ -250,6 +266,32 @@ def _require_plots(directory: str | None) -> None:
         require_matplotlib()
 
 
+def _cmd_bench_simulate(args: argparse.Namespace) -> int:
+    from fedcast.bench.simulate import TABLE_COLUMNS, SimulateBenchConfig, run_simulate_bench, simulate_notes
+
+    config = SimulateBenchConfig(
+        clients=args.clients,
+        params=args.params,
+        rounds=args.rounds,
+        workers=args.workers,
+        modulus_bits=args.modulus_bits,
+        baseline=args.baseline,
+        insecure_test_group=args.insecure_test_group,
+        seed=args.seed,
+    )
+    rows = run_simulate_bench(config, progress=_progress(args.quiet))
+    if args.json == "-":  # the rows on stdout, then the table
+        print(json.dumps(rows, default=str))
+    _emit(
+        "simulate",
+        rows,
+        TABLE_COLUMNS,
+        simulate_notes(config, rows),
+        json_path=None if args.json == "-" else args.json,
+    )
+    return 0
+
+
 def _cmd_bench_modulus(args: argparse.Namespace) -> int:
     from fedcast.bench.modulus import (
         TABLE_COLUMNS,
@@ -324,6 +366,9 @@ def add_bench_commands(commands: Any) -> None:
     masks.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     masks.add_argument("--order", type=int, choices=(1, 2), default=1, help="1: linear, 2: FM masks")
     masks.add_argument("--ml100k", metavar="DIR", help="a MovieLens 100K directory (u.data, u.user, u.item)")
+    masks.add_argument(
+        "--rounds", type=int, default=None, help="FedMF rounds per run (default: MFConfig's, 100)"
+    )
     masks.add_argument("--json", action="store_true")
     masks.set_defaults(handler=_cmd_bench_masks)
 
@@ -424,6 +469,23 @@ def add_bench_commands(commands: Any) -> None:
     peers.add_argument("--quiet", action="store_true", help="no progress on stderr")
     peers.add_argument("--seed", type=int, default=0)
     peers.set_defaults(handler=_cmd_bench_peers)
+
+    sim = benches.add_parser(
+        "simulate", help="seconds per round of the whole protocol in one process tree (ProtocolSum)"
+    )
+    sim.add_argument("--clients", type=int, default=943, help="clients, one user each (default 943)")
+    sim.add_argument("--params", type=int, default=8410, help="values per upload (default 8410)")
+    sim.add_argument("--rounds", type=int, default=3, help="measured rounds (default 3)")
+    sim.add_argument("--workers", type=int, help="client worker processes (default: one per CPU)")
+    sim.add_argument("--baseline", action="store_true", help="also ElGamalSum (crypto only, one core)")
+    sim.add_argument(
+        "--modulus-bits", type=int, default=2048, choices=(2048, 3072), help="RSA modulus |N| (2048)"
+    )
+    sim.add_argument("--insecure-test-group", action="store_true", help="512-bit INSECURE N (tests)")
+    sim.add_argument("--json", metavar="PATH", help="also write the rows as JSON to PATH ('-': stdout)")
+    sim.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.set_defaults(handler=_cmd_bench_simulate)
 
     report = benches.add_parser("report", help="run every bench and regenerate docs/BENCHMARKS.md")
     report.add_argument("--quick", action="store_true", help="reduced sizes (minutes, not the workloads)")

@@ -34,6 +34,8 @@ boundary with ``raise ... from exc``; callers never need to catch them.
     │   ├── SlotOverflowError
     │   └── PackingError
     ├── DataError
+    ├── ExportError
+    ├── TrainingDivergedError
     ├── WireError
     │   ├── MalformedMessageError
     │   ├── UnsupportedVersionError
@@ -64,6 +66,7 @@ __all__ = [
     "DeliveryError",
     "EncodingError",
     "EnrollmentRefusedError",
+    "ExportError",
     "FedcastError",
     "InsecureParametersError",
     "InternalError",
@@ -87,6 +90,7 @@ __all__ = [
     "SignatureError",
     "SlotOverflowError",
     "StaleMessageError",
+    "TrainingDivergedError",
     "TransportError",
     "UnknownSenderError",
     "UnsupportedVersionError",
@@ -236,6 +240,18 @@ class DataError(FedcastError):
     """An input data file or data set is malformed."""
 
     reason = "data_error"
+
+
+class ExportError(FedcastError):
+    """The model cannot be exported (no checkpoint, a damaged one, a task mismatch, an unwritable path)."""
+
+    reason = "export_refused"
+
+
+class TrainingDivergedError(FedcastError):
+    """Training produced a non-finite or exploding loss (step too large, or clipped uploads)."""
+
+    reason = "training_diverged"
 
 
 class WireError(FedcastError):

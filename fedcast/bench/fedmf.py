@@ -219,7 +219,10 @@ class FedMFBenchConfig:
 
     def mf_config(self) -> MFConfig:
         # Factors start near sqrt(3/d) so that <u, v> starts near the middle of the ratings.
+        # Plain gradient descent (eq. 3/4): the paper's algorithm, which this benchmark times
+        # and whose server update it applies.
         return MFConfig(
+            optimizer="gd",
             latent_dim=self.latent_dim,
             learning_rate=self.learning_rate,
             reg_user=self.reg,

@@ -30,6 +30,13 @@ make the upload a sum.
 
 Under a secure scheme the server decrypts only sums over online sets of at
 least two clients; :func:`isolated_uploads` makes that precondition explicit.
+
+The default ``precond`` optimizer leaks even more in plaintext: a one-user
+upload carries ``G_j = -2 e_j u + 2 mu v_j`` *and* ``c_j = (|u|^2 + mu) / d`` on
+the rated items,
+so ``u`` is known up to sign from a single round and
+:func:`precond_leakage_attack` reads the ratings off one upload. That is why
+FedMF uploads must only ever be seen summed (a secure scheme).
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ __all__ = [
     "attack_feasible",
     "gradient_leakage_attack",
     "isolated_uploads",
+    "precond_leakage_attack",
     "recovery_rmse",
 ]
 
@@ -95,13 +103,16 @@ def gradient_leakage_attack(
 
     ``upload_*`` are the flattened FullText gradients (``n_items * d``),
     ``item_factors_*`` the ``V`` the user downloaded in those two rounds;
-    ``config`` supplies ``gamma`` (learning rate) and ``lambda`` (reg_user).
+    ``config`` supplies ``gamma`` (learning rate) and ``lambda`` (reg_user);
+    it must be ``optimizer="gd"`` (the update rule eq. 9 the attack inverts).
     """
     v_t = np.asarray(item_factors_t, dtype=np.float64)
     v_next = np.asarray(item_factors_next, dtype=np.float64)
     n_items, d = v_t.shape
     if d < 2 or v_next.shape != v_t.shape:
         raise ConfigurationError("the attack needs matching item matrices with d >= 2")
+    if config.optimizer != "gd":
+        raise ConfigurationError("the attack models the paper's gradient descent (optimizer='gd')")
     if config.local_steps != 1:
         raise ConfigurationError("the attack models one local user step per round")
     g_t = np.asarray(upload_t, dtype=np.float64).reshape(n_items, d)
@@ -139,6 +150,53 @@ def gradient_leakage_attack(
             best = (outside, ratings, s * w, gap)
     assert best is not None  # the loop ran
     return AttackResult(rated, best[1], best[2], best[3], ratio)
+
+
+def precond_leakage_attack(
+    gradient: ArrayLike,
+    curvature: ArrayLike,
+    item_factors: ArrayLike,
+    config: MFConfig,
+    *,
+    rating_range: tuple[float, float] = (1.0, 5.0),
+) -> AttackResult:
+    """Ratings of one user from a *single* plaintext ``precond`` upload.
+
+    The rated items are where ``c_j > 0``; there ``d c_j - mu = |u|^2`` gives
+    ``|u|``, the top right singular vector ``w`` of the data part
+    ``G_j - 2 mu v_j = -2 e_j u`` gives ``u = +-|u| w``, then
+    ``e_j = -(G_j - 2 mu v_j) . u / (2 |u|^2)`` and ``r_j = e_j + <u, v_j>``
+    (``V`` is the matrix the user downloaded, ``mu`` the public ``reg_item``).
+    The sign is the one whose ratings fit ``rating_range``. ``consistency``
+    is the spread of ``|u|^2`` over the rated items relative to its mean (0
+    for one user; a sum of several users' uploads is not constant).
+    """
+    v = np.asarray(item_factors, dtype=np.float64)
+    n_items, d = v.shape
+    if d < 2:
+        raise ConfigurationError("the attack needs d >= 2")
+    mu = config.reg_item
+    g = np.asarray(gradient, dtype=np.float64).reshape(n_items, d)
+    c = np.asarray(curvature, dtype=np.float64).reshape(n_items)
+    rated = np.flatnonzero(c > 0)
+    if rated.size == 0:
+        raise ConfigurationError("the upload has no positive curvature: nothing to recover")
+    g = g.copy()
+    g[rated] -= 2.0 * mu * v[rated]  # one user: one rating, one regularizer share per rated item
+    norms = d * c[rated] - mu
+    norm2 = float(np.mean(norms))
+    w, _, ratio = _rank_one(g[rated])
+    best: tuple[float, FloatArray, FloatArray] | None = None
+    lo, hi = rating_range
+    for sign in (1.0, -1.0):
+        u = sign * np.sqrt(norm2) * w
+        ratings = -(g[rated] @ u) / (2.0 * norm2) + v[rated] @ u
+        outside = float(np.sum(np.maximum(lo - ratings, 0) + np.maximum(ratings - hi, 0)))
+        if best is None or outside < best[0]:
+            best = (outside, ratings, u)
+    assert best is not None  # the loop ran
+    spread = float(np.std(norms) / max(norm2, 1e-300))
+    return AttackResult(rated, best[1], best[2], spread, ratio)
 
 
 def recovery_rmse(result: AttackResult, items: ArrayLike, ratings: ArrayLike) -> float:

@@ -18,7 +18,7 @@ from fedcast.shared.learning.attack import (
 )
 from fedcast.shared.learning.data import SyntheticConfig, make_synthetic, partition_users, train_test_split
 from fedcast.shared.learning.fedmf import FedMF, train_federated
-from fedcast.shared.learning.masks import MaskConfig, train_fedmmf
+from fedcast.shared.learning.masks import MaskConfig, fedmmf_mf_config, train_fedmmf
 from fedcast.shared.learning.mf import MFConfig, evaluate, train_centralized
 from fedcast.shared.secure_sum import PlaintextSum, SecureSum
 
@@ -54,7 +54,7 @@ def run_learning_parity(
     central = evaluate(train_centralized(train, config), test)
     plain = evaluate(train_federated(train, partition, config, PlaintextSum()), test)
     secured = evaluate(train_federated(train, partition, config, secure), test)
-    masked = train_fedmmf(train, partition, config, PlaintextSum(), MaskConfig(seed=seed))
+    masked = train_fedmmf(train, partition, fedmmf_mf_config(config), PlaintextSum(), MaskConfig(seed=seed))
     fedmmf = masked.evaluate(test)
     return {
         "rmse_centralized": central.rmse,
@@ -83,7 +83,7 @@ def run_attack_demo(seed: int, *, secure: SecureSum | None = None, round_index: 
     aggregator actually decrypts: the sums of consecutive rounds.
     """
     data = make_synthetic(SyntheticConfig(n_users=8, n_items=20, ratings_per_user=8, seed=seed))
-    config = MFConfig(latent_dim=4, seed=seed)
+    config = MFConfig(latent_dim=4, seed=seed, optimizer="gd")  # the paper's FedMF, which the attack inverts
     fed = FedMF(data, partition_users(data, seed=seed), config, PlaintextSum())
     records = [fed.run_round() for _ in range(round_index + 2)]
     first, second = records[round_index], records[round_index + 1]

@@ -42,7 +42,7 @@ real largest client: a weight far below 1 loses relative precision to the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -198,6 +198,8 @@ def run_fedavg(
     test: FeatureData,
     aggregator: SecureSum,
     config: FedAvgConfig,
+    *,
+    on_round: Callable[[RoundRecord], None] | None = None,
 ) -> FedAvgResult:
     """Run ``config.rounds`` rounds of FedAvg starting from ``model``'s parameters.
 
@@ -206,6 +208,8 @@ def run_fedavg(
     (derived from ``(seed, round, client)``, so results do not depend on the
     order clients are simulated in), and the uploads go through
     ``aggregator.sum``. ``model`` ends holding the final global parameters.
+    ``on_round`` sees each round's record as soon as it is evaluated; an exception it
+    raises (e.g. a divergence) ends the run.
     """
     if config.clients_per_round > len(clients):
         raise ConfigurationError(
@@ -245,4 +249,6 @@ def run_fedavg(
                 clipped_values=clipped,
             )
         )
+        if on_round is not None:
+            on_round(history[-1])
     return FedAvgResult(params=params.copy(), history=tuple(history))

@@ -1,6 +1,8 @@
-"""Loaders for the MovieLens formats used by the FedMF and FedMMF evaluations.
+"""Loaders for rating files: MovieLens 100K, MovieLens ``ratings.csv``, generic CSV.
 
-Only local files the caller names are read; nothing is downloaded. Every
+:func:`load_ratings` is the one entry point: it recognizes the format and
+returns the data together with the original ids. Only local files the caller
+names are read; nothing is downloaded. Every
 malformed line raises :class:`fedcast.shared.errors.DataError` naming the file and the
 1-based line number. Ids are re-indexed densely (sorted id order), so the
 returned :class:`RatingData` always has ``users < n_users`` and ``items < n_items``.
@@ -11,16 +13,29 @@ error name the offending line; all numerics afterwards are vectorized.
 
 from __future__ import annotations
 
+import csv
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from fedcast.shared.errors import DataError
 from fedcast.shared.learning.data import FloatArray, IntArray, RatingData
 
-__all__ = ["N_GENRES", "load_movielens_100k", "load_movielens_latest_small"]
+__all__ = [
+    "N_GENRES",
+    "RatingFormat",
+    "RatingsFile",
+    "load_movielens_100k",
+    "load_movielens_latest_small",
+    "load_ratings",
+]
+
+RatingFormat = Literal["ml-100k", "movielens-csv", "csv"]
+_MOVIELENS_HEADER = ("userId", "movieId", "rating", "timestamp")
 
 N_GENRES = 19  # u.item ends with 19 genre flags (unknown, Action, ..., Western)
 
@@ -95,11 +110,7 @@ def load_movielens_latest_small(ratings_csv: str | Path) -> RatingData:
     This is the 100k-rating, 610-user data set of the FedMF evaluation (section
     6.2); ``movieId`` is sparse, so items are re-indexed densely. No side features.
     """
-    path = Path(ratings_csv)
-    header = ("userId", "movieId", "rating", "timestamp")
-    users, items, ratings = _read_triples(path, ",", header=header)
-    user_ids, item_ids, ui, ii, r = _build(path, users, items, ratings)
-    return RatingData(ui, ii, r, n_users=user_ids.size, n_items=item_ids.size)
+    return _movielens_csv(Path(ratings_csv)).data
 
 
 def _user_features(path: Path, user_ids: IntArray) -> FloatArray:
@@ -166,13 +177,38 @@ def load_movielens_100k(directory: str | Path, *, side_features: bool = True) ->
     (paper Table 1): users get [age z-score, is_male, occupation one-hot], items
     [release-year z-score, 19 genre flags]. Zip codes and titles are dropped.
     """
-    root = Path(directory)
+    return _movielens_100k(Path(directory), side_features=side_features).data
+
+
+@dataclass(frozen=True, eq=False)
+class RatingsFile:
+    """What :func:`load_ratings` read: the data, the original ids, the format recognized.
+
+    ``user_ids[k]`` is the id in the file of dense user ``k`` (``item_ids`` likewise),
+    as strings; save them next to a trained model to map predictions back.
+    """
+
+    data: RatingData
+    user_ids: tuple[str, ...]
+    item_ids: tuple[str, ...]
+    format: RatingFormat
+    path: Path
+
+
+def _movielens_csv(path: Path) -> RatingsFile:
+    users, items, ratings = _read_triples(path, ",", header=_MOVIELENS_HEADER)
+    user_ids, item_ids, ui, ii, r = _build(path, users, items, ratings)
+    data = RatingData(ui, ii, r, n_users=user_ids.size, n_items=item_ids.size)
+    return RatingsFile(data, _strings(user_ids), _strings(item_ids), "movielens-csv", path)
+
+
+def _movielens_100k(root: Path, *, side_features: bool) -> RatingsFile:
     path = root / "u.data"
     users, items, ratings = _read_triples(path, "\t", header=None)
     user_ids, item_ids, ui, ii, r = _build(path, users, items, ratings)
     user_features = _user_features(root / "u.user", user_ids) if side_features else None
     item_features = _item_features(root / "u.item", item_ids) if side_features else None
-    return RatingData(
+    data = RatingData(
         ui,
         ii,
         r,
@@ -181,3 +217,118 @@ def load_movielens_100k(directory: str | Path, *, side_features: bool = True) ->
         user_features=user_features,
         item_features=item_features,
     )
+    return RatingsFile(data, _strings(user_ids), _strings(item_ids), "ml-100k", root)
+
+
+def _strings(ids: IntArray) -> tuple[str, ...]:
+    return tuple(str(int(i)) for i in ids)
+
+
+def _dense_strings(ids: list[str]) -> tuple[tuple[str, ...], IntArray]:
+    """Distinct ids (numeric order when all are integers, else string order) and dense indices."""
+    try:
+        keys: list[int] | None = [int(i) for i in ids]
+    except ValueError:
+        keys = None
+    if keys is not None and len(set(keys)) == len(set(ids)):  # "7" and "007" would collide
+        unique, inverse = np.unique(np.asarray(keys, dtype=np.int64), return_inverse=True)
+        written = dict(zip(keys, ids, strict=True))  # the id as the file spells it
+        return tuple(written[int(k)] for k in unique), inverse.astype(np.int64)
+    unique_s, inverse_s = np.unique(np.asarray(ids, dtype=object), return_inverse=True)
+    return tuple(str(i) for i in unique_s), inverse_s.astype(np.int64)
+
+
+def _generic_csv(path: Path) -> RatingsFile:
+    """``user,item,rating`` with arbitrary string ids; a header line is optional."""
+    users: list[str] = []
+    items: list[str] = []
+    ratings: list[float] = []
+    lines: list[int] = []
+    try:
+        with path.open("r", encoding="utf-8", newline="") as handle:
+            reader = csv.reader(handle)
+            first = True
+            for fields in reader:
+                number = reader.line_num
+                if not fields or all(not f.strip() for f in fields):
+                    continue
+                if len(fields) not in (3, 4):
+                    raise DataError(
+                        f"{path}:{number}: expected 3 fields user,item,rating (a 4th, e.g. a "
+                        f"timestamp, is ignored), got {len(fields)}"
+                    )
+                user, item, rating = (f.strip() for f in fields[:3])
+                if first:
+                    first = False
+                    try:
+                        float(rating)
+                    except ValueError:
+                        continue  # a header line: its rating column is a name, not a number
+                if not user or not item:
+                    raise DataError(f"{path}:{number}: empty user or item id")
+                users.append(user)
+                items.append(item)
+                ratings.append(_number(rating, path, number, "rating", float))
+                lines.append(number)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: cannot read: {exc}") from exc
+    if not ratings:
+        raise DataError(f"{path}: no ratings")
+    user_ids, ui = _dense_strings(users)
+    item_ids, ii = _dense_strings(items)
+    pairs = ui * len(item_ids) + ii
+    if np.unique(pairs).size != pairs.size:
+        seen: set[int] = set()
+        for k, pair in enumerate(pairs.tolist()):
+            if pair in seen:
+                raise DataError(f"{path}:{lines[k]}: user {users[k]!r} rated item {items[k]!r} a second time")
+            seen.add(pair)
+    data = RatingData(ui, ii, np.asarray(ratings, dtype=np.float64), len(user_ids), len(item_ids))
+    return RatingsFile(data, user_ids, item_ids, "csv", path)
+
+
+def _first_line(path: Path) -> str:
+    for _, line in _lines(path, "utf-8"):
+        return line
+    raise DataError(f"{path}: no ratings")
+
+
+def load_ratings(path: str | Path, *, side_features: bool = True) -> RatingsFile:
+    """Load a rating file or directory, recognizing its format.
+
+    * a directory with ``u.data`` (or the ``u.data`` file itself): MovieLens
+      100K, with the ``u.user`` / ``u.item`` side features when both files are
+      there and ``side_features`` is set (:func:`load_movielens_100k`);
+    * a directory with ``ratings.csv``, or a CSV whose first line is
+      ``userId,movieId,rating,timestamp``: MovieLens ``ratings.csv``
+      (:func:`load_movielens_latest_small`);
+    * any other file: a generic CSV ``user,item,rating`` (a 4th column, e.g. a
+      timestamp, is ignored), ids arbitrary strings, an optional header line
+      (recognized by a non-numeric rating column), quoting as in
+      :mod:`csv`.
+
+    Ids are mapped to dense indices in sorted order (numeric when every id is
+    an integer); :attr:`RatingsFile.user_ids` / ``item_ids`` give the way back.
+    A malformed line, a repeated (user, item) pair or an unreadable file raises
+    :class:`fedcast.shared.errors.DataError` naming the file (and the line).
+    """
+    target = Path(path)
+    if target.is_dir():
+        if (target / "u.data").is_file():
+            return _load_100k(target, side_features)
+        if (target / "ratings.csv").is_file():
+            return _movielens_csv(target / "ratings.csv")
+        raise DataError(f"{target}: a directory without u.data (MovieLens 100K) or ratings.csv")
+    if not target.is_file():
+        raise DataError(f"{target}: no such file or directory")
+    if target.name == "u.data":
+        return _load_100k(target.parent, side_features)
+    header = tuple(f.strip() for f in _first_line(target).split(","))
+    if header[: len(_MOVIELENS_HEADER)] == _MOVIELENS_HEADER:
+        return _movielens_csv(target)
+    return _generic_csv(target)
+
+
+def _load_100k(root: Path, side_features: bool) -> RatingsFile:
+    with_features = side_features and (root / "u.user").is_file() and (root / "u.item").is_file()
+    return _movielens_100k(root, side_features=with_features)

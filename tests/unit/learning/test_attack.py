@@ -13,6 +13,7 @@ from fedcast.shared.learning.attack import (
     attack_feasible,
     gradient_leakage_attack,
     isolated_uploads,
+    precond_leakage_attack,
     recovery_rmse,
 )
 from fedcast.shared.learning.data import RatingData, SyntheticConfig, make_synthetic, partition_users
@@ -20,7 +21,7 @@ from fedcast.shared.learning.fedmf import FedMF, RoundRecord
 from fedcast.shared.learning.mf import MFConfig, gradient_step, init_model
 from fedcast.shared.secure_sum import ExactSum
 
-CFG = MFConfig(latent_dim=4, seed=3)
+CFG = MFConfig(latent_dim=4, seed=3, optimizer="gd")
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +118,25 @@ def test_attack_preconditions() -> None:
         gradient_leakage_attack(np.ones(10), np.ones(10), v2, v2, dataclasses.replace(CFG, local_steps=2))
     with pytest.raises(ConfigurationError):
         gradient_leakage_attack(np.zeros(10), np.ones(10), v2, v2, CFG)
+    with pytest.raises(ConfigurationError):  # it inverts eq. 9, the gd user step
+        precond = dataclasses.replace(CFG, optimizer="precond")
+        gradient_leakage_attack(np.ones(10), np.ones(10), v2, v2, precond)
+
+
+def test_precond_uploads_leak_ratings_from_a_single_round() -> None:
+    """In plaintext the default optimizer's curvature makes one upload enough (hence: sum securely)."""
+    data = make_synthetic(SyntheticConfig(n_users=10, n_items=25, ratings_per_user=9, seed=4))
+    cfg = MFConfig(latent_dim=4, seed=3)
+    fed = FedMF(data, partition_users(data, seed=4), cfg, ExactSum())
+    for _ in range(3):
+        record = fed.run_round()
+        upload = record.uploads[2]
+        assert upload.curvature is not None
+        victim = data.for_users(fed.clients[2].users)
+        result = precond_leakage_attack(upload.gradient, upload.curvature, record.item_factors, cfg)
+        assert np.array_equal(result.rated_items, np.sort(victim.items))
+        assert recovery_rmse(result, victim.items, victim.ratings) < 1e-8
+        assert result.consistency < 1e-12
+    summed = record.uploads[0].curvature + record.uploads[1].curvature  # type: ignore[operator]
+    both = record.uploads[0].gradient + record.uploads[1].gradient
+    assert precond_leakage_attack(both, summed, record.item_factors, cfg).consistency > 0.01

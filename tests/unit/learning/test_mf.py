@@ -45,7 +45,12 @@ def data() -> RatingData:
         {"learning_rate": 0.0},
         {"learning_rate": float("nan")},
         {"reg_user": -0.1},
-        {"learning_rate": 0.5, "reg_item": 1.0},  # 2 gamma mu >= 1
+        {"learning_rate": 0.5, "reg_item": 1.0, "optimizer": "gd"},  # 2 gamma mu >= 1
+        {"optimizer": "adam"},
+        {"step_size": 0.0},
+        {"step_size": 1.5},
+        {"step_size": float("nan")},
+        {"reg_user": 0.0},  # precond: the user solve is a ridge
         {"local_steps": 0},
         {"init_scale": 0.0},
         {"epochs": -1},
@@ -75,10 +80,15 @@ def test_gradients_match_finite_differences(data: RatingData) -> None:
             assert grad[row, col] == pytest.approx(numeric, rel=1e-6, abs=1e-6)
 
 
+def test_gd_is_still_available_and_validated_like_before() -> None:
+    assert MFConfig(learning_rate=0.5, reg_item=1.0).optimizer == "precond"  # gd-only constraint
+    assert MFConfig(optimizer="gd", reg_user=0.0).reg_user == 0.0
+
+
 def test_centralized_converges_well_below_mean_predictor() -> None:
     full = make_synthetic(SyntheticConfig(seed=1))
     train, test = train_test_split(full, test_fraction=0.2, seed=1)
-    cfg = MFConfig(epochs=200, seed=1)
+    cfg = MFConfig(epochs=200, seed=1, optimizer="gd", reg_user=0.5, reg_item=0.5, init_mean=0.3)
     start = init_model(train.n_users, train.n_items, cfg)
     model = train_centralized(train, cfg)
     baseline = rmse(test.ratings, np.full(test.n_ratings, train.ratings.mean()))
@@ -95,7 +105,7 @@ def test_centralized_converges_well_below_mean_predictor() -> None:
 
 @pytest.mark.parametrize(("k", "scheme"), [(1, "iid"), (3, "iid"), (4, "size_skewed")])
 def test_federated_equals_centralized_step_for_step(data: RatingData, k: int, scheme: str) -> None:
-    cfg = MFConfig(latent_dim=4, seed=2)
+    cfg = MFConfig(latent_dim=4, seed=2, optimizer="gd")
     partition = partition_users(data, users_per_client=k, scheme=scheme, seed=3)  # type: ignore[arg-type]
     fed = FedMF(data, partition, cfg, ExactSum())
     central = init_model(data.n_users, data.n_items, cfg)
@@ -109,7 +119,7 @@ def test_federated_equals_centralized_step_for_step(data: RatingData, k: int, sc
 
 
 def test_plaintext_sum_matches_up_to_float32(data: RatingData) -> None:
-    cfg = MFConfig(latent_dim=4, epochs=60, seed=2)
+    cfg = MFConfig(latent_dim=4, epochs=60, seed=2, optimizer="gd")
     partition = partition_users(data)
     exact = train_federated(data, partition, cfg, ExactSum())
     wire = train_federated(data, partition, cfg, PlaintextSum())
@@ -133,7 +143,7 @@ def test_uploads_are_full_text_and_part_text_is_equivalent(data: RatingData) -> 
 
 
 def test_partial_rounds_touch_only_online_clients(data: RatingData) -> None:
-    cfg = MFConfig(latent_dim=3, seed=6)
+    cfg = MFConfig(latent_dim=3, seed=6, optimizer="gd")
     partition = partition_users(data, users_per_client=4, seed=0)
     fed = FedMF(data, partition, cfg, ExactSum())
     before = fed.model()
@@ -154,7 +164,7 @@ def test_partial_rounds_touch_only_online_clients(data: RatingData) -> None:
 
 
 def test_local_steps_and_online_fraction_change_the_trajectory(data: RatingData) -> None:
-    cfg = MFConfig(latent_dim=3, epochs=20, seed=7)
+    cfg = MFConfig(latent_dim=3, epochs=20, seed=7, optimizer="gd")
     partition = partition_users(data)
     one = train_federated(data, partition, cfg, ExactSum())
     two = train_federated(data, partition, dataclasses.replace(cfg, local_steps=2), ExactSum())

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from fedcast.shared.errors import ConfigurationError, DataError
-from fedcast.shared.learning.data import SyntheticConfig, make_synthetic
+from fedcast.shared.learning.data import SyntheticConfig, make_synthetic, partition_users
 from fedcast.shared.learning.features import make_defect_features
 from fedcast.shared.learning.fedavg import server_update
+from fedcast.shared.learning.fedmf import FedMF
 from fedcast.shared.learning.mf import MFConfig, init_model
 from fedcast.shared.learning.tasks import (
     FedAvgClientTask,
@@ -19,13 +20,24 @@ from fedcast.shared.learning.tasks import (
     model_from_bytes,
     model_to_bytes,
 )
+from fedcast.shared.secure_sum import ExactSum
 
 
 def test_sizes() -> None:
-    assert TaskSpec(n_items=7, latent_dim=3).upload_size == 21
+    assert TaskSpec(n_items=7, latent_dim=3).upload_size == 21 + 7  # gradients, then curvatures
+    assert TaskSpec(n_items=7, latent_dim=3, optimizer="gd").upload_size == 21
+    assert TaskSpec(n_items=7, latent_dim=3).model_size == 21
     spec = TaskSpec(name="fedavg-mlp", n_features=4, hidden=3, n_classes=2)
     assert spec.upload_size == spec.model_size + 1 == spec.new_model().n_params + 1
-    for bad in ({"name": "x"}, {"n_items": 0}, {"n_classes": 1}, {"learning_rate": 0.0}):
+    bad_values: tuple[dict[str, object], ...] = (
+        {"name": "x"},
+        {"n_items": 0},
+        {"n_classes": 1},
+        {"learning_rate": 0.0},
+        {"optimizer": "adam"},
+        {"step_size": 2.0},
+    )
+    for bad in bad_values:
         with pytest.raises(ConfigurationError):
             TaskSpec(**bad)  # type: ignore[arg-type]
 
@@ -40,7 +52,7 @@ def test_model_bytes() -> None:
 
 
 def test_fedmf_server_starts_like_the_library_and_applies_eq_4() -> None:
-    spec = TaskSpec(n_items=6, latent_dim=2, seed=5)
+    spec = TaskSpec(n_items=6, latent_dim=2, seed=5, optimizer="gd")
     server = FedMFServerTask(spec)
     v0 = server.initial_model()
     np.testing.assert_array_equal(
@@ -49,6 +61,30 @@ def test_fedmf_server_starts_like_the_library_and_applies_eq_4() -> None:
     grad = np.ones_like(v0)
     expected = v0 - spec.learning_rate * (grad + 2 * spec.reg_item * v0)
     np.testing.assert_allclose(server.apply(v0, grad, 3), expected)
+
+
+def test_fedmf_tasks_run_the_library_precond_round() -> None:
+    """Server and client halves of the default (precond) task equal FedMF's round on the same data."""
+    data = make_synthetic(SyntheticConfig(n_users=6, n_items=8, ratings_per_user=5, seed=3))
+    spec = TaskSpec(n_items=8, latent_dim=2, seed=5)
+    cfg = spec.mf_config
+    assert cfg.optimizer == "precond" and cfg == MFConfig(latent_dim=2, seed=5)
+    server = FedMFServerTask(spec)
+    model = server.initial_model()
+    start = init_model(data.n_users, 8, cfg)
+    clients = [
+        FedMFClientTask(spec, data.for_users([u]), user_factors=start.user_factors)
+        for u in range(data.n_users)
+    ]
+    reference = FedMF(data, partition_users(data), cfg, ExactSum(), init=start)
+    for _ in range(3):
+        updates = [c.local_update(model) for c in clients]
+        assert all(u.vector.size == spec.upload_size for u in updates)
+        model = server.apply(model, np.sum([u.vector for u in updates], axis=0), len(updates))
+        for c, u in zip(clients, updates, strict=True):
+            c.commit(u.pending)
+        reference.run_round()
+    np.testing.assert_allclose(model, reference.item_factors.reshape(-1), atol=1e-12)
 
 
 def test_fedmf_client_update_is_pending_until_committed() -> None:

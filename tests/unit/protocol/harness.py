@@ -69,7 +69,8 @@ class Federation:
     def create(
         cls, group: GroupParams, n_clients: int = 4, *, config: RoundConfig | None = None, min_online: int = 2
     ) -> Federation:
-        spec = TaskSpec(n_items=12, latent_dim=3, learning_rate=0.01, seed=3)
+        # gd: test_rounds' tolerance model (lr * n * quantum) assumes eq. 4's linear update
+        spec = TaskSpec(n_items=12, latent_dim=3, learning_rate=0.01, seed=3, optimizer="gd")
         params = SystemParams(group, FixedPointEncoding(16, 16.0), max_clients=64)
         secret = AggregatorSecretKey.generate(group)
         signers: dict[str, SigningKeyPair] = {"aggregator": SigningKeyPair.generate()}

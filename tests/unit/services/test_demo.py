@@ -12,14 +12,16 @@ from fedcast.demo import DemoConfig, run_demo
 
 async def test_demo_matches_its_plaintext_replay() -> None:
     result = await run_demo(
-        DemoConfig(n_clients=3, rounds=4, users_per_client=2, n_items=20, insecure_small_group=True)
+        DemoConfig(n_clients=3, rounds=8, users_per_client=2, n_items=20, insecure_small_group=True)
     )
-    assert result.rounds_completed == 4 and result.transport == "inprocess"
-    assert len(result.rmse_secure) == len(result.rmse_plaintext) == 4
+    assert result.rounds_completed == 8 and result.transport == "inprocess"
+    assert len(result.rmse_secure) == len(result.rmse_plaintext) == 8
     for secure, plain in zip(result.rmse_secure, result.rmse_plaintext, strict=True):
         assert abs(secure - plain) / plain < 0.005  # only quantization separates them
-    assert result.rmse_secure[-1] < result.rmse_secure[0]  # it learns
-    assert result.members == [3, 3, 3, 3]
+    # it learns: the first precond round already fits every user's level; on 6 users x 20 items
+    # the test RMSE rises in round 2 (the items over-fit 3 ratings each), then falls below it
+    assert result.rmse_secure[-1] < result.rmse_secure[0]
+    assert result.members == [3] * 8
     assert result.bytes_total == sum(result.bytes_by_endpoint.values()) > 0
     assert {"aggregator", "client", "keyserver"} <= set(result.bytes_by_endpoint)
 
