@@ -22,7 +22,7 @@ def test_mypy_strict_is_clean() -> None:
 
 
 def test_ruff_is_clean() -> None:
-    result = _run("ruff", "check", "fedcast", "shared", "services", "tests")
+    result = _run("ruff", "check", "fedcast", "shared", "services", "tests", "examples")
     assert result.returncode == 0, result.stdout + result.stderr
 
 

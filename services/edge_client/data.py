@@ -27,6 +27,7 @@ from fedcast.shared.learning.data import (
 )
 from fedcast.shared.learning.features import load_features, make_defect_features, partition_iid
 from fedcast.shared.learning.features import train_test_split as split_features
+from fedcast.shared.learning.plugin import ClientContext, plugin_client_task
 from fedcast.shared.learning.tasks import ClientTask, FedAvgClientTask, FedMFClientTask, TaskSpec
 
 __all__ = ["DataSource", "client_task", "load_device_ratings", "local_ratings", "synthetic_shard"]
@@ -106,7 +107,21 @@ def load_device_ratings(path: Path, n_items: int) -> RatingData:
 
 
 def client_task(spec: TaskSpec, source: DataSource) -> ClientTask:
-    """The client half of ``spec`` on this device's data."""
+    """The client half of ``spec`` on this device's data.
+
+    A model plugin gets ``ClientContext(partition_id=shard, num_partitions=n_shards,
+    seed=spec.seed, data_path=path, labels_path=labels_path, options=spec.options)``.
+    """
+    if spec.is_plugin:
+        context = ClientContext(
+            partition_id=source.shard,
+            num_partitions=source.n_shards,
+            seed=spec.seed,
+            data_path=source.path,
+            labels_path=source.labels_path,
+            options=dict(spec.options),
+        )
+        return plugin_client_task(spec, context)
     if spec.name == "fedmf":
         if source.path is not None:
             data = load_device_ratings(source.path, spec.n_items)

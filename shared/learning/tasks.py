@@ -18,7 +18,9 @@ state, so every completed round is exactly the plaintext learning step over S.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -31,10 +33,11 @@ from fedcast.shared.learning.features import FeatureData
 from fedcast.shared.learning.fedavg import FedAvgConfig, client_upload, server_update
 from fedcast.shared.learning.fedavg import evaluate as evaluate_classifier
 from fedcast.shared.learning.fedmf import FedMFClient
-from fedcast.shared.learning.mf import MFConfig, MFModel, evaluate
+from fedcast.shared.learning.mf import OPTIMIZERS, MFConfig, MFModel, evaluate, item_curvature_step
 from fedcast.shared.learning.models import MLP, LogisticRegression, Model
 
 __all__ = [
+    "PLUGIN_PATTERN",
     "TASK_NAMES",
     "ClientTask",
     "FedAvgClientTask",
@@ -49,23 +52,33 @@ __all__ = [
 ]
 
 TASK_NAMES = ("fedmf", "fedavg-logreg", "fedavg-mlp")
+#: A bring-your-own-model task: ``package.module:Name`` (see :mod:`fedcast.shared.learning.plugin`).
+PLUGIN_PATTERN = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*", re.ASCII)
+_OPTION_KEY = re.compile(r"[A-Za-z_][\w.-]{0,63}", re.ASCII)
 
 
 @dataclass(frozen=True)
 class TaskSpec:
     """The task of a federation; aggregator and clients must be configured alike.
 
-    FedMF uses ``n_items``, ``latent_dim``, ``learning_rate``, ``reg_user``,
-    ``reg_item``; FedAvg uses ``n_features``, ``n_classes``, ``hidden``,
+    FedMF uses ``n_items``, ``latent_dim``, ``optimizer``, ``step_size``
+    (``precond``) or ``learning_rate`` (``gd``), ``reg_user``, ``reg_item``,
+    all as in :class:`fedcast.shared.learning.mf.MFConfig` (same defaults: the
+    ``precond`` optimizer needs no learning rate); FedAvg uses ``n_features``, ``n_classes``, ``hidden``,
     ``learning_rate``, ``local_epochs``, ``batch_size``, ``weight_bound``.
+    A plugin task (``name`` is ``package.module:Name``, a NumPyClient factory) uses
+    ``weight_bound``, ``seed`` and its ``options`` (``(key, value)`` strings passed
+    to the factory's ClientContext).
     """
 
     name: str = "fedmf"
     n_items: int = 60
     latent_dim: int = 5
     learning_rate: float = 0.004
-    reg_user: float = 0.5
-    reg_item: float = 0.5
+    reg_user: float = 0.08
+    reg_item: float = 0.08
+    optimizer: str = "precond"
+    step_size: float = 1.0
     n_features: int = 16
     n_classes: int = 2
     hidden: int = 16
@@ -73,10 +86,17 @@ class TaskSpec:
     batch_size: int = 32
     weight_bound: int = 1000
     seed: int = 0
+    options: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
-        if self.name not in TASK_NAMES:
-            raise ConfigurationError(f"task must be one of {TASK_NAMES}, got {self.name!r}")
+        if self.name not in TASK_NAMES and PLUGIN_PATTERN.fullmatch(self.name) is None:
+            raise ConfigurationError(
+                f"task must be one of {TASK_NAMES} or a model plugin package.module:Name, got {self.name!r}"
+            )
+        object.__setattr__(self, "options", tuple((str(k), str(v)) for k, v in self.options))
+        keys = [key for key, _ in self.options]
+        if len(set(keys)) != len(keys) or not all(_OPTION_KEY.fullmatch(key) for key in keys):
+            raise ConfigurationError(f"task options need distinct keys like name or lr_decay, got {keys}")
         positive = (
             "n_items",
             "latent_dim",
@@ -93,15 +113,40 @@ class TaskSpec:
             raise ConfigurationError("n_classes must be >= 2")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ConfigurationError("learning_rate must be > 0")
+        if self.name == "fedmf":
+            self.mf_config  # noqa: B018 -- validates optimizer, step_size, regularization
+
+    @property
+    def is_plugin(self) -> bool:
+        """Whether the model is a user's NumPyClient (``package.module:Name``)."""
+        return self.name not in TASK_NAMES
+
+    @property
+    def wire_name(self) -> str:
+        """The task name in ANNOUNCE messages: a wire id (``[A-Za-z0-9._-]``, at most 64 characters).
+
+        Built-in names as they are; a plugin's ``package.module:Name`` with ``:`` as ``-``
+        (unambiguous: Python names have no ``-``), or a digest when that is too long.
+        """
+        if not self.is_plugin:
+            return self.name
+        name = self.name.replace(":", "-")
+        if len(name) <= 64 and name not in TASK_NAMES:
+            return name
+        return "plugin-" + hashlib.sha256(self.name.encode()).hexdigest()[:32]
 
     @property
     def mf_config(self) -> MFConfig:
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigurationError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         return MFConfig(
             latent_dim=self.latent_dim,
             learning_rate=self.learning_rate,
             reg_user=self.reg_user,
             reg_item=self.reg_item,
             seed=self.seed,
+            optimizer="gd" if self.optimizer == "gd" else "precond",
+            step_size=self.step_size,
         )
 
     @property
@@ -128,12 +173,18 @@ class TaskSpec:
         """Length of the global model vector the aggregator seals to members."""
         if self.name == "fedmf":
             return self.n_items * self.latent_dim
+        if self.is_plugin:
+            from fedcast.shared.learning.plugin import plugin_initial_model  # lazy: plugin imports tasks
+
+            return int(plugin_initial_model(self).size)
         return self.new_model().n_params
 
     @property
     def upload_size(self) -> int:
         """Length of a client's upload vector (what is encrypted)."""
-        return self.model_size + (0 if self.name == "fedmf" else 1)
+        if self.name == "fedmf":  # precond: the item gradients, then one curvature per item
+            return self.model_size + (self.n_items if self.optimizer == "precond" else 0)
+        return self.model_size + 1
 
 
 def model_to_bytes(model: FloatArray) -> bytes:
@@ -214,8 +265,13 @@ class FedMFServerTask(ServerTask):
         return v.reshape(-1)
 
     def apply(self, model: FloatArray, aggregate: FloatArray, n_members: int) -> FloatArray:
-        # Eq. 4: V <- V - gamma (sum_c G_c + 2 mu V); the regularizer is the server's.
         cfg = self.spec.mf_config
+        if cfg.optimizer == "precond":
+            # sum_c [G_c, H_c] -> the curvature-normalized item step; the server keeps no state.
+            v = model.reshape(self.spec.n_items, cfg.latent_dim)
+            gradient, curvature = aggregate[: model.size], aggregate[model.size :]
+            return item_curvature_step(v, gradient, curvature, cfg).reshape(-1)
+        # Eq. 4: V <- V - gamma (sum_c G_c + 2 mu V); the regularizer is the server's.
         return model - cfg.learning_rate * (aggregate + 2.0 * cfg.reg_item * model)
 
 
@@ -254,7 +310,7 @@ class FedMFClientTask(ClientTask):
     def local_update(self, model: FloatArray) -> LocalUpdate:
         v = model.reshape(self.spec.n_items, self.spec.latent_dim)
         upload, user_factors = self._client.compute_update(v)
-        return LocalUpdate(upload.gradient, user_factors)
+        return LocalUpdate(upload.vector, user_factors)
 
     def commit(self, pending: Any) -> None:
         self._client.commit(pending)
@@ -278,6 +334,10 @@ class FedMFClientTask(ClientTask):
 
 class FedAvgServerTask(ServerTask):
     def initial_model(self, seed: int | None = None) -> FloatArray:
+        if self.spec.is_plugin:  # a user's model: its flattened initial weights, FedAvg otherwise
+            from fedcast.shared.learning.plugin import plugin_initial_model  # lazy: plugin imports tasks
+
+            return plugin_initial_model(self.spec, seed)
         return self.spec.new_model(seed).get_params()
 
     def apply(self, model: FloatArray, aggregate: FloatArray, n_members: int) -> FloatArray:

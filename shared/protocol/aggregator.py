@@ -277,7 +277,7 @@ class AggregatorMachine:
             self._round_started = self._clock()
         self.deadline = self._clock() + self.config.ready_window_s
         self._event("round_announced")
-        body = Announce(self.task.spec.name, self.n_upload, self.config.ready_window_s)
+        body = Announce(self.task.spec.wire_name, self.n_upload, self.config.ready_window_s)
         return [Outgoing(None, MessageType.ANNOUNCE, self.round, self.attempt, body)]
 
     def on_ready(self, sender: str, round_id: int, attempt: int, entry: RegistryEntry) -> list[Outgoing]:
@@ -522,7 +522,7 @@ class AggregatorMachine:
                 return self._fix_online_set()
             self._event("ready_window_extended", ready=len(self._ready))
             self.deadline = now + self.config.ready_window_s
-            body = Announce(self.task.spec.name, self.n_upload, self.config.ready_window_s)
+            body = Announce(self.task.spec.wire_name, self.n_upload, self.config.ready_window_s)
             return [Outgoing(None, MessageType.ANNOUNCE, self.round, self.attempt, body)]
         if self.stage == Stage.COLLECTING_UPLOADS:
             assert self._aggregation is not None
