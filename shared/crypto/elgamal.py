@@ -438,9 +438,12 @@ class ProofSampler:
         if k >= len(others):
             return others
         prefix = attempt.context.digest + int(challenge).to_bytes(attempt.online.group.element_bytes, "big")
+        keyed = hmac.new(self._key, prefix, hashlib.sha256)  # the common prefix hashed once
 
         def rank(member: str) -> bytes:
-            return hmac.new(self._key, prefix + member.encode(), hashlib.sha256).digest()
+            mac = keyed.copy()
+            mac.update(member.encode())
+            return mac.digest()
 
         return sorted(others, key=rank)[:k]
 

@@ -292,17 +292,21 @@ class GroupParams:
         """
         out: list[mpz] = []
         failures: dict[int, str] = {}
+        n, jacobi, zero = self.n, gmpy2.jacobi, mpz(0)
         for i, x in enumerate(values):
-            value = mpz(0)
-            if isinstance(x, bool) or not isinstance(x, int | _MPZ):
+            kind = type(x)
+            exact = kind is int or kind is _MPZ
+            if not exact and (isinstance(x, bool) or not isinstance(x, int | _MPZ)):
                 failures[i] = f"{what(i)} is not an integer"
-            else:
-                why = self._refusal(mpz(x))
-                if why:
-                    failures[i] = f"{what(i)} {why}"
-                else:
-                    value = mpz(x)
-            out.append(value)
+                out.append(zero)
+                continue
+            value = mpz(x)
+            # The common case inline (1 < x < N, Jacobi +1); every refusal worded by _refusal.
+            if 1 < value < n and jacobi(value, n) == 1:
+                out.append(value)
+                continue
+            failures[i] = f"{what(i)} {self._refusal(value)}"
+            out.append(zero)
         return out, failures
 
     def received_square(self, x: Any, what: str = "group element") -> mpz:

@@ -42,7 +42,6 @@ from fedcast.shared.crypto.elgamal import (
     check_challenge,
     respond_to,
 )
-from fedcast.shared.crypto.group import frame
 from fedcast.shared.crypto.keys import AggregatorPublicKey, ClientKeyPair
 from fedcast.shared.crypto.proofs import verify_dlog, verify_equality
 from fedcast.shared.errors import (
@@ -101,13 +100,14 @@ def firsts_binding(challenge: Challenge) -> bytes:
     Each pair is length-prefixed (u32 length, then the id's bytes; u32 length, then A in its
     minimal big-endian bytes, at least one), so no two lists encode alike.
     """
-    digest = hashlib.sha256(b"fedcast/v2/firsts-binding")
+    parts = [b"fedcast/v2/firsts-binding"]
     for item in sorted(challenge.firsts, key=lambda f: f.member):
         value = int(item.value)
-        digest.update(
-            frame(item.member.encode(), value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))
-        )
-    return digest.digest()
+        member = item.member.encode()
+        width = max(1, (value.bit_length() + 7) // 8)
+        parts.append(len(member).to_bytes(4, "big") + member + width.to_bytes(4, "big"))
+        parts.append(value.to_bytes(width, "big"))
+    return hashlib.sha256(b"".join(parts)).digest()
 
 
 def model_digest(model_bytes: bytes) -> bytes:
@@ -204,6 +204,7 @@ class ClientMachine:
         self.attempt = 0
         self.last_completed_round = 0
         self._attempts: dict[tuple[int, int], _Attempt] = {}
+        self._checked_online: tuple[tuple[tuple[str, Any], ...], OnlineSet] | None = None
 
     def _to(self, stage: ClientStage) -> None:
         check_transition(CLIENT_TRANSITIONS, self.stage, stage)
@@ -212,10 +213,10 @@ class ClientMachine:
     # -- announce -----------------------------------------------------------------------
 
     def on_announce(self, round_id: int, attempt: int, announce: Announce) -> list[Outgoing]:
-        if announce.task != self.task.spec.name or announce.n_params != self.n_upload:
+        if announce.task != self.task.spec.wire_name or announce.n_params != self.n_upload:
             raise ConfigurationError(
                 f"announced task {announce.task!r} with {announce.n_params} values; this client runs "
-                f"{self.task.spec.name!r} with {self.n_upload}"
+                f"{self.task.spec.wire_name!r} with {self.n_upload}"
             )
         if round_id <= self.last_completed_round or (round_id, attempt) < (self.round, self.attempt):
             raise StaleMessageError(f"announcement of round {round_id} attempt {attempt} is old")
@@ -250,8 +251,7 @@ class ClientMachine:
         missing = [m for m in members if m not in registry or registry[m].revoked]
         if missing:
             raise AggregateKeyMismatchError(f"members not active at the key service: {missing}")
-        group = self.params.group
-        online = OnlineSet.from_registry(group, {m: registry[m].elgamal_public for m in members})
+        online = self._online_set(members, registry)
         if online.key_of(self.client_id) != self.keypair.public:
             raise AggregateKeyMismatchError("the key service lists another key for this client")
         if int(online.aggregate_key) != envelope.aggregate_key:
@@ -283,6 +283,23 @@ class ClientMachine:
             verify_keys,
             after_answer,
         )
+
+    def _online_set(self, members: tuple[str, ...], registry: Mapping[str, RegistryEntry]) -> OnlineSet:
+        """S with every registered key through the element rule and the equal-squares check.
+
+        This client remembers the last S it checked: the same members with the same registered
+        keys give the same verdict (the checks are deterministic functions of the keys), so
+        long-lived keys are checked once, not every round. Any change is checked in full.
+        """
+        keys = tuple((m, registry[m].elgamal_public) for m in members)
+        plain = all(type(pk) is int for _, pk in keys)  # what KEYS decodes to; anything else: no memo
+        cached = self._checked_online
+        if plain and cached is not None and cached[0] == keys:
+            return cached[1]
+        online = OnlineSet.from_registry(self.params.group, dict(keys))
+        if plain:
+            self._checked_online = (keys, online)
+        return online
 
     def _check_evidence(
         self, digest: bytes, envelope: MemberEnvelope, registry: Mapping[str, RegistryEntry]

@@ -111,6 +111,13 @@ class Reader:
 
     def scalar(self, what: str) -> Any:
         """Unpack one non-container value, refusing any but its shortest encoding."""
+        data = self._data
+        start: int = self._unpacker.tell()
+        if start < len(data):
+            fast = self._common_scalar(start, data[start])
+            if fast is not None:
+                self._unpacker.skip()  # the bounds were checked: moves past exactly this value
+                return fast[0]
         start, byte = self._peek(what)
         if not _is_scalar(byte):
             raise fail(what, "expected a scalar (arrays, maps and ext types are not allowed here)")
@@ -121,6 +128,33 @@ class Reader:
         if pack(value) != memoryview(self._data)[start : self._unpacker.tell()]:
             raise fail(what, "non-canonical encoding")
         return value
+
+    def _common_scalar(self, start: int, byte: int) -> tuple[Any] | None:
+        """The value of a bin 8 / bin 16, fixstr or positive fixint at ``start``, if canonical and
+        complete; None for anything else (the general path decides). Performance only: the
+        same values and refusals as the general path, without unpacking and re-packing (the
+        bulk of a CHALLENGE is bins: members' A, proofs and signatures)."""
+        data = self._data
+        if byte == 0xC4 and start + 1 < len(data):  # bin 8: always canonical
+            end = start + 2 + data[start + 1]
+            return (data[start + 2 : end],) if end <= len(data) else None
+        if byte == 0xC5:  # bin 16: canonical from 256 bytes
+            size = int.from_bytes(data[start + 1 : start + 3], "big")
+            end = start + 3 + size
+            if end > len(data) or len(data) - start < 3 or size < 256:
+                return None
+            return (data[start + 3 : end],)
+        if 0xA0 <= byte <= 0xBF:  # fixstr: canonical below 32 bytes, which is all it holds
+            end = start + 1 + (byte & 0x1F)
+            if end > len(data):
+                return None
+            try:
+                return (data[start + 1 : end].decode("utf-8"),)
+            except UnicodeDecodeError:
+                return None
+        if byte <= 0x7F:  # positive fixint
+            return (byte,)
+        return None
 
     def finish(self) -> None:
         """Insist that the message ended exactly here."""
