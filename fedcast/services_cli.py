@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import sys
@@ -27,8 +28,10 @@ from typing import Any
 from fedcast.broker_cli import provision_device, remove_device
 from fedcast.bundle import DEVICE_CA_PATH, DeviceBundle, canonical_ca_pem, check_namespace, secret_name
 from fedcast.cli_common import port, positive_int
+from fedcast.services.aggregator.export import export_model
 from fedcast.services.aggregator.service import AggregatorConfig, AggregatorService
 from fedcast.services.edge_client.service import EdgeClientService, EdgeConfig
+from fedcast.services.envconfig import env_path, env_str, task_from_env
 from fedcast.services.keyserver.service import VERIFY_KEY_FILE, KeyServer, KeyServerConfig
 from fedcast.services.keyserver.store import DeviceRecord, RegistryStore
 from fedcast.services.lifecycle import run_until_stopped
@@ -47,7 +50,7 @@ from fedcast.services.runtime import (
 from fedcast.shared.errors import ConfigurationError, FedcastError, KeyStorageError
 from fedcast.shared.keystore import read_json
 from fedcast.shared.transport.base import client_endpoint
-from fedcast.shared.transport.brokeradmin import BrokerAdmin
+from fedcast.shared.transport.brokeradmin import admin_from_env
 
 __all__ = ["add_service_commands"]
 
@@ -264,8 +267,7 @@ def _add_device_with_bundle(args: argparse.Namespace, config: KeyServerConfig) -
             raise ConfigurationError(f"cannot read --ca-file {args.ca_file}: {exc.strerror}") from exc
     namespace = args.namespace or "fedcast"
     check_namespace(namespace)
-    admin_url = os.environ.get("FEDCAST_BROKER_ADMIN_URL", "")
-    admin = BrokerAdmin(admin_url) if admin_url else None
+    admin = admin_from_env(os.environ)
     address: str | None = None
     if admin is not None:
         if not args.amqp_host:
@@ -369,9 +371,9 @@ def _cmd_keyserver(args: argparse.Namespace) -> int:
         with RegistryStore(config.registry_path) as store:
             store.bind_federation(config.federation)
             store.revoke(args.client_id)
-        admin_url = os.environ.get("FEDCAST_BROKER_ADMIN_URL", "")
-        if admin_url:  # the broker user goes too: the broker closes the device's connections at once
-            removed = remove_device(BrokerAdmin(admin_url), config.federation, args.client_id)
+        admin = admin_from_env(os.environ)
+        if admin is not None:  # the broker user goes too: the broker closes the device's connections at once
+            removed = remove_device(admin, config.federation, args.client_id)
             print(f"broker user of {args.client_id} {'deleted' if removed else 'did not exist'}")
     elif args.action == "list":
         print(_list_devices(config, as_json=args.json))
@@ -380,9 +382,25 @@ def _cmd_keyserver(args: argparse.Namespace) -> int:
     return 0
 
 
+def _task_override(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
+    """``--task NAME`` replaces FEDCAST_TASK (the FEDCAST_TASK_* settings still apply)."""
+    if getattr(args, "task", None):
+        overrides["task"] = dataclasses.replace(task_from_env(os.environ), name=args.task)
+
+
+def _task_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--task",
+        metavar="NAME",
+        help="fedmf, fedavg-logreg, fedavg-mlp or a model plugin package.module:Name (a fedcast.api "
+        "NumPyClient factory on PYTHONPATH); default FEDCAST_TASK; aggregator and edges must agree",
+    )
+
+
 def _cmd_aggregator(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     overrides: dict[str, Any] = {"amqp_url": _amqp_url(args)}
+    _task_override(args, overrides)
     if args.state_dir:
         overrides["state_dir"] = Path(args.state_dir)
     if args.rounds:
@@ -396,9 +414,38 @@ def _cmd_aggregator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_aggregator_export(args: argparse.Namespace) -> int:
+    """``aggregator export --out FILE``: the newest good checkpoint as npz + JSON sidecar (0600)."""
+    configure_logging(args.log_level)
+    env = os.environ  # as the aggregator reads them; no token needed: nothing is registered
+    given: str | None = getattr(args, "state_dir", None)
+    default = Path("/var/lib/fedcast/aggregator")
+    state_dir = Path(given) if given else env_path(env, "FEDCAST_STATE_DIR", default) or default
+    task: dict[str, Any] = {"task": task_from_env(env)}
+    _task_override(args, task)  # --task, as for the aggregator
+    info = export_model(
+        state_dir,
+        Path(args.out),
+        task["task"],
+        federation=env_str(env, "FEDCAST_FEDERATION", "default"),
+    )
+    for name in info.skipped:
+        print(f"fedcast: warning: {name} is damaged: exported the previous good checkpoint", file=sys.stderr)
+    if args.json:
+        print(json.dumps({**info.metadata, "out": str(info.out_path), "metadata": str(info.metadata_path)}))
+    else:
+        print(
+            f"round {info.round} ({info.task}, {info.array} {'x'.join(map(str, info.shape))}) from "
+            f"{info.checkpoint_file} (sha256 {info.checkpoint_sha256})\n"
+            f"  {info.out_path}  (0600)\n  {info.metadata_path}  (0600)"
+        )
+    return 0
+
+
 def _cmd_edge(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     overrides: dict[str, Any] = {"amqp_url": _amqp_url(args)}
+    _task_override(args, overrides)
     if args.state_dir:
         overrides["state_dir"] = Path(args.state_dir)
     if args.client_id:
@@ -500,9 +547,36 @@ def add_service_commands(commands: Any) -> None:
     aggregator.add_argument(
         "--rounds", type=positive_int, help="stop after this many rounds (default: run forever)"
     )
+    _task_flag(aggregator)
     aggregator.set_defaults(handler=_cmd_aggregator)
+    aggregator_actions = aggregator.add_subparsers(dest="action", metavar="<action>")
+    aggregator_actions.required = False  # no action (None): run the aggregator, as always
+    export = aggregator_actions.add_parser(
+        "export",
+        help="write the current model (the newest checkpoint that verifies) as an npz plus a JSON sidecar",
+        description="Write the newest good checkpoint in the aggregator's state directory as OUT (npz, "
+        "arrays only: item_factors for FedMF, params for FedAvg, and the metadata as JSON) and OUT with "
+        ".json (task and hyper-parameters from FEDCAST_TASK*, round, shape, federation, version, "
+        "checkpoint file and SHA-256). Both files are mode 0600: the model is readable only by the "
+        "aggregator by design (docs/SECURITY.md); exporting it is the operator's decision.",
+    )
+    export.add_argument("--out", required=True, metavar="FILE", help="the npz to write (e.g. model.npz)")
+    export.add_argument(
+        "--state-dir",
+        default=argparse.SUPPRESS,
+        help="the aggregator's state directory (default: FEDCAST_STATE_DIR)",
+    )
+    export.add_argument(
+        "--task",
+        default=argparse.SUPPRESS,
+        metavar="NAME",
+        help="as for the aggregator (default FEDCAST_TASK)",
+    )
+    export.add_argument("--json", action="store_true", help="print the metadata as JSON")
+    export.set_defaults(handler=_cmd_aggregator_export)
 
     edge = commands.add_parser("edge", help="run an edge client")
     _common(edge)
     edge.add_argument("--client-id", help="this device's id (default: FEDCAST_CLIENT_ID)")
+    _task_flag(edge)
     edge.set_defaults(handler=_cmd_edge)

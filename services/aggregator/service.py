@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from fedcast.services.aggregator.checkpoint import Checkpoint, CheckpointStore, LoadedCheckpoint
 from fedcast.services.aggregator.foldpool import ProcessFolder
 from fedcast.services.envconfig import (
@@ -191,6 +193,9 @@ class AggregatorService:
         self._checkpoints = CheckpointStore(config.state_dir / "checkpoint")
         self._last_result: Checkpoint | None = None  # re-sent at start: it may never have gone out
         self._pool: ProcessFolder | None = None
+        # Per round, for its summary line: members dropped by failed attempts, and its duration.
+        self._round_dropouts: dict[int, int] = {}
+        self._round_seconds: dict[int, float] = {}
 
     @property
     def is_ready(self) -> bool:
@@ -379,7 +384,11 @@ class AggregatorService:
             return
         DECRYPT_SECONDS.labels(SERVICE).observe(outcome.decrypt_seconds)
         AGGREGATE_SECONDS.labels(SERVICE).observe(self._fold_seconds)
-        self._fold_seconds = 0.0
+        aggregate_seconds, self._fold_seconds = self._fold_seconds, 0.0
+        # Cheap (one pass over the model): how far this round moved the model, and its size.
+        update_norm = float(np.linalg.norm(outcome.model - machine.model))
+        model_norm = float(np.linalg.norm(outcome.model))
+        completing_attempt = machine.attempt
         machine.adopt(outcome)
         await asyncio.to_thread(
             functools.partial(
@@ -399,7 +408,26 @@ class AggregatorService:
         self.completed_rounds += 1
         ROUNDS_COMPLETED.labels(SERVICE).inc()
         self._record_events()
-        log.info("round %d complete with %d members", outcome.round, len(outcome.members))
+        # One line per round, stable key=value fields (docs/METRICS.md, "Log lines"): only what
+        # the aggregator knows; it has no test data, so no loss or accuracy.
+        log.info(
+            "round %d complete with %d members: round=%d members=%d attempt=%d dropouts=%d round_s=%.3f "
+            "aggregate_s=%.3f decrypt_s=%.3f update_norm=%.6g model_norm=%.6g",
+            outcome.round,
+            len(outcome.members),
+            outcome.round,
+            len(outcome.members),
+            completing_attempt,
+            self._round_dropouts.pop(outcome.round, 0),
+            self._round_seconds.pop(outcome.round, float("nan")),
+            aggregate_seconds,
+            outcome.decrypt_seconds,
+            update_norm,
+            model_norm,
+        )
+        for stale in [r for r in (*self._round_dropouts, *self._round_seconds) if r <= outcome.round]:
+            self._round_dropouts.pop(stale, None)
+            self._round_seconds.pop(stale, None)
         if self.config.max_rounds is not None and self.completed_rounds >= self.config.max_rounds:
             self.finished.set()
 
@@ -414,6 +442,8 @@ class AggregatorService:
             elif event.kind == "attempt_failed":
                 ROUND_RETRIES.labels(SERVICE).inc()
                 DROPOUTS.labels(SERVICE, str(event.data["phase"])).inc(int(event.data["dropouts"]))
+                dropped = self._round_dropouts.get(event.round, 0) + int(event.data["dropouts"])
+                self._round_dropouts[event.round] = dropped
                 log.warning("round %d attempt %d failed: %s", event.round, event.attempt, event.data)
             elif event.kind == "invalid_proof":  # a proof (of r2, or of a share) failed after admission
                 detail, member = str(event.data["detail"]), str(event.data["member"])
@@ -436,6 +466,7 @@ class AggregatorService:
                 PHASE_SECONDS.labels(SERVICE, str(event.data["phase"])).observe(float(event.data["seconds"]))
             elif event.kind == "round_completed":
                 ROUND_SECONDS.labels(SERVICE).observe(float(event.data["seconds"]))
+                self._round_seconds[event.round] = float(event.data["seconds"])
 
     # -- messages -----------------------------------------------------------------------
 

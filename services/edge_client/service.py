@@ -23,6 +23,7 @@ import asyncio
 import functools
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,7 @@ from fedcast.shared.wire.messages import (
     MessageType,
     RegistryEntry,
     RoundResult,
+    RoundStatus,
     Signed,
 )
 from fedcast.shared.wire.serde import (
@@ -75,6 +77,22 @@ __all__ = ["EdgeClientService", "EdgeConfig"]
 log = logging.getLogger(__name__)
 SERVICE = "edge"
 AGGREGATOR_SENDER = "aggregator"
+#: A clipped share above this (of the values of one upload) is logged at WARNING.
+CLIPPED_WARN_SHARE = 0.01
+_KEEP_ROUNDS = 4  # round records kept for rounds whose result never came (an aggregator restart)
+
+
+@dataclass
+class _RoundLog:
+    """What the round's summary line reports: aggregates only, never data or keys."""
+
+    started: float  # time.monotonic() when the round was first seen
+    quality: dict[str, float] = field(default_factory=dict)  # the global model on local test data
+    uploads: int = 0  # attempts this device trained and uploaded for
+    clipped: int = 0  # values clipped in the last upload (training bound + encoding clip)
+    values: int = 0  # values in one upload
+    train_s: float = 0.0  # local training, summed over the uploads
+    encrypt_s: float = 0.0  # encoding, encryption and proofs, summed over the uploads
 
 
 @dataclass(frozen=True)
@@ -156,6 +174,7 @@ class EdgeClientService:
         self.ready = asyncio.Event()
         self._state_path = config.state_dir / "local-model.npy"
         self._round_path = config.state_dir / "last-round.json"
+        self._rounds: dict[int, _RoundLog] = {}
 
     @property
     def is_ready(self) -> bool:
@@ -280,17 +299,35 @@ class EdgeClientService:
         h, body = msg.header, msg.body
         CURRENT_ROUND.labels(SERVICE).set(h.round)
         if isinstance(body, Announce):
-            return machine.on_announce(h.round, h.attempt, body)
+            outgoing = machine.on_announce(h.round, h.attempt, body)
+            self._round_log(h.round)
+            return outgoing
         if isinstance(body, MemberEnvelope):
             # Evidence against a dropped member is checked with its registered keys too.
             registry = await self._keys.get_keys([*body.members, *sorted(machine.evidence_senders(body))])
             job = machine.on_envelope(h.round, h.attempt, body, registry)
-            for metric, value in machine.task.quality(job.model).items():
+            record = self._round_log(h.round)
+            record.quality = machine.task.quality(job.model)
+            for metric, value in record.quality.items():
                 MODEL_QUALITY.labels(SERVICE, metric).set(value)
             prepared = await asyncio.to_thread(machine.compute_upload, job)
             CLIENT_TRAIN_SECONDS.labels(SERVICE).observe(prepared.train_seconds)
             CLIENT_ENCRYPT_SECONDS.labels(SERVICE).observe(prepared.encrypt_seconds)
             CLIPPED_VALUES.labels(SERVICE).inc(prepared.clipped)
+            record.uploads += 1
+            record.clipped, record.values = prepared.clipped, machine.n_upload
+            record.train_s += prepared.train_seconds
+            record.encrypt_s += prepared.encrypt_seconds
+            if record.values and prepared.clipped > CLIPPED_WARN_SHARE * record.values:
+                log.warning(
+                    "round %d attempt %d: clipped %d of %d values (%.1f%%): the update was bounded; if this "
+                    "persists, check the federation's clip and the task's weight bound",
+                    h.round,
+                    h.attempt,
+                    prepared.clipped,
+                    record.values,
+                    100.0 * prepared.clipped / record.values,
+                )
             return machine.uploaded(prepared)
         if isinstance(body, Challenge):
             members: Mapping[str, RegistryEntry] | None = None
@@ -306,9 +343,46 @@ class EdgeClientService:
                 await asyncio.to_thread(save_local_state, self._state_path, state)
         if machine.last_completed_round > before:  # a restarted device refuses replays of old rounds
             await asyncio.to_thread(save_last_round, self._round_path, machine.last_completed_round)
+        if body.status != RoundStatus.RETRY:
+            self._log_round(h.round, h.attempt, body)
         if self._on_result is not None:
             self._on_result(h.round, committed)
         return []
+
+    def _round_log(self, round_id: int) -> _RoundLog:
+        record = self._rounds.get(round_id)
+        if record is None:
+            record = self._rounds[round_id] = _RoundLog(time.monotonic())
+            for old in [r for r in self._rounds if r < round_id - _KEEP_ROUNDS]:
+                del self._rounds[old]
+        return record
+
+    def _log_round(self, round_id: int, attempt: int, result: RoundResult) -> None:
+        """The round's one INFO line (docs/METRICS.md, "Log lines"), when its result is final."""
+        record = self._rounds.pop(round_id, None)
+        if record is None:  # not seen by this process (a copy of an old result after a restart)
+            return
+        member = self.config.client_id in result.members
+        quality = "".join(f" {name}={value:.6g}" for name, value in record.quality.items())
+        share = record.clipped / record.values if record.values else 0.0
+        log.info(
+            "round %d %s: client=%s round=%d attempt=%d status=%s member=%s uploads=%d%s clipped=%d "
+            "clipped_share=%.4f train_s=%.4f encrypt_s=%.4f round_s=%.3f",
+            round_id,
+            result.status.value,
+            self.config.client_id,
+            round_id,
+            attempt,
+            result.status.value,
+            "yes" if member else "no",
+            record.uploads,
+            quality,
+            record.clipped,
+            share,
+            record.train_s,
+            record.encrypt_s,
+            time.monotonic() - record.started,
+        )
 
     async def close(self) -> None:
         await self.transport.close()
