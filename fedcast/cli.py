@@ -19,6 +19,7 @@ from fedcast.services_cli import add_service_commands
 from fedcast.shared import __version__
 from fedcast.shared.crypto.elgamal import DEFAULT_MIN_ONLINE
 from fedcast.shared.errors import FedcastError
+from fedcast.train.cli import add_train_command
 
 __all__ = ["build_parser", "main"]
 
@@ -104,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_group_args(demo)
     demo.set_defaults(handler=_cmd_demo)
 
+    add_train_command(commands)
     add_service_commands(commands)
     add_broker_commands(commands)
     add_certs_commands(commands)

@@ -7,6 +7,7 @@ and ``fedcast/services`` are links to them, so the wheel holds them as ``fedcast
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -26,8 +27,17 @@ def test_the_links_point_at_the_top_level_folders() -> None:
 
 @pytest.mark.slow
 def test_the_wheel_installs_only_the_fedcast_import_name(tmp_path: Path) -> None:
+    # Build from a copy: setuptools leaves a build/ folder in the tree it builds.
+    source = tmp_path / "src"
+    for name in ("pyproject.toml", "README.md"):
+        source.mkdir(exist_ok=True)
+        shutil.copy2(ROOT / name, source / name)
+    for name in ("fedcast", "shared", "services"):
+        shutil.copytree(
+            ROOT / name, source / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
+        )
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmp_path), str(source)],
         check=True,
         capture_output=True,
         text=True,
