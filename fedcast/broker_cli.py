@@ -24,6 +24,7 @@ from fedcast.shared.errors import ConfigurationError
 from fedcast.shared.transport.amqp import AmqpConfig
 from fedcast.shared.transport.brokeradmin import (
     BrokerAdmin,
+    admin_from_env,
     aggregator_grant,
     check_id,
     device_grant,
@@ -93,10 +94,10 @@ def remove_device(admin: BrokerAdmin, federation: str, client_id: str) -> bool:
 
 
 def _admin(args: argparse.Namespace) -> BrokerAdmin:
-    url = args.admin_url or os.environ.get("FEDCAST_BROKER_ADMIN_URL", "")
-    if not url:
+    admin = admin_from_env(os.environ, args.admin_url, vhost=args.vhost)
+    if admin is None:
         raise ConfigurationError("set FEDCAST_BROKER_ADMIN_URL (or --admin-url): the management API's URL")
-    return BrokerAdmin(url, vhost=args.vhost)
+    return admin
 
 
 def _cmd_broker(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ import base64
 import json
 import re
 import secrets
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -36,6 +37,7 @@ from fedcast.shared.errors import ConfigurationError, TransportError
 __all__ = [
     "BrokerAdmin",
     "Grant",
+    "admin_from_env",
     "aggregator_grant",
     "check_id",
     "device_grant",
@@ -108,6 +110,9 @@ class BrokerAdmin:
     url: str
     vhost: str = "/"
     timeout: float = 10.0
+    # For https: trust only this CA (the one AMQP clients pin, FEDCAST_AMQP_CA_FILE), not the
+    # system's store; None uses the system's store.
+    ca_file: str | None = None
     _auth: str = field(init=False, repr=False)
     _base: str = field(init=False, repr=False)
 
@@ -121,6 +126,16 @@ class BrokerAdmin:
         self._auth = "Basic " + base64.b64encode(login.encode()).decode()
         port = f":{parts.port}" if parts.port else ""
         self._base = f"{parts.scheme}://{parts.hostname}{port}/api"
+        if self.ca_file is not None and parts.scheme != "https":
+            raise ConfigurationError("a CA file for the broker admin URL needs https://")
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if self.ca_file is None:
+            return None
+        try:  # cafile given: only that CA is trusted; hostname checking stays on
+            return ssl.create_default_context(cafile=self.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigurationError(f"cannot load the CA file {self.ca_file}: {exc}") from exc
 
     def __repr__(self) -> str:  # the URL holds the administrator's password
         return f"BrokerAdmin(base={self._base!r}, vhost={self.vhost!r})"
@@ -137,7 +152,8 @@ class BrokerAdmin:
             headers={"Authorization": self._auth, "Content-Type": "application/json"},
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - http(s) only
+            context = self._tls_context()
+            with urllib.request.urlopen(request, timeout=self.timeout, context=context) as response:  # noqa: S310
                 payload = response.read()
         except urllib.error.HTTPError as exc:
             detail = exc.read()[:300].decode(errors="replace")
@@ -239,3 +255,16 @@ def check_id(value: str, what: str) -> str:
     if not _ID.fullmatch(value):
         raise ConfigurationError(f"{what} must match [A-Za-z0-9._-]{{1,64}}: {value!r}")
     return value
+
+
+def admin_from_env(env: Mapping[str, str], url: str | None = None, *, vhost: str = "/") -> BrokerAdmin | None:
+    """The management client of ``url`` (default FEDCAST_BROKER_ADMIN_URL), or None when unset.
+
+    An ``https`` URL trusts the CA that AMQP clients pin (FEDCAST_AMQP_CA_FILE) when it is set,
+    like the AMQP connection does, rather than the system's store.
+    """
+    url = url or env.get("FEDCAST_BROKER_ADMIN_URL", "")
+    if not url:
+        return None
+    ca_file = env.get("FEDCAST_AMQP_CA_FILE") or None
+    return BrokerAdmin(url, vhost=vhost, ca_file=ca_file if url.startswith("https://") else None)

@@ -337,6 +337,7 @@ def test_floods_cost_bounded_lookups_and_memory_and_rounds_go_on(federation: Fed
     from fedcast.shared.wire.serde import encode
 
     fed = federation
+    keyserver_limit_mb = 256  # the key service's memory limit in k8s/base (256Mi)
     broker = PrivateBroker(fed.root / "broker", config="max_message_size = 4194304")
     broker.start()
     try:
@@ -359,6 +360,8 @@ def test_floods_cost_bounded_lookups_and_memory_and_rounds_go_on(federation: Fed
         lookups_key = 'fedcast_messages_received_total{service="keyserver",type="get_keys"}'
         before_lookups = _scrape(ks_port).get(lookups_key, 0.0)
         rss_before, _ = _rss_mb(aggregator.pid)
+        keyserver = fed.procs[0]  # _start_federation spawns the key service first
+        ks_rss_before, _ = _rss_mb(keyserver.pid)
         rounds_before = len(_completed_rounds(fed.log("aggregator")))
         signer = SigningKeyPair.generate()
 
@@ -378,6 +381,8 @@ def test_floods_cost_bounded_lookups_and_memory_and_rounds_go_on(federation: Fed
                         await exchange.publish(aio_pika.Message(body), routing_key="aggregator")
                 for _ in range(8):
                     await exchange.publish(aio_pika.Message(os.urandom(3_900_000)), routing_key="aggregator")
+                    # the audit's 4 x 50 MB took the key service past its 256Mi limit
+                    await exchange.publish(aio_pika.Message(os.urandom(3_900_000)), routing_key="keyserver")
                 elapsed = time.monotonic() - started
                 refused = ""
                 confirm = await connection.channel(publisher_confirms=True)
@@ -401,6 +406,14 @@ def test_floods_cost_bounded_lookups_and_memory_and_rounds_go_on(federation: Fed
         after = _scrape(agg_port)
         lookups = _scrape(ks_port).get(lookups_key, 0.0) - before_lookups
         rss_after, rss_peak = _rss_mb(aggregator.pid)
+        ks_rss_after, ks_rss_peak = _rss_mb(keyserver.pid)
+        ks_malformed = sum(
+            v
+            for k, v in _scrape(ks_port).items()
+            if k.startswith("fedcast_messages_rejected_total{")
+            and 'service="keyserver"' in k
+            and "malformed" in k
+        )
         rejected = {
             re.search(r'reason="([^"]+)"', k).group(1): v  # type: ignore[union-attr]
             for k, v in after.items()
@@ -412,14 +425,20 @@ def test_floods_cost_bounded_lookups_and_memory_and_rounds_go_on(federation: Fed
         assert rejected.get("unknown_sender", 0) + rejected.get("stale", 0) >= 10_000 - 100, rejected
         assert aggregator.poll() is None and all(e.poll() is None for e in edges)
         assert rss_peak - rss_before < 150, (rss_before, rss_peak)
+        assert keyserver.poll() is None and ks_malformed >= 8, ks_malformed
+        assert ks_rss_peak < keyserver_limit_mb, (ks_rss_before, ks_rss_peak)
         figures = {
-            "flood_messages": 10_008,
+            "flood_messages": 10_016,
             "flood_publish_s": round(flood_s, 2),
             "key_service_lookups": lookups,
             "aggregator_rejections": rejected,
             "aggregator_rss_mb_before": round(rss_before, 1),
             "aggregator_rss_mb_after": round(rss_after, 1),
             "aggregator_rss_mb_peak": round(rss_peak, 1),
+            "keyserver_garbage_refused": ks_malformed,
+            "keyserver_rss_mb_before": round(ks_rss_before, 1),
+            "keyserver_rss_mb_after": round(ks_rss_after, 1),
+            "keyserver_rss_mb_peak": round(ks_rss_peak, 1),
             "fifty_mb_message": refused[:160],
         }
         print("FLOOD", json.dumps(figures))

@@ -525,8 +525,13 @@ def keyserver_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("FEDCAST_FEDERATION", FEDERATION)
     write_json_atomic(state / VERIFY_KEY_FILE, {"verify_key": VK_HEX}, secret=False)
     FakeAdmin.calls, FakeAdmin.fail = [], False
-    monkeypatch.setattr(services_cli, "BrokerAdmin", FakeAdmin)
+    monkeypatch.setattr(services_cli, "admin_from_env", _fake_admin_from_env)
     return state
+
+
+def _fake_admin_from_env(env: Any, url: str | None = None, *, vhost: str = "/") -> FakeAdmin | None:
+    url = url or env.get("FEDCAST_BROKER_ADMIN_URL", "")
+    return FakeAdmin(url, vhost) if url else None
 
 
 @pytest.fixture

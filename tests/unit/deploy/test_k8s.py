@@ -1304,7 +1304,8 @@ def tls_problems(docs: tuple[Manifest, ...]) -> list[str]:
     url = str(env.get("FEDCAST_BROKER_ADMIN_URL", ""))
     if not url.startswith("https://") or not url.endswith(":15671"):
         problems.append(f"the provisioning Job reaches the management API at {url}")
-    if env.get("SSL_CERT_FILE") != env.get("FEDCAST_SETUP_CA_FILE") or not env.get("SSL_CERT_FILE"):
+    ca_file = env.get("FEDCAST_AMQP_CA_FILE")
+    if ca_file != env.get("FEDCAST_SETUP_CA_FILE") or not ca_file:
         problems.append("the provisioning Job does not trust the broker's CA for the management API")
     # the chain: broker certificate <- CA Issuer <- CA certificate <- self-signed Issuer
     issuers = {i["metadata"]["name"]: i["spec"] for i in by_kind(docs, "Issuer")}
