@@ -423,6 +423,9 @@ class ProofSampler:
     def __init__(self, key: bytes, *, check_all: bool = False) -> None:
         self._key = key
         self.check_all = check_all
+        # The last choice and what it was made from: the client asks twice per challenge (its
+        # proofs in check_challenge, its signatures in the protocol layer). Performance only.
+        self._last: tuple[tuple[Any, ...], list[str]] | None = None
 
     def __repr__(self) -> str:
         return f"ProofSampler(check_all={self.check_all}, key=<redacted>)"
@@ -433,6 +436,25 @@ class ProofSampler:
         return cls(hashlib.sha256(frame(_TAG_SAMPLE, secret)).digest(), check_all=check_all)
 
     def choose(self, attempt: ClientAttempt, challenge: int, min_online: int) -> list[str]:
+        # Everything the choice depends on (the context digest covers federation, model, round,
+        # attempt and S); the same inputs give the same list, so it is computed once.
+        inputs = (
+            attempt.client_id,
+            attempt.online.members,
+            attempt.online.group.element_bytes,
+            attempt.context.digest,
+            int(challenge),
+            min_online,
+            self.check_all,
+        )
+        last = self._last
+        if last is not None and last[0] == inputs:
+            return list(last[1])
+        chosen = self._choose(attempt, challenge, min_online)
+        self._last = (inputs, chosen)
+        return list(chosen)
+
+    def _choose(self, attempt: ClientAttempt, challenge: int, min_online: int) -> list[str]:
         others = [m for m in attempt.online.members if m != attempt.client_id]
         k = len(others) if self.check_all else proof_sample_size(len(others) + 1, min_online)
         if k >= len(others):

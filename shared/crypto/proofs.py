@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,8 +148,7 @@ def prove_dlog(group: GroupParams, secret: Any, public: Any, context: bytes) -> 
     """A proof of knowledge of ``secret`` with ``public`` = g^secret mod N."""
     w = _check_secret(secret)
     k = _nonce()
-    g2 = group.g * group.g % group.n
-    t = gmpy2.powmod(g2, k, group.n)
+    t = group.power_square(k)
     c = _challenge(group, _TAG_DLOG, (public, t), context)
     return DlogProof(int(t), int(k + c * w))
 
@@ -170,8 +169,7 @@ def verify_dlog(
     """Raise InvalidProofError unless ``proof`` shows knowledge of log_g ``public`` under ``context``."""
     x, t, z, c = _screen_dlog(group, DlogStatement(public, proof, context), what)
     n = group.n
-    g2 = group.g * group.g % n
-    lhs = gmpy2.powmod(g2, z, n)
+    lhs = group.power_square(z)
     rhs = t * gmpy2.powmod(x, 2 * c, n) % n
     if not _same_square(group, lhs, rhs):
         raise InvalidProofError(f"{what}: the proof of knowledge does not verify")
@@ -211,11 +209,14 @@ def screen_dlogs(
     return failures, screened
 
 
-def dlog_batch_holds(n: Any, g2: Any, screened: Sequence[ScreenedDlog]) -> bool:
+def dlog_batch_holds(
+    n: Any, g2: Any, screened: Sequence[ScreenedDlog], *, power: Callable[[int], mpz] | None = None
+) -> bool:
     """The small-exponent batch test over screened statements (see :func:`dlog_failures`).
 
     A batch of one is checked directly. Pure function of ints, so a helper process can run
-    it on its share of a set (``services/aggregator/foldpool.py``).
+    it on its share of a set (``services/aggregator/foldpool.py``). ``power``, if given,
+    must compute g2^e mod n (the group's fixed-base table: :meth:`GroupParams.power_square`).
     """
     modulus, base = mpz(n), mpz(g2)
     if len(screened) < 2:
@@ -225,7 +226,7 @@ def dlog_batch_holds(n: Any, g2: Any, screened: Sequence[ScreenedDlog]) -> bool:
         )
     es = batch_exponents(len(screened))
     exponent = sum(e * int(z) for e, (_, _, _, z, _) in zip(es, screened, strict=True))
-    lhs = gmpy2.powmod(base, exponent, modulus)
+    lhs = gmpy2.powmod(base, exponent, modulus) if power is None else power(exponent)
     bases = [t for _, _, t, _, _ in screened] + [x for _, x, _, _, _ in screened]
     exps = es + [2 * c * e for e, (_, _, _, _, c) in zip(es, screened, strict=True)]
     rhs = multi_exp(bases, exps, modulus)
@@ -235,11 +236,10 @@ def dlog_batch_holds(n: Any, g2: Any, screened: Sequence[ScreenedDlog]) -> bool:
 def dlog_individual_failures(group: GroupParams, screened: Sequence[ScreenedDlog]) -> dict[int, str]:
     """Each screened statement checked on its own (to name culprits after a failed batch)."""
     n = group.n
-    g2 = group.g * group.g % n
     return {
         i: f"proof {i}: the proof of knowledge does not verify"
         for i, x, t, z, c in screened
-        if not _same_square(group, gmpy2.powmod(g2, z, n), t * gmpy2.powmod(x, 2 * c, n) % n)
+        if not _same_square(group, group.power_square(z), t * gmpy2.powmod(x, 2 * c, n) % n)
     }
 
 
@@ -252,7 +252,8 @@ def dlog_failures(group: GroupParams, items: Sequence[DlogStatement]) -> dict[in
     checked on its own to name the culprits.
     """
     failures, screened = screen_dlogs(group, items)
-    if screened and not dlog_batch_holds(group.n, group.g * group.g % group.n, screened):
+    g2 = group.g * group.g % group.n
+    if screened and not dlog_batch_holds(group.n, g2, screened, power=group.power_square):
         failures.update(dlog_individual_failures(group, screened))
     return failures
 
@@ -267,8 +268,7 @@ def prove_equality(
     w = _check_secret(secret)
     k = _nonce()
     n = group.n
-    g2 = group.g * group.g % n
-    t1 = gmpy2.powmod(g2, k, n)
+    t1 = group.power_square(k)
     t2 = gmpy2.powmod(base_h, k, n)
     c = _challenge(group, _TAG_EQUALITY, (public, base_h, value, t1, t2), context)
     return EqualityProof(int(t1), int(t2), int(k + c * w))
@@ -299,8 +299,7 @@ def verify_equality(
     h = mpz(base_h)
     c = _challenge(group, _TAG_EQUALITY, (x, h, y, t1, t2), context)
     n = group.n
-    g2 = group.g * group.g % n
-    if not _same_square(group, gmpy2.powmod(g2, z, n), t1 * gmpy2.powmod(x, 2 * c, n) % n):
+    if not _same_square(group, group.power_square(z), t1 * gmpy2.powmod(x, 2 * c, n) % n):
         raise InvalidProofError(f"{what}: the share proof does not verify against the public key")
     if not _same_square(group, gmpy2.powmod(h, z, n), t2 * gmpy2.powmod(y, c, n) % n):
         raise InvalidProofError(f"{what}: the share is not the challenge raised to the registered key")

@@ -156,6 +156,30 @@ class Reader:
             return (byte,)
         return None
 
+    @property
+    def data(self) -> bytes:
+        """The whole message (for a caller's own fixed-layout fast path; see :meth:`skip_parsed`)."""
+        return self._data
+
+    def tell(self) -> int:
+        """The offset of the next value."""
+        pos: int = self._unpacker.tell()
+        return pos
+
+    def skip_parsed(self, end: int) -> None:
+        """Move past the one value that starts here and ends at ``end``.
+
+        Performance only: for a caller that already parsed and validated that value from
+        :attr:`data` itself (no unpacking of its items). The unpacker skips it in C, and
+        must land exactly on ``end``.
+        """
+        try:
+            self._unpacker.skip()
+        except (msgpack.UnpackException, ValueError) as exc:  # pragma: no cover - parsed already
+            raise MalformedMessageError("a value the fast path accepted is undecodable") from exc
+        if self._unpacker.tell() != end:  # pragma: no cover - the fast path parsed exactly this value
+            raise MalformedMessageError("a value the fast path accepted has another length")
+
     def finish(self) -> None:
         """Insist that the message ended exactly here."""
         if self._unpacker.tell() != len(self._data):

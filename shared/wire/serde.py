@@ -32,6 +32,7 @@ stale or foreign message before parsing or copying its body (docs/PROTOCOL.md 5.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
@@ -49,6 +50,7 @@ from fedcast.shared.errors import (
 from fedcast.shared.wire.codec import (
     MAX_MODULUS_BYTES,
     MAX_TOKEN_CHARS,
+    MAX_UINT,
     BoolCodec,
     BytesCodec,
     CiphertextCodec,
@@ -171,6 +173,180 @@ _REGISTRY_ENTRY = _struct(
 _FIRST_COMPONENT = _struct(
     FirstComponent, member=_ID, value=_ELEMENT, proof=_DLOG_PROOF, signature=_SIGNATURE
 )
+if [name for name, _ in _FIRST_COMPONENT.fields] != ["member", "value", "proof", "signature"] or [
+    name for name, _ in _DLOG_PROOF.fields
+] != ["commitment", "response"]:
+    raise TypeError("the first-component fast path assumes the field order of FirstComponent")
+
+_ID_BYTES = re.compile(rb"[A-Za-z0-9._-]{1,64}")  # codec.ID_PATTERN on the UTF-8 bytes (all ASCII)
+_RESPONSE_WIDTH = (RESPONSE_BITS + 7) // 8
+
+
+def _bin_header(size: int) -> bytes:
+    """The canonical msgpack bin header of a ``size``-byte value."""
+    if size < 2**8:
+        return b"\xc4" + size.to_bytes(1, "big")
+    if size < 2**16:
+        return b"\xc5" + size.to_bytes(2, "big")
+    return b"\xc6" + size.to_bytes(4, "big")
+
+
+def _array_header(data: bytes, pos: int, min_items: int) -> tuple[int, int] | None:
+    """(length, offset of the first item) of a canonical array header at ``pos`` holding
+    ``min_items`` to MAX_ARRAY_ITEMS items; None for anything else (the generic path decides)."""
+    size = len(data)
+    if pos >= size:
+        return None
+    byte = data[pos]
+    if 0x90 <= byte <= 0x9F:
+        n, pos = byte & 0x0F, pos + 1
+    elif byte == 0xDC and pos + 3 <= size:
+        n, pos = int.from_bytes(data[pos + 1 : pos + 3], "big"), pos + 3
+        if n < 16:
+            return None
+    elif byte == 0xDD and pos + 5 <= size:
+        n, pos = int.from_bytes(data[pos + 1 : pos + 5], "big"), pos + 5
+        if n < 2**16 or n > MAX_ARRAY_ITEMS:
+            return None
+    else:
+        return None
+    if n < min_items:
+        return None
+    return n, pos
+
+
+class _IdsCodec(SeqCodec):
+    """A list of unique ids (member lists of ENVELOPE and RESULT, GET_KEYS), with a one-pass fast path.
+
+    Performance only, like :class:`_FirstsCodec`: the fast path accepts only canonical fixstr /
+    str 8 ids matching the id pattern; anything else is left to the generic path, which makes
+    every refusal. The list checks (count, unique, sorted) are the same either way.
+    """
+
+    def __init__(self, *, min_items: int = 0, sorted_: bool = False, fast: bool = True) -> None:
+        super().__init__(_ID, min_items=min_items, unique=True, sorted_=sorted_)
+        self.fast = fast
+
+    def read(self, reader: Reader, ctx: WireContext | None, what: str) -> Any:
+        if self.fast:
+            parsed = self._parse(reader.data, reader.tell())
+            if parsed is not None:
+                items, end = parsed
+                reader.skip_parsed(end)
+                return self._check(items, what)
+        return super().read(reader, ctx, what)
+
+    def _parse(self, data: bytes, pos: int) -> tuple[tuple[str, ...], int] | None:
+        """(the ids, the offset after the array) if the array at ``pos`` is canonical and valid."""
+        header = _array_header(data, pos, self.min_items)
+        if header is None:
+            return None
+        n, pos = header
+        size = len(data)
+        match = _ID_BYTES.fullmatch
+        items: list[str] = []
+        for _ in range(n):
+            if pos >= size:
+                return None
+            byte = data[pos]
+            if 0xA0 <= byte <= 0xBF:
+                start = pos + 1
+                pos = start + (byte & 0x1F)
+            elif byte == 0xD9 and pos + 2 <= size and data[pos + 1] >= 32:
+                start = pos + 2
+                pos = start + data[pos + 1]
+            else:
+                return None
+            if pos > size:
+                return None
+            raw = data[start:pos]
+            if match(raw) is None:
+                return None
+            items.append(raw.decode("ascii"))
+        return tuple(items), pos
+
+
+class _FirstsCodec(SeqCodec):
+    """A list of FirstComponent (CHALLENGE, ENVELOPE evidence), with a one-pass fast path.
+
+    Performance only (a CHALLENGE at 943 members is ~620 KB of these): :meth:`read` first
+    tries to parse the whole array straight from the message bytes, accepting it only if
+    every byte is in the one canonical form the generic path accepts (array and bin headers,
+    fixstr / str 8 ids matching the id pattern, exact widths, responses < 2^RESPONSE_BITS);
+    then the same list checks (count, unique members) run. Anything else, however small,
+    goes to the generic path, which therefore produces every refusal, with the same error.
+    """
+
+    def __init__(self, *, min_items: int = 0, fast: bool = True) -> None:
+        super().__init__(_FIRST_COMPONENT, min_items=min_items, unique=True, key=lambda f: f.member)
+        self.fast = fast
+
+    def read(self, reader: Reader, ctx: WireContext | None, what: str) -> Any:
+        if self.fast and ctx is not None:
+            parsed = self._parse(reader.data, reader.tell(), ctx.element_bytes)
+            if parsed is not None:
+                items, end = parsed
+                reader.skip_parsed(end)
+                return self._check(items, what)
+        return super().read(reader, ctx, what)
+
+    def _parse(self, data: bytes, pos: int, width: int) -> tuple[tuple[FirstComponent, ...], int] | None:
+        """(the items, the offset after the array) if the array at ``pos`` is canonical and valid."""
+        size = len(data)
+        header = _array_header(data, pos, self.min_items)
+        if header is None:
+            return None
+        n, pos = header
+        element = _bin_header(width)
+        response = _bin_header(_RESPONSE_WIDTH)
+        signature = _bin_header(SIGNATURE_BYTES)
+        # Offsets after the id: value bin, fixarray(2) of commitment bin and response bin, signature bin.
+        value_at = len(element)
+        proof_at = value_at + width
+        commitment_at = proof_at + 1 + len(element)
+        response_at = commitment_at + width
+        signature_at = response_at + len(response) + _RESPONSE_WIDTH
+        tail = signature_at + len(signature) + SIGNATURE_BYTES
+        limit = 1 << RESPONSE_BITS
+        match, from_bytes, first, proof_cls = _ID_BYTES.fullmatch, int.from_bytes, FirstComponent, DlogProof
+        items: list[FirstComponent] = []
+        for _ in range(n):
+            if pos + 2 > size or data[pos] != 0x94:
+                return None
+            byte = data[pos + 1]
+            if 0xA0 <= byte <= 0xBF:
+                start = pos + 2
+                end = start + (byte & 0x1F)
+            elif byte == 0xD9 and pos + 3 <= size and data[pos + 2] >= 32:
+                start = pos + 3
+                end = start + data[pos + 2]
+            else:
+                return None
+            pos = end + tail
+            if pos > size:
+                return None
+            raw_id = data[start:end]
+            if (
+                match(raw_id) is None
+                or data[end : end + value_at] != element
+                or data[end + proof_at] != 0x92
+                or data[end + proof_at + 1 : end + commitment_at] != element
+                or data[end + response_at : end + response_at + len(response)] != response
+                or data[end + signature_at : end + signature_at + len(signature)] != signature
+            ):
+                return None
+            z = from_bytes(data[end + response_at + len(response) : end + signature_at], "big")
+            if z >= limit:
+                return None
+            items.append(
+                first(
+                    raw_id.decode("ascii"),
+                    from_bytes(data[end + value_at : end + proof_at], "big"),
+                    proof_cls(from_bytes(data[end + commitment_at : end + response_at], "big"), z),
+                    data[end + signature_at + len(signature) : pos],
+                )
+            )
+        return tuple(items), pos
 
 
 class _ParamsCodec(Codec):
@@ -243,7 +419,7 @@ _BODY_CODECS: dict[MessageType, Codec] = {
     ),
     MessageType.GET_PARAMS: _struct(ParamsRequest),
     MessageType.PARAMS: _ParamsCodec(),
-    MessageType.GET_KEYS: _struct(KeysRequest, client_ids=SeqCodec(_ID, unique=True)),
+    MessageType.GET_KEYS: _struct(KeysRequest, client_ids=_IdsCodec()),
     MessageType.KEYS: _struct(
         KeysReply, entries=SeqCodec(_REGISTRY_ENTRY, unique=True, key=lambda e: e.client_id)
     ),
@@ -255,12 +431,12 @@ _BODY_CODECS: dict[MessageType, Codec] = {
     MessageType.READY: _struct(Ready),
     MessageType.ENVELOPE: _struct(
         MemberEnvelope,
-        members=SeqCodec(_ID, min_items=1, unique=True, sorted_=True),
+        members=_IdsCodec(min_items=1, sorted_=True),
         aggregate_key=_ELEMENT,
         min_online=_UINT,
         sealed_model=BytesCodec(),
         evidence=SeqCodec(BytesCodec()),
-        first_evidence=SeqCodec(_FIRST_COMPONENT, unique=True, key=lambda f: f.member),
+        first_evidence=_FirstsCodec(),
     ),
     MessageType.UPLOAD: _struct(
         Upload,
@@ -275,11 +451,11 @@ _BODY_CODECS: dict[MessageType, Codec] = {
     MessageType.CHALLENGE: _struct(
         Challenge,
         challenge=_ELEMENT,
-        firsts=SeqCodec(_FIRST_COMPONENT, min_items=1, unique=True, key=lambda f: f.member),
+        firsts=_FirstsCodec(min_items=1),
     ),
     MessageType.RESPONSE: _struct(Response, share=_ELEMENT, proof=_EQUALITY_PROOF, challenge_digest=_DIGEST),
     MessageType.RESULT: _struct(
-        RoundResult, status=EnumCodec(RoundStatus), members=SeqCodec(_ID, unique=True), detail=_TEXT
+        RoundResult, status=EnumCodec(RoundStatus), members=_IdsCodec(), detail=_TEXT
     ),
 }
 
@@ -595,6 +771,55 @@ class FirstComponentSigned:
     context_digest: bytes
 
 
+def _first_bytes_fast(
+    federation: str, round: int, attempt: int, sender: str, signed: FirstComponentSigned, ctx: WireContext
+) -> bytes | None:
+    """:func:`first_component_bytes` without the generic codecs, for plain values; None otherwise.
+
+    Performance only (a client checks ~90 of these per challenge): when every value has
+    exactly the type and range the codecs accept (ids by the same check, ints and bytes of
+    the right widths, a DlogProof) the bytes are assembled directly, in the same canonical
+    form; anything else (also every case the codecs refuse) takes the generic path.
+    """
+    proof = signed.proof
+    first, digest = signed.first, signed.context_digest
+    if (
+        type(round) is not int
+        or type(attempt) is not int
+        or not 0 <= round <= MAX_UINT
+        or not 0 <= attempt <= MAX_UINT
+        or type(proof) is not DlogProof
+        or type(first) is not int
+        or type(proof.commitment) is not int
+        or type(proof.response) is not int
+        or type(digest) is not bytes
+        or len(digest) != DIGEST_BYTES
+        or not 0 <= proof.response < 1 << RESPONSE_BITS
+    ):
+        return None
+    width = ctx.element_bytes
+    if not 0 <= first < 1 << (8 * width) or not 0 <= proof.commitment < 1 << (8 * width):
+        return None
+    head = pack([check_id(federation, "federation"), round, attempt, check_id(sender, "sender")])
+    element = _bin_header(width)
+    return b"".join(
+        (
+            FIRST_DOMAIN,
+            b"\x97",  # the 7-element array: the 4 header values above, then A_i, [t, z], digest
+            head[1:],
+            element,
+            first.to_bytes(width, "big"),
+            b"\x92",
+            element,
+            proof.commitment.to_bytes(width, "big"),
+            _bin_header(_RESPONSE_WIDTH),
+            proof.response.to_bytes(_RESPONSE_WIDTH, "big"),
+            _bin_header(DIGEST_BYTES),
+            digest,
+        )
+    )
+
+
 def first_component_bytes(
     federation: str, round: int, attempt: int, sender: str, signed: FirstComponentSigned, ctx: WireContext
 ) -> bytes:
@@ -606,6 +831,9 @@ def first_component_bytes(
     fails *for the context it names* is, signed, proof that its member cheated (evidence),
     while a member shown another S by an equivocating aggregator signs that other context.
     """
+    fast = _first_bytes_fast(federation, round, attempt, sender, signed, ctx)
+    if fast is not None:
+        return fast
     return FIRST_DOMAIN + pack(
         [
             check_id(federation, "federation"),
