@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from fedcast.shared.crypto.elgamal import DEFAULT_MIN_ONLINE
 from fedcast.shared.learning.data import IntArray, RatingData
 from fedcast.shared.learning.fedmf import FedMF
 from fedcast.shared.learning.masks import (
@@ -92,7 +93,8 @@ def train_mf(
     secure = scheme_for(len(partition))
     fed = FedMF(train, partition, cfg, secure)
     online_rng = np.random.default_rng([config.seed, 1])
-    n_online = max(2, round(config.online_fraction * len(partition)))
+    # At least the protocol's default minimum online set (3), or every client when there are fewer.
+    n_online = max(min(DEFAULT_MIN_ONLINE, len(partition)), round(config.online_fraction * len(partition)))
     watch = DivergenceWatch()
     metrics: dict[str, float] = {}
     for round_index in range(1, config.rounds + 1):
