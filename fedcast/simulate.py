@@ -41,7 +41,10 @@ secret crosses a pipe) and enrolls them with a signed ENROLL message; the federa
 parameters reach it as a signed PARAMS message, the registry as a signed KEYS message. Every
 pipe frame is raw bytes (``Connection.send_bytes``): wire messages as they would travel, the
 round's vectors as little-endian float64, small JSON for set-up and timings. Nothing read from
-a pipe is unpickled. What each simulated client does is exactly what an edge client does; what
+a frame is unpickled; the one pickle involved is multiprocessing's own start-up of a worker
+(spawn sends the worker's entry function and its arguments: its pipe end, JSON bytes and the PARAMS bytes,
+from this process to the child it starts), as with any ``multiprocessing`` program. What each
+simulated client does is exactly what an edge client does; what
 the simulation shares is public set-up a real client also does once per deployment (the
 fixed-base tables, shared by the clients of one worker) and the key service's signed KEYS reply
 (decoded once per worker; every client checks the keys in it itself).
