@@ -191,6 +191,26 @@ def _bin_header(size: int) -> bytes:
     return b"\xc6" + size.to_bytes(4, "big")
 
 
+def _id_span(data: bytes, pos: int) -> tuple[int, int] | None:
+    """(start, end) of the id whose header is at ``pos``, if it is a canonical fixstr / str 8
+    matching the id pattern; None for anything else (the generic path decides)."""
+    size = len(data)
+    if pos >= size:
+        return None
+    byte = data[pos]
+    if 0xA0 <= byte <= 0xBF:
+        start = pos + 1
+        end = start + (byte & 0x1F)
+    elif byte == 0xD9 and pos + 2 <= size and data[pos + 1] >= 32:
+        start = pos + 2
+        end = start + data[pos + 1]
+    else:
+        return None
+    if end > size or _ID_BYTES.fullmatch(data, start, end) is None:
+        return None
+    return start, end
+
+
 def _array_header(data: bytes, pos: int, min_items: int) -> tuple[int, int] | None:
     """(length, offset of the first item) of a canonical array header at ``pos`` holding
     ``min_items`` to MAX_ARRAY_ITEMS items; None for anything else (the generic path decides)."""
@@ -242,27 +262,13 @@ class _IdsCodec(SeqCodec):
         if header is None:
             return None
         n, pos = header
-        size = len(data)
-        match = _ID_BYTES.fullmatch
         items: list[str] = []
         for _ in range(n):
-            if pos >= size:
+            span = _id_span(data, pos)
+            if span is None:
                 return None
-            byte = data[pos]
-            if 0xA0 <= byte <= 0xBF:
-                start = pos + 1
-                pos = start + (byte & 0x1F)
-            elif byte == 0xD9 and pos + 2 <= size and data[pos + 1] >= 32:
-                start = pos + 2
-                pos = start + data[pos + 1]
-            else:
-                return None
-            if pos > size:
-                return None
-            raw = data[start:pos]
-            if match(raw) is None:
-                return None
-            items.append(raw.decode("ascii"))
+            start, pos = span
+            items.append(data[start:pos].decode("ascii"))
         return tuple(items), pos
 
 
@@ -308,27 +314,21 @@ class _FirstsCodec(SeqCodec):
         signature_at = response_at + len(response) + _RESPONSE_WIDTH
         tail = signature_at + len(signature) + SIGNATURE_BYTES
         limit = 1 << RESPONSE_BITS
-        match, from_bytes, first, proof_cls = _ID_BYTES.fullmatch, int.from_bytes, FirstComponent, DlogProof
+        from_bytes, first, proof_cls = int.from_bytes, FirstComponent, DlogProof
         items: list[FirstComponent] = []
         for _ in range(n):
-            if pos + 2 > size or data[pos] != 0x94:
+            if pos >= size or data[pos] != 0x94:
                 return None
-            byte = data[pos + 1]
-            if 0xA0 <= byte <= 0xBF:
-                start = pos + 2
-                end = start + (byte & 0x1F)
-            elif byte == 0xD9 and pos + 3 <= size and data[pos + 2] >= 32:
-                start = pos + 3
-                end = start + data[pos + 2]
-            else:
+            span = _id_span(data, pos + 1)
+            if span is None:
                 return None
+            start, end = span
             pos = end + tail
             if pos > size:
                 return None
             raw_id = data[start:end]
             if (
-                match(raw_id) is None
-                or data[end : end + value_at] != element
+                data[end : end + value_at] != element
                 or data[end + proof_at] != 0x92
                 or data[end + proof_at + 1 : end + commitment_at] != element
                 or data[end + response_at : end + response_at + len(response)] != response
