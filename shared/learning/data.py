@@ -188,6 +188,45 @@ class SyntheticConfig:
             raise ConfigurationError(f"seed must be >= 0, got {self.seed}")
 
 
+@dataclass(frozen=True, eq=False)
+class _GroundTruth:
+    """The hidden parameters of the synthetic generators: side features ``x`` (users) and ``y``
+    (items), a feature model ``a``, ``b``, ``W`` and latent factors ``p``, ``q``."""
+
+    x: FloatArray
+    y: FloatArray
+    a: FloatArray
+    b: FloatArray
+    w: FloatArray
+    p: FloatArray
+    q: FloatArray
+
+    @classmethod
+    def draw(
+        cls, rng: np.random.Generator, nu: int, ni: int, n_user_features: int, n_item_features: int, rank: int
+    ) -> _GroundTruth:
+        return cls(
+            rng.standard_normal((nu, n_user_features)),
+            rng.standard_normal((ni, n_item_features)),
+            rng.standard_normal(n_user_features),
+            rng.standard_normal(n_item_features),
+            rng.standard_normal((n_user_features, n_item_features)),
+            rng.standard_normal((nu, rank)),
+            rng.standard_normal((ni, rank)),
+        )
+
+    def signal(self, users: IntArray, items: IntArray, feature_strength: float) -> FloatArray:
+        """Per pair: the feature part (weighted ``feature_strength``) plus the latent part,
+        each scaled to unit standard deviation, the sum scaled to unit standard deviation."""
+        xu, yi = self.x[users], self.y[items]
+        feature_part = xu @ self.a + yi @ self.b + np.einsum("nf,fg,ng->n", xu, self.w, yi)
+        latent_part = np.einsum("nk,nk->n", self.p[users], self.q[items])
+        signal = feature_strength * feature_part / max(float(feature_part.std()), 1e-12)
+        signal = signal + latent_part / max(float(latent_part.std()), 1e-12)
+        out: FloatArray = signal / max(float(signal.std()), 1e-12)
+        return out
+
+
 def make_synthetic(config: SyntheticConfig | None = None) -> RatingData:
     """Seeded synthetic IIoT data: quality scores of parts (items) per production line (users).
 
@@ -207,13 +246,7 @@ def make_synthetic(config: SyntheticConfig | None = None) -> RatingData:
     cfg = config or SyntheticConfig()
     rng = np.random.default_rng(cfg.seed)
     nu, ni = cfg.n_users, cfg.n_items
-    x = rng.standard_normal((nu, cfg.n_user_features))
-    y = rng.standard_normal((ni, cfg.n_item_features))
-    a = rng.standard_normal(cfg.n_user_features)
-    b = rng.standard_normal(cfg.n_item_features)
-    w = rng.standard_normal((cfg.n_user_features, cfg.n_item_features))
-    p = rng.standard_normal((nu, cfg.rank))
-    q = rng.standard_normal((ni, cfg.rank))
+    truth = _GroundTruth.draw(rng, nu, ni, cfg.n_user_features, cfg.n_item_features, cfg.rank)
 
     counts = np.rint(cfg.ratings_per_user * rng.lognormal(0.0, cfg.activity_skew, nu))
     counts = np.clip(counts, 2, ni).astype(np.int64)
@@ -223,12 +256,7 @@ def make_synthetic(config: SyntheticConfig | None = None) -> RatingData:
     position = np.argsort(np.argsort(-keys, axis=1), axis=1)
     users, items = np.nonzero(position < counts[:, None])
 
-    xu, yi = x[users], y[items]
-    feature_part = xu @ a + yi @ b + np.einsum("nf,fg,ng->n", xu, w, yi)
-    latent_part = np.einsum("nk,nk->n", p[users], q[items])
-    signal = cfg.feature_strength * feature_part / max(float(feature_part.std()), 1e-12)
-    signal = signal + latent_part / max(float(latent_part.std()), 1e-12)
-    signal = signal / max(float(signal.std()), 1e-12)
+    signal = truth.signal(users, items, cfg.feature_strength)
     # Map to the rating range: centre in the middle, +-2.5 std spans the range,
     # so clipping only touches the tails.
     centre = 0.5 * (cfg.rating_min + cfg.rating_max)
@@ -241,8 +269,8 @@ def make_synthetic(config: SyntheticConfig | None = None) -> RatingData:
         ratings=ratings,
         n_users=nu,
         n_items=ni,
-        user_features=x,
-        item_features=y,
+        user_features=truth.x,
+        item_features=truth.y,
     )
 
 
@@ -327,19 +355,8 @@ def make_power_law(config: PowerLawConfig | None = None) -> RatingData:
     position = np.argsort(np.argsort(-keys, axis=1), axis=1)
     users, items = np.nonzero(position < counts[:, None])
 
-    x = rng.standard_normal((nu, cfg.n_user_features))
-    y = rng.standard_normal((ni, cfg.n_item_features))
-    a = rng.standard_normal(cfg.n_user_features)
-    b = rng.standard_normal(cfg.n_item_features)
-    w = rng.standard_normal((cfg.n_user_features, cfg.n_item_features))
-    p = rng.standard_normal((nu, cfg.rank))
-    q = rng.standard_normal((ni, cfg.rank))
-    xu, yi = x[users], y[items]
-    feature_part = xu @ a + yi @ b + np.einsum("nf,fg,ng->n", xu, w, yi)
-    latent_part = np.einsum("nk,nk->n", p[users], q[items])
-    signal = cfg.feature_strength * feature_part / max(float(feature_part.std()), 1e-12)
-    signal = signal + latent_part / max(float(latent_part.std()), 1e-12)
-    signal = signal / max(float(signal.std()), 1e-12)
+    truth = _GroundTruth.draw(rng, nu, ni, cfg.n_user_features, cfg.n_item_features, cfg.rank)
+    signal = truth.signal(users, items, cfg.feature_strength)
     ratings = cfg.rating_mean + cfg.rating_spread * signal + cfg.noise * rng.standard_normal(users.size)
     if cfg.integer_ratings:
         ratings = np.rint(ratings)
@@ -350,8 +367,8 @@ def make_power_law(config: PowerLawConfig | None = None) -> RatingData:
         ratings=ratings,
         n_users=nu,
         n_items=ni,
-        user_features=x,
-        item_features=y,
+        user_features=truth.x,
+        item_features=truth.y,
     )
 
 
