@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
@@ -18,7 +17,7 @@ import numpy as np
 
 from fedcast.shared.crypto.elgamal import DEFAULT_MIN_ONLINE
 from fedcast.shared.learning.data import IntArray, RatingData
-from fedcast.shared.learning.fedmf import FedMF
+from fedcast.shared.learning.fedmf import FedMFRound, train_federated
 from fedcast.shared.learning.masks import (
     MaskConfig,
     PersonalizedMasks,
@@ -30,7 +29,7 @@ from fedcast.shared.learning.mf import MFConfig, evaluate
 from fedcast.shared.secure_sum import SecureSum
 from fedcast.train.config import TrainConfig
 from fedcast.train.datasets import RatingSplit
-from fedcast.train.results import DivergenceWatch, RoundCallback, RoundLog, TrainResult
+from fedcast.train.results import RoundCallback, RoundLog, TrainResult
 
 __all__ = ["mf_config", "train_mf"]
 
@@ -50,11 +49,9 @@ _MF_FIELDS = (
 
 def mf_config(config: TrainConfig) -> MFConfig:
     """MFConfig from the run's settings: what the user set, the library default otherwise."""
-    known = {f.name for f in fields(MFConfig)}
     values: dict[str, Any] = {
         name: getattr(config, name) for name in _MF_FIELDS if getattr(config, name) is not None
     }
-    values = {k: v for k, v in values.items() if k in known}
     return MFConfig(**values, epochs=config.rounds, seed=config.seed)
 
 
@@ -91,26 +88,24 @@ def train_mf(
         )
     partition = _partition(train, config)
     secure = scheme_for(len(partition))
-    fed = FedMF(train, partition, cfg, secure)
-    online_rng = np.random.default_rng([config.seed, 1])
-    # At least the protocol's default minimum online set (3), or every client when there are fewer.
-    n_online = max(min(DEFAULT_MIN_ONLINE, len(partition)), round(config.online_fraction * len(partition)))
-    watch = DivergenceWatch()
     metrics: dict[str, float] = {}
-    for round_index in range(1, config.rounds + 1):
-        start = time.perf_counter()
-        online = None
-        if n_online < len(partition):
-            online = sorted(int(c) for c in online_rng.choice(len(partition), n_online, replace=False))
-        fed.run_round(online)
-        model = fed.model()
-        on_train = evaluate(model, train)
-        watch.check(round_index, on_train.rmse**2, [model.item_factors, model.user_factors])
-        on_test = evaluate(model, test)
-        metrics = {"rmse_train": on_train.rmse, "rmse_test": on_test.rmse, "mae_test": on_test.mae}
-        clipped = secure.last_round.clipped_values
-        record(RoundLog(round_index, time.perf_counter() - start, metrics, clipped))
-    model = fed.model()
+
+    def on_round(progress: FedMFRound) -> None:
+        on_train, on_test = evaluate(progress.model, train), evaluate(progress.model, test)
+        metrics.update(rmse_train=on_train.rmse, rmse_test=on_test.rmse, mae_test=on_test.mae)
+        record(RoundLog(progress.round, progress.seconds, dict(metrics), progress.clipped))
+
+    # train_federated raises TrainingDivergedError on a non-finite or exploding training error.
+    model = train_federated(
+        train,
+        partition,
+        cfg,
+        secure,
+        online_fraction=config.online_fraction,
+        # the protocol's default minimum online set (3), or every client when there are fewer
+        min_online=DEFAULT_MIN_ONLINE,
+        on_round=on_round,
+    )
     arrays: dict[str, np.ndarray[Any, Any]] = {
         "item_factors": model.item_factors,
         "user_factors": model.user_factors,

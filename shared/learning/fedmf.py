@@ -278,7 +278,8 @@ class FedMFRound:
     ``precond``, ``(U^t, V^t)`` for ``gd``), summed in the simulation from the
     clients' own diagnostics (a deployment's aggregator never sees it).
     ``clipped`` is ``secure.last_round.clipped_values``: how many uploaded values
-    the scheme's encoding clipped this round (0 for plaintext sums).
+    the scheme's encoding clipped this round (0 for plaintext sums). ``model`` is
+    ``(U, V)`` after the round, assembled by the simulation (for evaluation).
     """
 
     round: int  # 1-based
@@ -287,6 +288,7 @@ class FedMFRound:
     train_sse: float
     seconds: float
     clipped: int
+    model: MFModel
 
     @property
     def train_rmse(self) -> float:
@@ -304,13 +306,15 @@ def train_federated(
     secure: SecureSum,
     *,
     online_fraction: float = 1.0,
+    min_online: int = 1,
     init: MFModel | None = None,
     on_round: RoundCallback | None = None,
 ) -> MFModel:
     """Run ``config.epochs`` FedMF rounds and return the (simulation-assembled) model.
 
     With ``online_fraction < 1`` each round samples that share of clients
-    (at least one) with a Generator seeded from ``config.seed``. After every
+    (at least ``min_online``, or every client when there are fewer) with a
+    Generator seeded from ``config.seed``. After every
     round ``on_round`` (if given) receives a :class:`FedMFRound`. Raises
     :class:`fedcast.shared.errors.TrainingDivergedError` as soon as the training
     squared-error sum is non-finite or exceeds
@@ -322,7 +326,9 @@ def train_federated(
     fed = FedMF(data, partition, config, secure, init=init)
     rng = np.random.default_rng([config.seed, 1])
     n_clients = len(fed.clients)
-    n_online = max(1, round(online_fraction * n_clients))
+    if min_online < 1:
+        raise ConfigurationError(f"min_online must be >= 1, got {min_online}")
+    n_online = max(min(min_online, n_clients), round(online_fraction * n_clients))
     first_mse: float | None = None
     for round_index in range(1, config.epochs + 1):
         start = time.perf_counter()
@@ -341,5 +347,6 @@ def train_federated(
         if on_round is not None:
             clipped = int(getattr(secure.last_round, "clipped_values", 0))
             seconds = time.perf_counter() - start
-            on_round(FedMFRound(round_index, len(record.online), n_ratings, sse, seconds, clipped))
+            online_count = len(record.online)
+            on_round(FedMFRound(round_index, online_count, n_ratings, sse, seconds, clipped, fed.model()))
     return fed.model()
