@@ -407,12 +407,14 @@ def test_floods_cost_bounded_lookups_and_memory_and_rounds_go_on(federation: Fed
         lookups = _scrape(ks_port).get(lookups_key, 0.0) - before_lookups
         rss_after, rss_peak = _rss_mb(aggregator.pid)
         ks_rss_after, ks_rss_peak = _rss_mb(keyserver.pid)
-        ks_malformed = sum(
+        # Random bytes decode as `malformed` ~97% of the time and as `unsupported_version` when
+        # the version slot happens to hold a small integer (~3% each): both are a garbage refusal.
+        ks_garbage = sum(
             v
             for k, v in _scrape(ks_port).items()
             if k.startswith("fedcast_messages_rejected_total{")
             and 'service="keyserver"' in k
-            and "malformed" in k
+            and ('reason="malformed"' in k or 'reason="unsupported_version"' in k)
         )
         rejected = {
             re.search(r'reason="([^"]+)"', k).group(1): v  # type: ignore[union-attr]
@@ -425,7 +427,7 @@ def test_floods_cost_bounded_lookups_and_memory_and_rounds_go_on(federation: Fed
         assert rejected.get("unknown_sender", 0) + rejected.get("stale", 0) >= 10_000 - 100, rejected
         assert aggregator.poll() is None and all(e.poll() is None for e in edges)
         assert rss_peak - rss_before < 150, (rss_before, rss_peak)
-        assert keyserver.poll() is None and ks_malformed >= 8, ks_malformed
+        assert keyserver.poll() is None and ks_garbage >= 8, ks_garbage
         assert ks_rss_peak < keyserver_limit_mb, (ks_rss_before, ks_rss_peak)
         figures = {
             "flood_messages": 10_016,
@@ -435,7 +437,7 @@ def test_floods_cost_bounded_lookups_and_memory_and_rounds_go_on(federation: Fed
             "aggregator_rss_mb_before": round(rss_before, 1),
             "aggregator_rss_mb_after": round(rss_after, 1),
             "aggregator_rss_mb_peak": round(rss_peak, 1),
-            "keyserver_garbage_refused": ks_malformed,
+            "keyserver_garbage_refused": ks_garbage,
             "keyserver_rss_mb_before": round(ks_rss_before, 1),
             "keyserver_rss_mb_after": round(ks_rss_after, 1),
             "keyserver_rss_mb_peak": round(ks_rss_peak, 1),
