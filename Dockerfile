@@ -5,7 +5,7 @@
 #
 #   docker buildx build --platform linux/amd64,linux/arm64 -t <registry>/fedcast:<tag> --push .
 #
-# Multi-arch without emulation pain: every dependency (gmpy2, numpy, cryptography,
+# Multi-arch without emulation pain: every dependency (gmpy2, numpy, cryptography, pynacl,
 # msgpack, aio-pika's yarl/multidict/propcache, cffi) publishes manylinux wheels for
 # x86_64 and aarch64 on CPython 3.11, and the build refuses source distributions
 # (--only-binary), so no compiler is needed on either platform and a missing wheel

@@ -44,6 +44,7 @@ from fedcast.shared.wire.messages import (
     RoundStatus,
 )
 from tests.unit.keyserver.helpers import ADMIN_TOKEN, AGGREGATOR_TOKEN, FEDERATION, aggregator_info, signed
+from tests.unit.wire.strategies import IDENTITY_VERIFY_KEY, identity_key_forgery
 
 
 class Env:
@@ -165,6 +166,15 @@ def test_enroll_with_a_bad_signature_is_refused(env: Env) -> None:
     refused(env.enroll("c1", token, signature=b"\x00" * 64), "bad_signature")
     assert env.store.status("c1") is DeviceStatus.PROVISIONED
     assert env.enroll("c1", token) == Ack()
+
+
+def test_enroll_with_a_small_order_verify_key_is_refused(env: Env) -> None:
+    """The neutral element as verify key would let anyone sign as that member (one signature
+    fits every message): its ENROLL, signed with exactly that universal forgery, is refused."""
+    token = env.store.provision_device("c1")
+    forged = identity_key_forgery()
+    refused(env.enroll("c1", token, vk=IDENTITY_VERIFY_KEY, signature=forged), "bad_signature")
+    assert env.store.status("c1") is DeviceStatus.PROVISIONED
 
 
 def test_enroll_and_get_keys(env: Env) -> None:

@@ -48,6 +48,27 @@ from tests.conftest import stored_modulus
 RFC8032_SECRET = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
 RFC8032_VERIFY = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
 TEST_KEY = SigningKeyPair.from_private_bytes(RFC8032_SECRET)
+#: The order of the Ed25519 base point (RFC 8032 section 5.1).
+ED25519_L = 2**252 + 27742317777372353535851937790883648493
+#: The neutral element as an Ed25519 verify key (y = 1, x = 0): a key of small order.
+IDENTITY_VERIFY_KEY = (1).to_bytes(32, "little")
+
+
+def identity_key_forgery() -> bytes:
+    """(R = [a]B, S = a mod L): under the neutral element as verify key, the cofactorless
+    equation [S]B = R + [k]A holds for *every* message. OpenSSL accepts it; libsodium refuses
+    small-order keys (shared/crypto/signing.py)."""
+    import hashlib
+
+    # [a]B for a known scalar a: the verify key of a seed is [clamp(SHA-512(seed)[:32])]B.
+    seed = b"\x07" * 32
+    digest = bytearray(hashlib.sha512(seed).digest()[:32])
+    digest[0] &= 248
+    digest[31] &= 127
+    digest[31] |= 64
+    a = int.from_bytes(digest, "little")
+    return SigningKeyPair.from_private_bytes(seed).verify_key + (a % ED25519_L).to_bytes(32, "little")
+
 
 #: The stored 512-bit modulus (the ``small_group`` fixture's): INSECURE, for widths only.
 GROUP = GroupParams.from_modulus(stored_modulus(512), allow_insecure=True)

@@ -10,7 +10,14 @@ from hypothesis import strategies as st
 
 from fedcast.shared.crypto.signing import SigningKeyPair, verify_signature
 from fedcast.shared.errors import InvalidKeyError, SignatureError
-from tests.unit.wire.strategies import RFC8032_SECRET, RFC8032_VERIFY, TEST_KEY
+from tests.unit.wire.strategies import (
+    ED25519_L,
+    IDENTITY_VERIFY_KEY,
+    RFC8032_SECRET,
+    RFC8032_VERIFY,
+    TEST_KEY,
+    identity_key_forgery,
+)
 
 # RFC 8032 section 7.1, TEST 1 (empty message).
 RFC8032_SIGNATURE = bytes.fromhex(
@@ -117,3 +124,87 @@ def test_constructor_refuses_a_mismatched_verify_key() -> None:
         SigningKeyPair(TEST_KEY._private, other.verify_key)
     with pytest.raises(InvalidKeyError):
         SigningKeyPair("not a key", TEST_KEY.verify_key)  # type: ignore[arg-type]
+
+
+# RFC 8032 section 7.1, TEST 2 and TEST 3: (secret, verify key, message, signature).
+RFC8032_MORE = [
+    (
+        "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb",
+        "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c",
+        "72",
+        "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da"
+        "085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00",
+    ),
+    (
+        "c5aa8df43f9f837bedb7442f31dcb7b166d38535076f094b85ce3a2e0b4458f7",
+        "fc51cd8e6218a1a38da47ed00230f0580816ed13ba3303ac5deb911548908025",
+        "af82",
+        "6291d657deec24024827e69c3abe01a30ce548a284743a445e3680d7db5ac3ac"
+        "18ff9b538d16f290ae67f760984dc6594a7c15e9716ed28dc027beceea1ec40a",
+    ),
+]
+
+
+@pytest.mark.parametrize(("secret", "verify_key", "message", "signature"), RFC8032_MORE)
+def test_rfc8032_more_known_answers(secret: str, verify_key: str, message: str, signature: str) -> None:
+    key = SigningKeyPair.from_private_bytes(bytes.fromhex(secret))
+    assert key.verify_key.hex() == verify_key
+    assert key.sign(bytes.fromhex(message)).hex() == signature
+    verify_signature(bytes.fromhex(verify_key), bytes.fromhex(signature), bytes.fromhex(message))
+
+
+@given(st.binary(max_size=300), st.booleans(), st.data())
+def test_verification_agrees_with_openssl_on_honest_keys(
+    data: bytes, flip: bool, draw: st.DataObject
+) -> None:
+    """Signing is OpenSSL's, verification libsodium's: they agree on every honest key's signatures."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    key = SigningKeyPair.generate()
+    signature = bytearray(key.sign(data))
+    if flip:
+        bit = draw.draw(st.integers(0, 511))
+        signature[bit // 8] ^= 1 << (bit % 8)
+    try:
+        Ed25519PublicKey.from_public_bytes(key.verify_key).verify(bytes(signature), data)
+        openssl = True
+    except InvalidSignature:
+        openssl = False
+    try:
+        verify_signature(key.verify_key, bytes(signature), data)
+        ours = True
+    except SignatureError:
+        ours = False
+    assert ours == openssl == (not flip)
+
+
+def test_verification_takes_any_bytes_like_message() -> None:
+    signature = TEST_KEY.sign(b"payload")
+    verify_signature(TEST_KEY.verify_key, signature, bytearray(b"payload"))
+    verify_signature(TEST_KEY.verify_key, signature, memoryview(b"payload"))
+
+
+def test_a_non_canonical_s_is_refused() -> None:
+    """S + L verifies the same group equation; RFC 8032 requires S < L (no malleable copies)."""
+    signature = TEST_KEY.sign(b"m")
+    s = int.from_bytes(signature[32:], "little")
+    malleated = signature[:32] + (s + ED25519_L).to_bytes(32, "little")
+    with pytest.raises(SignatureError):
+        verify_signature(TEST_KEY.verify_key, malleated, b"m")
+
+
+def test_a_small_order_verify_key_signs_nothing() -> None:
+    """The identity point as a verify key: without the small-order check, one (R, S) is a
+    valid signature of *every* message under it (OpenSSL accepts it). libsodium refuses."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    forged = identity_key_forgery()
+    for message in (b"", b"any message at all"):
+        # the forgery is real: RFC 8032's equation holds (OpenSSL, as of this writing, accepts it)
+        try:
+            Ed25519PublicKey.from_public_bytes(IDENTITY_VERIFY_KEY).verify(forged, message)
+        except Exception:
+            pass
+        with pytest.raises(SignatureError):
+            verify_signature(IDENTITY_VERIFY_KEY, forged, message)
