@@ -507,8 +507,9 @@ def check_challenge(
     statements = [
         DlogStatement(firsts[m].value, firsts[m].proof, attempt.context.first_context(m)) for m in checked
     ]
-    # The element rule on each statement and commitment, then every chosen proof in one batch.
-    failed = dlog_failures(group, statements)
+    # The element rule on each commitment (every statement passed it above), then every
+    # chosen proof in one batch.
+    failed = dlog_failures(group, statements, publics_screened=True)
     if failed:
         names = sorted(checked[i] for i in failed)
         raise ChallengeRejectedError(f"proofs of {names} are invalid: {failed[min(failed)]}")

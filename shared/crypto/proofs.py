@@ -180,23 +180,34 @@ ScreenedDlog = tuple[int, mpz, mpz, mpz, int]
 
 
 def screen_dlogs(
-    group: GroupParams, items: Sequence[DlogStatement]
+    group: GroupParams, items: Sequence[DlogStatement], *, publics_screened: bool = False
 ) -> tuple[dict[int, str], list[ScreenedDlog]]:
     """The per-statement part of verification: the element rule on X and t, z's range, the hash.
 
-    Returns (refused indices with why, the statements left for the equations).
+    ``publics_screened``: the caller has already put every statement X through
+    :meth:`GroupParams.screen_elements` and refused the set if any failed (a client checking a
+    challenge screens all first components, then the proofs of a sample of them); only the
+    commitments are screened here then. Returns (refused indices with why, the statements
+    left for the equations).
     """
     n = group.n
-    values, bad = group.screen_elements(
-        [v for item in items for v in (item.public, item.proof.commitment)],
-        lambda k: f"proof {k // 2}: {'statement' if k % 2 == 0 else 'commitment'}",
-    )
-    failures = {k // 2: why for k, why in sorted(bad.items(), reverse=True)}
+    if publics_screened:
+        publics = [mpz(item.public) for item in items]
+        commitments, failures = group.screen_elements(
+            [item.proof.commitment for item in items], lambda k: f"proof {k}: commitment"
+        )
+    else:
+        values, bad = group.screen_elements(
+            [v for item in items for v in (item.public, item.proof.commitment)],
+            lambda k: f"proof {k // 2}: {'statement' if k % 2 == 0 else 'commitment'}",
+        )
+        failures = {k // 2: why for k, why in sorted(bad.items(), reverse=True)}
+        publics, commitments = values[0::2], values[1::2]
     screened: list[ScreenedDlog] = []
     for i, item in enumerate(items):
         if i in failures:
             continue
-        x, t = values[2 * i], values[2 * i + 1]
+        x, t = publics[i], commitments[i]
         if x * x % n == 1:
             failures[i] = f"proof {i}: statement squares to 1"
             continue
@@ -243,15 +254,18 @@ def dlog_individual_failures(group: GroupParams, screened: Sequence[ScreenedDlog
     }
 
 
-def dlog_failures(group: GroupParams, items: Sequence[DlogStatement]) -> dict[int, str]:
+def dlog_failures(
+    group: GroupParams, items: Sequence[DlogStatement], *, publics_screened: bool = False
+) -> dict[int, str]:
     """Indices of the proofs in ``items`` that do not verify, with why; empty if all do.
 
-    Every statement X and commitment t passes the element rule, then one small-exponent
+    Every statement X (unless ``publics_screened``, see :func:`screen_dlogs`) and
+    commitment t passes the element rule, then one small-exponent
     batch test covers the whole set (:mod:`fedcast.shared.crypto.batch`):
     (G^(sum e_i z_i))^2 = (prod t_i^e_i X_i^(2 c_i e_i))^2. If it fails, each proof is
     checked on its own to name the culprits.
     """
-    failures, screened = screen_dlogs(group, items)
+    failures, screened = screen_dlogs(group, items, publics_screened=publics_screened)
     g2 = group.g * group.g % group.n
     if screened and not dlog_batch_holds(group.n, g2, screened, power=group.power_square):
         failures.update(dlog_individual_failures(group, screened))

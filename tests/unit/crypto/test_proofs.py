@@ -195,7 +195,7 @@ def test_a_cancelling_first_component_cannot_be_proven(small_group: GroupParams)
 # -- batch verification ----------------------------------------------------------------------------
 
 HONEST = ("ok", "flip")
-KINDS = (*HONEST, "z", "t", "context", "public", "range", "minus_one", "not_int")
+KINDS = (*HONEST, "z", "t", "t_out", "context", "public", "range", "minus_one", "not_int")
 
 
 def corrupt(group: GroupParams, honest: Honest, kind: str, other: Honest) -> DlogStatement:
@@ -210,6 +210,8 @@ def corrupt(group: GroupParams, honest: Honest, kind: str, other: Honest) -> Dlo
             return dataclasses.replace(item, proof=DlogProof(p.commitment, p.response + 1))
         case "t":
             return dataclasses.replace(item, proof=DlogProof(int(p.commitment * group.g % n), p.response))
+        case "t_out":  # a commitment the element rule refuses
+            return dataclasses.replace(item, proof=DlogProof(int(n), p.response))
         case "context":
             return dataclasses.replace(item, context=item.context + b"x")
         case "public":
@@ -241,6 +243,23 @@ def test_dlog_failures_names_exactly_the_bad_proofs(
     items = [corrupt(small_group, pool[i], k, pool[(i + 1) % len(pool)]) for i, k in enumerate(kinds)]
     expected = {i for i, k in enumerate(kinds) if k not in HONEST}
     assert set(dlog_failures(small_group, items)) == expected == one_by_one(small_group, items)
+
+
+@given(data=st.data())
+def test_screened_statements_get_the_same_verdicts(
+    small_group: GroupParams, pool: list[Honest], data: st.DataObject
+) -> None:
+    """``publics_screened`` (the caller put every X through the element rule) skips only that:
+    commitments, squares of 1, ranges and the equations are still checked."""
+    kinds = [k for k in KINDS if k != "not_int"]  # an X the caller's screening refuses
+    count = data.draw(st.integers(1, len(pool)), label="count")
+    drawn = data.draw(st.lists(st.sampled_from(kinds), min_size=count, max_size=count), label="kinds")
+    items = [corrupt(small_group, pool[i], k, pool[(i + 1) % len(pool)]) for i, k in enumerate(drawn)]
+    _, refused = small_group.screen_elements([item.public for item in items], str)
+    assert not refused
+    expected = {i for i, k in enumerate(drawn) if k not in HONEST}
+    assert set(dlog_failures(small_group, items, publics_screened=True)) == expected
+    assert set(dlog_failures(small_group, items)) == expected
 
 
 @given(data=st.data())
