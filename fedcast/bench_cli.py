@@ -269,6 +269,8 @@ def _require_plots(directory: str | None) -> None:
 def _cmd_bench_simulate(args: argparse.Namespace) -> int:
     from fedcast.bench.simulate import TABLE_COLUMNS, SimulateBenchConfig, run_simulate_bench, simulate_notes
 
+    if args.floor:
+        return _bench_floor(args)
     config = SimulateBenchConfig(
         clients=args.clients,
         params=args.params,
@@ -287,6 +289,29 @@ def _cmd_bench_simulate(args: argparse.Namespace) -> int:
         rows,
         TABLE_COLUMNS,
         simulate_notes(config, rows),
+        json_path=None if args.json == "-" else args.json,
+    )
+    return 0
+
+
+def _bench_floor(args: argparse.Namespace) -> int:
+    from fedcast.bench.floor import FLOOR_COLUMNS, FloorConfig, floor_notes, run_floor
+
+    config = FloorConfig(
+        members=args.clients,
+        params=args.params,
+        modulus_bits=args.modulus_bits,
+        insecure_test_group=args.insecure_test_group,
+        cores=args.workers,
+    )
+    rows = run_floor(config, progress=_progress(args.quiet))
+    if args.json == "-":
+        print(json.dumps(rows, default=str))
+    _emit(
+        "simulate --floor",
+        rows,
+        FLOOR_COLUMNS,
+        floor_notes(config, rows),
         json_path=None if args.json == "-" else args.json,
     )
     return 0
@@ -482,6 +507,12 @@ def add_bench_commands(commands: Any) -> None:
         "--modulus-bits", type=int, default=2048, choices=(2048, 3072), help="RSA modulus |N| (2048)"
     )
     sim.add_argument("--insecure-test-group", action="store_true", help="512-bit INSECURE N (tests)")
+    sim.add_argument(
+        "--floor",
+        action="store_true",
+        help="instead, time only the crypto every client must do per round, step by step: the "
+        "floor under a round of --clients clients on --workers cores (default: every CPU)",
+    )
     sim.add_argument("--json", metavar="PATH", help="also write the rows as JSON to PATH ('-': stdout)")
     sim.add_argument("--quiet", action="store_true", help="no progress on stderr")
     sim.add_argument("--seed", type=int, default=0)
