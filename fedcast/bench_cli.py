@@ -282,16 +282,21 @@ def _cmd_bench_simulate(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     rows = run_simulate_bench(config, progress=_progress(args.quiet))
-    if args.json == "-":  # the rows on stdout, then the table
-        print(json.dumps(rows, default=str))
-    _emit(
-        "simulate",
-        rows,
-        TABLE_COLUMNS,
-        simulate_notes(config, rows),
-        json_path=None if args.json == "-" else args.json,
-    )
+    _emit_or_print(args.json, "simulate", rows, TABLE_COLUMNS, simulate_notes(config, rows))
     return 0
+
+
+def _emit_or_print(
+    json_arg: str | None,
+    name: str,
+    rows: list[dict[str, Any]],
+    columns: Sequence[tuple[str, str]],
+    notes: Iterable[str],
+) -> None:
+    """:func:`_emit`, where ``--json -`` prints the rows on stdout before the table."""
+    if json_arg == "-":
+        print(json.dumps(rows, default=str))
+    _emit(name, rows, columns, notes, json_path=None if json_arg == "-" else json_arg)
 
 
 def _bench_floor(args: argparse.Namespace) -> int:
@@ -305,15 +310,7 @@ def _bench_floor(args: argparse.Namespace) -> int:
         cores=args.workers,
     )
     rows = run_floor(config, progress=_progress(args.quiet))
-    if args.json == "-":
-        print(json.dumps(rows, default=str))
-    _emit(
-        "simulate --floor",
-        rows,
-        FLOOR_COLUMNS,
-        floor_notes(config, rows),
-        json_path=None if args.json == "-" else args.json,
-    )
+    _emit_or_print(args.json, "simulate --floor", rows, FLOOR_COLUMNS, floor_notes(config, rows))
     return 0
 
 
