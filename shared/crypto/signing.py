@@ -13,8 +13,9 @@ the stricter of the two: beyond RFC 8032 section 5.1.7 (S < L, the group equatio
 without the cofactor) it refuses small-order and non-canonical verify keys and
 small-order R, so every signature it accepts OpenSSL accepts too, and signatures
 made by any RFC 8032 implementation with an honestly generated key verify
-(``tests/unit/wire/test_signing.py`` checks both directions on the RFC's vectors
-and on malformed inputs).
+(``tests/unit/wire/test_signing.py``: the RFC's vectors; the two libraries agree on
+honest keys' signatures, intact or altered; libsodium refuses a small-order-key forgery
+that OpenSSL accepts).
 
 Like :mod:`fedcast.shared.crypto.keys` this module is pure: the private key never
 appears in ``repr``/``str`` and serializes to a plain JSON-friendly dict;
