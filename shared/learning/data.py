@@ -226,6 +226,18 @@ class _GroundTruth:
         out: FloatArray = signal / max(float(signal.std()), 1e-12)
         return out
 
+    def rating_data(self, users: IntArray, items: IntArray, ratings: FloatArray) -> RatingData:
+        """The generated pairs and ratings, with these users' and items' side features."""
+        return RatingData(
+            users=users.astype(np.int64),
+            items=items.astype(np.int64),
+            ratings=ratings,
+            n_users=len(self.x),
+            n_items=len(self.y),
+            user_features=self.x,
+            item_features=self.y,
+        )
+
 
 def make_synthetic(config: SyntheticConfig | None = None) -> RatingData:
     """Seeded synthetic IIoT data: quality scores of parts (items) per production line (users).
@@ -263,15 +275,7 @@ def make_synthetic(config: SyntheticConfig | None = None) -> RatingData:
     scale = (cfg.rating_max - cfg.rating_min) / 5.0
     ratings = centre + scale * signal + cfg.noise * rng.standard_normal(users.size)
     ratings = np.clip(ratings, cfg.rating_min, cfg.rating_max)
-    return RatingData(
-        users=users.astype(np.int64),
-        items=items.astype(np.int64),
-        ratings=ratings,
-        n_users=nu,
-        n_items=ni,
-        user_features=truth.x,
-        item_features=truth.y,
-    )
+    return truth.rating_data(users, items, ratings)
 
 
 @dataclass(frozen=True)
@@ -361,15 +365,7 @@ def make_power_law(config: PowerLawConfig | None = None) -> RatingData:
     if cfg.integer_ratings:
         ratings = np.rint(ratings)
     ratings = np.clip(ratings, cfg.rating_min, cfg.rating_max)
-    return RatingData(
-        users=users.astype(np.int64),
-        items=items.astype(np.int64),
-        ratings=ratings,
-        n_users=nu,
-        n_items=ni,
-        user_features=truth.x,
-        item_features=truth.y,
-    )
+    return truth.rating_data(users, items, ratings)
 
 
 def train_test_split(
